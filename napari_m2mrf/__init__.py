@@ -1,0 +1,1 @@
+"""napari-m2mrf."""
