@@ -1,0 +1,1 @@
+"""Inference: device choice, tiled and deformed-downsample inference, progress and cancel (no Qt)."""

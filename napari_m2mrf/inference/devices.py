@@ -1,0 +1,61 @@
+"""Where and in which precision inference runs.
+
+``auto`` picks CUDA, then Apple's MPS, then the CPU. The CPU runs in float32; CUDA runs under
+autocast (bfloat16 where the GPU supports it, float16 otherwise) with channels_last tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from napari_m2mrf.errors import UserError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def available_devices() -> list[str]:
+    """The device names usable on this machine, best first (``cuda:N`` for each GPU, then mps, cpu)."""
+    names = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return names + ["cpu"]
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """The torch device for ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``).
+
+    Raises ``UserError`` when the named device does not exist here.
+    """
+    if name == "auto":
+        return torch.device(available_devices()[0])
+    base = name.split(":")[0]
+    if base not in DEVICE_CHOICES:
+        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"device {name!r} is not available here; available: {', '.join(available_devices())}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device 'mps' is not available here; available: {', '.join(available_devices())}")
+    return device
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype used on ``device``: None (float32) on CPU and MPS, bf16 or fp16 on CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@contextlib.contextmanager
+def inference_precision(device: torch.device) -> Iterator[None]:
+    """Inference mode, plus autocast on CUDA."""
+    dtype = autocast_dtype(device)
+    with torch.inference_mode():
+        if dtype is None:
+            yield
+        else:
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                yield
