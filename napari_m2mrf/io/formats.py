@@ -1,0 +1,123 @@
+"""What a path holds, decided from its content (magic bytes, TIFF structure, zarr metadata).
+
+``inspect_source(path)`` answers without decoding pixels: the container format, the level-0
+size, the number of pyramid levels, and whether it is a fundus photograph (one small image) or a
+slide (a pyramid, or an image too large to hold in memory comfortably).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from napari_m2mrf.errors import UserError
+
+# Above this many pixels a single image is treated as a slide (DDR's largest photograph is 18 Mpx).
+FUNDUS_MAX_PIXELS = 40_000_000
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),
+    (b"MM\x00+", "tiff"),
+    (b"BM", "bmp"),
+)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".svs", ".ndpi", ".btf", ".tf8")
+ZARR_EXTENSIONS = (".zarr",)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A readable source: ``format`` (jpeg/png/bmp/tiff/zarr), level-0 ``(height, width)``, ``levels``."""
+
+    path: Path
+    format: str
+    height: int
+    width: int
+    levels: int
+    whole_slide: bool = False
+
+    @property
+    def kind(self) -> str:
+        """``"slide"`` for pyramids, scanner files and very large images, ``"fundus"`` otherwise."""
+        if self.format == "zarr" or self.whole_slide or self.levels > 1:
+            return "slide"
+        if self.height * self.width > FUNDUS_MAX_PIXELS:
+            return "slide"
+        return "fundus"
+
+
+def sniff_format(path: str | os.PathLike[str]) -> str | None:
+    """The container format from the first bytes (or ``"zarr"`` for a zarr folder); None if unknown.
+
+    Raises ``UserError`` naming the file when it cannot be opened or is empty.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "zarr" if _is_zarr_folder(path) else None
+    head = _read_head(path, 16)
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def claims_support(path: str | os.PathLike[str]) -> bool:
+    """True if the extension or the content says the file is one this plugin reads."""
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_EXTENSIONS + ZARR_EXTENSIONS:
+        return True
+    try:
+        return sniff_format(path) is not None
+    except UserError:
+        return False
+
+
+def _is_zarr_folder(path: Path) -> bool:
+    return any((path / name).exists() for name in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))
+
+
+def _read_head(path: Path, size: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(size)
+    except PermissionError:
+        raise UserError(f"{path}: permission denied (cannot read the file)") from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not head:
+        raise UserError(f"{path}: the file is empty (0 bytes)")
+    return head
+
+
+def inspect_source(path: str | os.PathLike[str]) -> SourceInfo:
+    """Format, size and levels of ``path`` without decoding pixels; ``UserError`` if unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    found = sniff_format(path)
+    if found is None:
+        what = "folder" if path.is_dir() else "file"
+        raise UserError(
+            f"{path}: not a supported image ({what} content is not JPEG, PNG, BMP, TIFF or OME-Zarr)"
+        )
+    if found == "zarr":
+        from napari_m2mrf.io.omezarr import open_ome_zarr
+
+        pyramid = open_ome_zarr(path)
+        _, height, width = pyramid.shape
+        return SourceInfo(path, "zarr", height, width, len(pyramid.levels))
+    if found == "tiff":
+        from napari_m2mrf.io.tiff import inspect_tiff
+
+        height, width, levels, whole_slide = inspect_tiff(path)
+        return SourceInfo(path, "tiff", height, width, levels, whole_slide)
+    from napari_m2mrf.io.fundus import pillow_size
+
+    width, height = pillow_size(path)
+    return SourceInfo(path, found, height, width, 1)

@@ -1,0 +1,170 @@
+"""Reading photographs (fundus images) into memory as ``(Y, X, 3)`` uint8 RGB.
+
+JPEG, PNG, BMP and TIFF; 8- or 16-bit; grey, RGB or RGBA (alpha dropped, with a notice); float
+images in 0..1 or 0..255; EXIF/TIFF orientation applied. Anything else is a ``UserError`` that
+names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_m2mrf.errors import UserError
+from napari_m2mrf.io.formats import FUNDUS_MAX_PIXELS, sniff_format
+
+MIN_SIDE = 16
+
+
+@dataclass
+class LoadedImage:
+    """An image in memory: ``data`` ``(Y, X, 3)`` uint8 RGB, and what was changed on the way in."""
+
+    data: np.ndarray
+    path: Path
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def pillow_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` from the header of a JPEG/PNG/BMP, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.size
+    except PermissionError:
+        raise UserError(f"{path}: permission denied (cannot read the file)") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable image ({exc})") from None
+
+
+def read_image(path: str | os.PathLike[str], max_pixels: int = FUNDUS_MAX_PIXELS) -> LoadedImage:
+    """Decode the image at ``path`` to ``(Y, X, 3)`` uint8 RGB (orientation applied).
+
+    Raises ``UserError`` naming the file for unreadable, truncated, too small (< 16 px a side),
+    too large (> ``max_pixels``), NaN-holding or unsupported-type images.
+    """
+    path = Path(path)
+    found = sniff_format(path)
+    if found is None or found == "zarr":
+        raise UserError(f"{path}: not a JPEG, PNG, BMP or TIFF image (the content does not match)")
+    notices: list[str] = []
+    if found == "tiff":
+        from napari_m2mrf.io.tiff import inspect_tiff, read_tiff_image
+
+        height, width, _, _ = inspect_tiff(path)
+        _check_size(path, height, width, max_pixels)
+        pixels, orientation = read_tiff_image(path)
+        pixels = apply_orientation(pixels, orientation)
+    else:
+        width, height = pillow_size(path)
+        _check_size(path, height, width, max_pixels)
+        pixels = _decode_with_pillow(path, notices)
+    return LoadedImage(to_rgb8(pixels, path, notices), path, notices)
+
+
+def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
+    if min(height, width) < MIN_SIDE:
+        raise UserError(f"{path}: the image is {width}×{height} pixels; at least {MIN_SIDE}×{MIN_SIDE} are needed")
+    if height * width > max_pixels:
+        raise UserError(
+            f"{path}: the image is {width}×{height} pixels, too large to load at once; open it as a slide "
+            "or convert it with 'napari-m2mrf convert'"
+        )
+
+
+def _decode_with_pillow(path: Path, notices: list[str]) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                oriented = ImageOps.exif_transpose(image)
+                mode = oriented.mode
+                if mode in ("P", "PA"):
+                    oriented = oriented.convert("RGBA" if "transparency" in oriented.info or mode == "PA" else "RGB")
+                elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                    oriented = oriented.convert("RGB")
+                elif mode == "1":
+                    oriented = oriented.convert("L")
+                return np.asarray(oriented)
+    except PermissionError:
+        raise UserError(f"{path}: permission denied (cannot read the file)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: the image cannot be decoded ({exc})") from None
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn ``pixels`` (Y, X[, C]) upright according to an EXIF/TIFF orientation code (1..8)."""
+    if orientation == 2:
+        return pixels[:, ::-1]
+    if orientation == 3:
+        return pixels[::-1, ::-1]
+    if orientation == 4:
+        return pixels[::-1]
+    if orientation == 5:
+        return pixels.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(pixels, k=-1)
+    if orientation == 7:
+        return pixels[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(pixels, k=1)
+    return pixels
+
+
+def to_rgb8(pixels: np.ndarray, path: Path, notices: list[str]) -> np.ndarray:
+    """``pixels`` (Y, X[, C]) of any supported type as contiguous ``(Y, X, 3)`` uint8 RGB.
+
+    Appends to ``notices`` what was changed (alpha dropped, bit depth reduced, grey expanded).
+    """
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        notices.append(f"{path.name}: the alpha channel was dropped")
+        pixels = pixels[..., :-1]
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim not in (2, 3) or pixels.ndim == 3 and pixels.shape[2] != 3:
+        raise UserError(f"{path}: expected a grey, RGB or RGBA image, found pixel array of shape {pixels.shape}")
+    pixels = _to_uint8(pixels, path, notices)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., np.newaxis], 3, axis=2)
+    return np.ascontiguousarray(pixels)
+
+
+def _to_uint8(pixels: np.ndarray, path: Path, notices: list[str]) -> np.ndarray:
+    kind, size = pixels.dtype.kind, pixels.dtype.itemsize
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype == np.bool_:
+        return pixels.astype(np.uint8) * 255
+    if pixels.dtype == np.uint16:
+        notices.append(f"{path.name}: 16-bit pixels were scaled to 8 bits")
+        return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if kind == "f":
+        if not np.all(np.isfinite(pixels)):
+            raise UserError(f"{path}: the image holds NaN or infinite values")
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < 0 or high > 255:
+            raise UserError(f"{path}: float pixel values span {low:g}..{high:g}; expected 0..1 or 0..255")
+        scale = 255.0 if high <= 1.0 else 1.0
+        notices.append(f"{path.name}: float pixels were converted to 8 bits")
+        return np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
+    raise UserError(
+        f"{path}: unsupported pixel type {pixels.dtype} ({size * 8}-bit {'signed' if kind == 'i' else kind}); "
+        "supported: 8- or 16-bit unsigned, float in 0..1 or 0..255"
+    )
