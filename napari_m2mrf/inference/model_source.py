@@ -1,0 +1,55 @@
+"""Where a model comes from: a bundled default, a checkpoint file, or a registry name.
+
+``resolve_model(source)`` returns the model and its metadata. A checkpoint file or a bundled
+checkpoint carries its own metadata (classes, normalisation, input size); a bare registry name builds
+an untrained network with the official IDRiD settings, useful to try the pipeline and for tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from napari_m2mrf.classes import FUNDUS_CLASSES
+from napari_m2mrf.errors import UserError
+
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "sample_data" / "checkpoints"
+CHECKPOINT_SUFFIX = ".safetensors"
+IDRID_DEFAULT_META = {
+    "classes": [{"label": c.label, "code": c.code, "name": c.name, "color": list(c.color)} for c in FUNDUS_CLASSES],
+    "normalisation": {"mean": [116.513, 56.437, 16.309], "std": [80.206, 41.232, 13.293]},
+    "input_size": [960, 1440],
+}
+
+
+def bundled_models() -> dict[str, Path]:
+    """Names (file stems) and paths of the checkpoints shipped in ``sample_data/checkpoints``."""
+    return {path.stem: path for path in sorted(BUNDLED_DIR.glob(f"*{CHECKPOINT_SUFFIX}"))}
+
+
+def model_choices() -> list[str]:
+    """Bundled checkpoints first, then registry names (untrained)."""
+    from napari_m2mrf.models import list_models
+
+    return list(bundled_models()) + list_models()
+
+
+def resolve_model(source: str | Path) -> tuple[nn.Module, dict]:
+    """(model, metadata) for a bundled name, a checkpoint path or a registry name; ``UserError`` otherwise."""
+    from napari_m2mrf.models import build_model, list_models, load_checkpoint
+
+    bundled = bundled_models()
+    name = str(source)
+    if name in bundled:
+        return load_checkpoint(bundled[name])
+    path = Path(name).expanduser()
+    if path.suffix == CHECKPOINT_SUFFIX or path.exists():
+        if not path.is_file():
+            raise UserError(f"checkpoint file not found: {path}")
+        return load_checkpoint(path)
+    if name in list_models():
+        model = build_model(name, num_classes=len(FUNDUS_CLASSES))
+        return model, {"arch": name, **IDRID_DEFAULT_META}
+    valid = ", ".join(list(bundled) + list_models())
+    raise UserError(f"unknown model {name!r}: give a checkpoint file or one of {valid}")

@@ -1,0 +1,96 @@
+"""The segment widget's own result layers: find them, replace them, keep the user's corrections.
+
+Result layers carry ``metadata["m2mrf"] = {"role": ..., "source": <image layer name>}`` so a new
+run replaces exactly the layers an earlier run on the same image made. The ``lesions`` layer is
+the one the user edits: pixels where it differs from the previous prediction are corrections,
+and they are carried over onto the new prediction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from napari_m2mrf.classes import FUNDUS_CLASSES, LesionClass, label_colormap
+
+LESIONS = "lesions"
+PROBABILITY = "probability"
+PREDICTION_KEY = "prediction"  # metadata key holding the unedited prediction of the lesions layer
+
+
+def find_result_layer(viewer: Any, role: str, source: str, code: str | None = None) -> Any | None:
+    """The layer made by an earlier run for ``source`` in ``role`` (and class ``code``), or None."""
+    for layer in viewer.layers:
+        tag = layer.metadata.get("m2mrf", {})
+        if tag.get("role") == role and tag.get("source") == source and tag.get("code") == code:
+            return layer
+    return None
+
+
+def lesion_features(classes: tuple[LesionClass, ...] = FUNDUS_CLASSES) -> dict[str, list]:
+    """Labels-layer features: one row per label value with the class code and name."""
+    return {
+        "index": [0] + [cls.label for cls in classes],
+        "class": ["background"] + [cls.code for cls in classes],
+        "name": ["background"] + [cls.name for cls in classes],
+    }
+
+
+def corrections_carried_over(layer: Any, new_prediction: np.ndarray) -> np.ndarray:
+    """``new_prediction`` with the user's edits of ``layer`` (where it differs from its prediction) on top."""
+    previous = layer.metadata.get(PREDICTION_KEY)
+    current = np.asarray(layer.data)
+    if previous is None or previous.shape != new_prediction.shape or current.shape != new_prediction.shape:
+        return new_prediction
+    edited = current != previous
+    merged = new_prediction.copy()
+    merged[edited] = current[edited]
+    return merged
+
+
+def show_lesions(viewer: Any, image_layer: Any, prediction: np.ndarray) -> Any:
+    """Add or update the ``lesions`` Labels layer of ``image_layer`` (corrections kept)."""
+    source = image_layer.name
+    layer = find_result_layer(viewer, LESIONS, source)
+    if layer is None:
+        layer = viewer.add_labels(
+            prediction.copy(),
+            name=LESIONS,
+            colormap=label_colormap(),
+            features=lesion_features(),
+            opacity=0.7,
+            scale=image_layer.scale[-2:],
+            translate=image_layer.translate[-2:],
+            metadata={"m2mrf": {"role": LESIONS, "source": source, "code": None}},
+        )
+    else:
+        layer.data = corrections_carried_over(layer, prediction)
+    layer.metadata[PREDICTION_KEY] = prediction
+    return layer
+
+
+def show_probabilities(viewer: Any, image_layer: Any, probabilities: np.ndarray) -> list[Any]:
+    """Add or update one hidden probability Image layer per class, coloured like the class."""
+    source = image_layer.name
+    layers = []
+    for channel, cls in enumerate(FUNDUS_CLASSES[: probabilities.shape[0]]):
+        layer = find_result_layer(viewer, PROBABILITY, source, cls.code)
+        if layer is None:
+            from napari.utils.colormaps import Colormap
+
+            layer = viewer.add_image(
+                probabilities[channel],
+                name=f"{cls.code} probability",
+                colormap=Colormap([[0, 0, 0, 0], list(cls.color)], name=f"m2mrf-{cls.code}"),
+                contrast_limits=(0.0, 1.0),
+                blending="additive",
+                visible=False,
+                scale=image_layer.scale[-2:],
+                translate=image_layer.translate[-2:],
+                metadata={"m2mrf": {"role": PROBABILITY, "source": source, "code": cls.code}},
+            )
+        else:
+            layer.data = probabilities[channel]
+        layers.append(layer)
+    return layers

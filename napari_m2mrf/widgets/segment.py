@@ -1,0 +1,215 @@
+"""The Segment widget: run a lesion model on an image layer, off the GUI thread, with progress and Cancel.
+
+Results land in the image's ``lesions`` Labels layer (the user's corrections are kept across runs)
+and in hidden per-class probability layers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
+from qtpy.QtCore import QObject, Signal
+
+from napari_m2mrf.classes import FUNDUS_CLASSES
+from napari_m2mrf.errors import UserError
+from napari_m2mrf.inference.progress import CancelToken, Cancelled
+from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
+from napari_m2mrf.inference.segment_job import TILES, WHOLE, SegmentRequest, SegmentResult, run_segmentation
+from napari_m2mrf.widgets.result_layers import LESIONS, PREDICTION_KEY, find_result_layer, show_lesions, show_probabilities
+
+if TYPE_CHECKING:
+    import napari
+
+REGION_WHOLE = "whole image (official protocol)"
+REGION_TILES = "whole image, full-resolution tiles"
+REGION_VIEW = "visible field of view"
+REGION_SHAPES = "shapes in a Shapes layer"
+CHECKPOINT_FILE = "checkpoint file…"
+
+
+class _WorkerSignals(QObject):
+    """Carries progress and notices from the worker thread to the GUI thread (queued connections)."""
+
+    progressed = Signal(int, int, str)
+    noticed = Signal(str)
+
+
+def visible_box(viewer: napari.Viewer, layer: napari.layers.Layer) -> Box | None:
+    """The part of ``layer`` (data pixels) visible on the canvas, or None when none of it is."""
+    corners_world = _canvas_corners(viewer)
+    corners_data = np.array([layer.world_to_data(c) for c in corners_world])[:, -2:]
+    height, width = layer.data.shape[:2]
+    return clip_box((*corners_data.min(axis=0), *(corners_data.max(axis=0) + 1)), height, width)
+
+
+def _canvas_corners(viewer: napari.Viewer) -> list[np.ndarray]:
+    """World coordinates of the top-left and bottom-right corners of the canvas (2-D view)."""
+    canvas_h, canvas_w = viewer.canvas.size
+    centre = np.asarray(viewer.camera.center[-2:])
+    half = np.array([canvas_h, canvas_w]) / (2.0 * viewer.camera.zoom)
+    return [centre - half, centre + half]
+
+
+class SegmentWidget(Container):
+    """Image, model, device, region and per-class thresholds; Run / Cancel; a progress bar."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        from napari_m2mrf.inference.devices import available_devices
+        from napari_m2mrf.inference.model_source import model_choices
+
+        self._viewer = viewer
+        self.image = ComboBox(label="image", choices=self._image_layers)
+        self.model = ComboBox(label="model", choices=model_choices() + [CHECKPOINT_FILE])
+        self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", visible=False)
+        self.device = ComboBox(label="device", choices=["auto"] + available_devices(), value="auto")
+        self.region = ComboBox(label="region", choices=[REGION_WHOLE, REGION_TILES, REGION_VIEW, REGION_SHAPES])
+        self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
+        self.tile = SpinBox(label="tile (px)", value=1024, min=128, max=8192, step=128)
+        self.thresholds = [
+            FloatSpinBox(label=f"{cls.code} threshold", value=0.5, min=0.01, max=0.99, step=0.05)
+            for cls in FUNDUS_CLASSES
+        ]
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
+        self.status = Label(value="")
+        super().__init__(
+            widgets=[
+                self.image, self.model, self.checkpoint, self.device, self.region, self.shapes, self.tile,
+                *self.thresholds, self.run_button, self.cancel_button, self.progress, self.status,
+            ]
+        )
+        self.model.changed.connect(lambda value: setattr(self.checkpoint, "visible", value == CHECKPOINT_FILE))
+        self.region.changed.connect(lambda value: setattr(self.shapes, "visible", value == REGION_SHAPES))
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self._signals = _WorkerSignals()
+        self._signals.progressed.connect(self._on_progress)
+        self._signals.noticed.connect(self._notify)
+        self._cancel: CancelToken | None = None
+        self.worker = None
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+
+    def _image_layers(self, _widget=None) -> list:
+        import napari
+
+        return [layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Image)
+                and not layer.metadata.get("m2mrf")]
+
+    def _shapes_layers(self, _widget=None) -> list:
+        import napari
+
+        return [layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Shapes)]
+
+    def _notify(self, message: str) -> None:
+        from napari.utils.notifications import show_info
+
+        self.status.value = message
+        show_info(message)
+
+    def _model_source(self) -> str:
+        if self.model.value == CHECKPOINT_FILE:
+            return str(self.checkpoint.value)
+        return str(self.model.value)
+
+    def _request(self, layer) -> SegmentRequest:
+        height, width = layer.data.shape[:2]
+        boxes: list[Box] | None = None
+        if self.region.value == REGION_VIEW:
+            box = visible_box(self._viewer, layer)
+            if box is None:
+                raise UserError(f"no part of {layer.name!r} is visible")
+            boxes = [box]
+        elif self.region.value == REGION_SHAPES:
+            shapes = self.shapes.value
+            if shapes is None or len(shapes.data) == 0:
+                raise UserError("draw rectangles or polygons in a Shapes layer first")
+            polygons = [np.array([layer.world_to_data(shapes.data_to_world(v)) for v in s]) for s in shapes.data]
+            boxes = boxes_from_polygons(polygons, height, width)
+            if not boxes:
+                raise UserError(f"the shapes in {shapes.name!r} do not overlap {layer.name!r}")
+        return SegmentRequest(
+            model=self._model_source(),
+            device=str(self.device.value),
+            mode=TILES if self.region.value == REGION_TILES else WHOLE,
+            boxes=boxes,
+            thresholds=[spin.value for spin in self.thresholds],
+            tile=int(self.tile.value),
+            overlap=max(32, int(self.tile.value) // 8),
+        )
+
+    def run(self) -> None:
+        """Start a run in a worker thread (the GUI stays responsive); errors become notifications."""
+        from superqt.utils import create_worker
+
+        layer = self.image.value
+        if layer is None:
+            self._notify("open an image first")
+            return
+        if layer.multiscale:
+            self._notify(f"{layer.name!r} is a multiscale slide: use a slide model")
+            return
+        try:
+            request = self._request(layer)
+        except UserError as exc:
+            self._notify(str(exc))
+            return
+        image = np.asarray(layer.data)
+        self._cancel = CancelToken()
+        signals, cancel = self._signals, self._cancel
+        self.worker = create_worker(
+            run_segmentation,
+            image,
+            request,
+            progress=lambda done, total, message: signals.progressed.emit(done, total, message),
+            cancel=cancel,
+            notify=signals.noticed.emit,
+            _start_thread=False,
+        )
+        self.worker.returned.connect(lambda result: self._show(layer, result))
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.value = 0
+        self.status.value = f"running {request.model} on {layer.name}…"
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next tile."""
+        if self._cancel is not None:
+            self._cancel.set()
+            self.status.value = "cancelling…"
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        self.progress.max = max(total, 1)
+        self.progress.value = done
+        self.status.value = message
+
+    def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, Cancelled):
+            self._notify("segmentation cancelled; nothing was changed")
+        elif isinstance(exc, UserError):
+            self._notify(str(exc))
+        else:
+            from napari.utils.notifications import show_error
+
+            self.status.value = f"failed: {exc}"
+            show_error(f"segmentation failed: {type(exc).__name__}: {exc}")
+
+    def _on_finished(self) -> None:
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self._cancel = None
+
+    def _show(self, layer, result: SegmentResult) -> None:
+        labels = result.labels
+        if result.computed is not None:
+            previous = find_result_layer(self._viewer, LESIONS, layer.name)
+            base = previous.metadata.get(PREDICTION_KEY) if previous is not None else None
+            if base is not None and base.shape == labels.shape:
+                labels = np.where(result.computed, labels, base).astype(np.uint8)
+        show_probabilities(self._viewer, layer, result.probabilities)
+        show_lesions(self._viewer, layer, labels)
+        self.status.value = f"done in {result.seconds:.1f} s"

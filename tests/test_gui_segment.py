@@ -1,0 +1,127 @@
+"""The Segment widget on a real napari viewer: runs off the GUI thread, shows results, keeps corrections,
+cancels promptly, and reports bad input as notifications."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+pytestmark = pytest.mark.gui
+pytest.importorskip("napari_m2mrf.models.registry")
+
+from napari_m2mrf.widgets.segment import REGION_SHAPES, REGION_TILES, REGION_WHOLE, SegmentWidget  # noqa: E402
+
+SMALL_MODEL = "hrnetv2_w18s"
+
+
+def _fundus_like(height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    image = np.zeros((height, width, 3), np.uint8)
+    image[..., 0] = 170
+    image[..., 1] = 70
+    image[..., 2] = 20
+    return np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+
+
+def _widget(viewer, image: np.ndarray) -> SegmentWidget:
+    viewer.add_image(image, name="fundus", rgb=True)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment lesions")
+    widget.model.value = SMALL_MODEL
+    widget.device.value = "cpu"
+    return widget
+
+
+def _run_and_wait(widget: SegmentWidget, qtbot, timeout_ms: int = 120_000) -> None:
+    widget.run()
+    with qtbot.waitSignal(widget.worker.finished, timeout=timeout_ms):
+        pass
+
+
+def test_whole_image_run_adds_lesions_and_hidden_probabilities(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, _fundus_like(200, 300))
+    widget.region.value = REGION_WHOLE
+    _run_and_wait(widget, qtbot)
+    lesions = viewer.layers["lesions"]
+    assert lesions.data.shape == (200, 300) and lesions.data.dtype == np.uint8
+    assert list(lesions.features["class"]) == ["background", "EX", "HE", "SE", "MA"]
+    for code in ("EX", "HE", "SE", "MA"):
+        layer = viewer.layers[f"{code} probability"]
+        assert not layer.visible and layer.data.shape == (200, 300)
+        assert 0.0 <= float(layer.data.min()) and float(layer.data.max()) <= 1.0
+
+
+def test_running_again_replaces_results_but_keeps_corrections(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, _fundus_like(160, 160))
+    _run_and_wait(widget, qtbot)
+    lesions = viewer.layers["lesions"]
+    lesions.selected_label = 2
+    lesions.paint((50, 60), 2, refresh=True)
+    lesions.brush_size = 10
+    lesions.paint((100, 100), 2, refresh=True)
+    corrected = np.asarray(lesions.data).copy()
+    layer_count = len(viewer.layers)
+    widget.thresholds[0].value = 0.99  # a different prediction
+    _run_and_wait(widget, qtbot)
+    assert len(viewer.layers) == layer_count, "a second run must replace its own layers, not add more"
+    assert viewer.layers["lesions"] is lesions
+    assert (np.asarray(lesions.data)[90:110, 90:110][corrected[90:110, 90:110] == 2] == 2).all()
+
+
+def test_shapes_region_segments_only_inside_the_drawn_rectangle(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, _fundus_like(256, 256))
+    viewer.add_shapes([np.array([[20, 30], [20, 130], [100, 130], [100, 30]])], shape_type="rectangle", name="roi")
+    widget.reset_choices()
+    widget.region.value = REGION_SHAPES
+    widget.shapes.value = viewer.layers["roi"]
+    widget.thresholds[0].value = 0.01  # mark (almost) everything computed as EX
+    for spin in widget.thresholds[1:]:
+        spin.value = 0.99
+    _run_and_wait(widget, qtbot)
+    labels = np.asarray(viewer.layers["lesions"].data)
+    outside = np.ones_like(labels, bool)
+    outside[20:101, 30:131] = False
+    assert labels[outside].max() == 0
+    assert (labels[20:101, 30:131] > 0).mean() > 0.5
+
+
+def test_gui_stays_responsive_while_running_and_cancel_stops_within_two_seconds(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, _fundus_like(1024, 1024))
+    widget.region.value = REGION_TILES
+    widget.tile.value = 128
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value >= 3, timeout=120_000)
+    stalls = np.diff(ticks)
+    widget.cancel_button.clicked.emit()
+    cancelled_at = time.perf_counter()
+    with qtbot.waitSignal(widget.worker.finished, timeout=10_000):
+        pass
+    stopped_after = time.perf_counter() - cancelled_at
+    timer.stop()
+    assert len(stalls) > 20
+    assert stalls.max() <= 0.100, f"the event loop stalled for {stalls.max() * 1000:.0f} ms while the model ran"
+    assert stopped_after <= 2.0
+    assert "lesions" not in viewer.layers, "a cancelled run must not add results"
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_missing_checkpoint_file_is_a_notification_not_a_crash(make_napari_viewer, qtbot, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, _fundus_like(64, 64))
+    widget.model.value = "checkpoint file…"
+    widget.checkpoint.value = tmp_path / "missing.safetensors"
+    _run_and_wait(widget, qtbot)
+    assert "not found" in widget.status.value
+    assert "lesions" not in viewer.layers
