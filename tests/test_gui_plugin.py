@@ -124,3 +124,27 @@ def test_napari_with_the_plugin_does_not_import_torch_until_a_model_is_used() ->
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def _all_action_texts(menu) -> list[str]:
+    texts = []
+    for action in menu.actions():
+        texts.append(action.text())
+        if action.menu() is not None:
+            texts += _all_action_texts(action.menu())
+    return texts
+
+
+def test_plugins_menu_lists_the_widgets(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    (plugins_menu,) = [a.menu() for a in viewer.window._qt_window.menuBar().actions() if a.text() == "&Plugins"]
+    texts = _all_action_texts(plugins_menu)
+    assert any("Segment lesions" in text for text in texts), texts
+
+
+def test_segment_widget_docks_from_the_plugin_manifest(make_napari_viewer) -> None:
+    pytest.importorskip("napari_m2mrf.models.registry")
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-m2mrf", "Segment lesions")
+    assert type(widget).__name__ == "SegmentWidget"
+    assert "hrnetv2_w18s" in widget.model.choices
