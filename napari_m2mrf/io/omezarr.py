@@ -64,7 +64,11 @@ def _is_group(node: Any) -> bool:
 def open_ome_zarr(path: str | os.PathLike[str]) -> Pyramid:
     """The image of an OME-Zarr store as a lazy :class:`Pyramid` (levels ``(C, Y, X)``)."""
     path = Path(path)
-    group = image_group(open_group(path), path)
+    return pyramid_from_group(image_group(open_group(path), path), path)
+
+
+def pyramid_from_group(group: Any, path: Path) -> Pyramid:
+    """The multiscale image of ``group`` (levels ``(C, Y, X)``; zarr arrays themselves when stored CYX)."""
     multiscale = _multiscale(group, path)
     arrays = _level_arrays(group, multiscale, path)
     _check_chunks(group, arrays, multiscale, path)
@@ -161,7 +165,11 @@ def open_ome_zarr_labels(path: str | os.PathLike[str], name: str) -> LabelPyrami
         group = root["labels"][name]
     except KeyError:
         raise UserError(f"{path}: has no labels named {name!r}") from None
-    where = path / "labels" / name
+    return label_pyramid_from_group(group, path / "labels" / name, name)
+
+
+def label_pyramid_from_group(group: Any, where: Path, name: str) -> LabelPyramid:
+    """The multiscale labels of ``group`` (levels ``(Y, X)``) with their image-label colours and names."""
     multiscale = _multiscale(group, where)
     arrays = _level_arrays(group, multiscale, where)
     _check_chunks(group, arrays, multiscale, where)

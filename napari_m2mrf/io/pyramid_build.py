@@ -66,14 +66,14 @@ def blocks_of(level: int, shape: tuple[int, ...], block: int) -> list[Block]:
 
 
 def create_level_arrays(
-    group: Any, shape: tuple[int, ...], dtype: Any, levels: int, chunk: int, axes: str
+    group: Any, shape: tuple[int, ...], dtype: Any, levels: int, chunk: int, axes: str, first: int = 0
 ) -> list[Any]:
-    """Create (overwriting) arrays ``"0"``, ``"1"``, … for a pyramid; every chunk will be stored."""
+    """Create (overwriting) arrays ``"<first>"``, ``"<first+1>"``, … of ``levels`` halving shapes from ``shape``."""
     from napari_m2mrf.io.zarr_arrays import create_array
 
     return [
         create_array(group, str(k), level_shape, dtype, chunk, axes)
-        for k, level_shape in enumerate(level_shapes(shape, levels))
+        for k, level_shape in enumerate(level_shapes(shape, levels), start=first)
     ]
 
 
@@ -87,29 +87,43 @@ def build_pyramid(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     workers: int = 2,
+    copy_level0: bool = True,
 ) -> list[Any]:
     """Copy ``source`` into array ``"0"`` of ``group`` and build levels ``"1"``… by 2×2 reduction.
 
     ``source``: array-like ``(C, Y, X)`` for ``kind="image"`` (area average) or ``(Y, X)`` for
-    ``kind="labels"`` (mode), read one block at a time. ``progress(done, total)`` counts blocks.
-    Resumes a previous interrupted build of the same plan. Returns the level arrays.
+    ``kind="labels"`` (mode), read one block at a time. With ``copy_level0=False`` array ``"0"``
+    already holds level 0 (``source`` is that array) and only the coarser levels are built.
+    ``progress(done, total)`` counts blocks. Resumes a previous interrupted build of the same
+    plan. Returns the level arrays.
     """
     if kind not in ("image", "labels"):
         raise ValueError(f"kind must be 'image' or 'labels', not {kind!r}")
     shape = tuple(int(n) for n in source.shape)
     levels = levels or level_count(shape[-2], shape[-1], chunk)
     block = 2 * chunk
-    plan = {"shape": list(shape), "dtype": str(np.dtype(source.dtype)), "levels": levels, "chunk": chunk}
+    plan = {
+        "shape": list(shape),
+        "dtype": str(np.dtype(source.dtype)),
+        "levels": levels,
+        "chunk": chunk,
+        "copy_level0": copy_level0,
+    }
     state = dict(group.attrs.get(BUILD_KEY) or {})
     if state.get("plan") == plan and all(str(k) in group for k in range(levels)):
         arrays = [group[str(k)] for k in range(levels)]
         done = int(state.get("done", 0))
     else:
         axes = "cyx" if len(shape) == 3 else "yx"
-        arrays = create_level_arrays(group, shape, source.dtype, levels, chunk, axes)
+        if copy_level0:
+            arrays = create_level_arrays(group, shape, source.dtype, levels, chunk, axes)
+        else:
+            arrays = [group["0"]]
+            arrays += create_level_arrays(group, half_shape(shape), source.dtype, levels - 1, chunk, axes, first=1)
         done = 0
         group.attrs[BUILD_KEY] = {"plan": plan, "done": 0}
-    schedule = [b for k in range(levels) for b in blocks_of(k, arrays[k].shape, block)]
+    first = 0 if copy_level0 else 1
+    schedule = [b for k in range(first, levels) for b in blocks_of(k, arrays[k].shape, block)]
     reduce = mean_2x2 if kind == "image" else mode_2x2
 
     def run(item: Block) -> None:

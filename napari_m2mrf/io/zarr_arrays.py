@@ -1,4 +1,4 @@
-"""Creating the zarr arrays of a pyramid level, in the group's zarr format (2 or 3)."""
+"""Creating zarr arrays in the group's zarr format (2 or 3), zstd-compressed, every chunk stored."""
 
 from __future__ import annotations
 
@@ -9,13 +9,20 @@ import numpy as np
 ZSTD_LEVEL = 1
 
 
-def create_array(group: Any, name: str, shape: tuple[int, ...], dtype: Any, chunk: int, axes: str) -> Any:
-    """Create (overwrite) array ``name`` in ``group``: spatial chunks ``chunk × chunk``, all channels per chunk.
+def spatial_chunks(shape: tuple[int, ...], axes: str, chunk: int) -> tuple[int, ...]:
+    """Chunks of ``chunk`` along ``y``/``x`` and the whole length along every other axis."""
+    return tuple(min(n, chunk) if axis in "yx" else n for axis, n in zip(axes, shape, strict=True))
 
-    ``axes`` names the dimensions (``"cyx"``, ``"yx"``, ``"kyx"``…). Zstd-compressed; chunks equal to
-    the fill value are stored too, so a missing chunk always means an incomplete write.
+
+def create_array(
+    group: Any, name: str, shape: tuple[int, ...], dtype: Any, chunk: int | tuple[int, ...], axes: str
+) -> Any:
+    """Create (overwrite) array ``name`` in ``group`` with dimensions named by ``axes`` (``"cyx"``, ``"yx"``…).
+
+    ``chunk``: the spatial chunk side (other axes whole) or explicit chunks. Chunks equal to the
+    fill value are stored too, so a missing chunk always means an incomplete write.
     """
-    chunks = tuple(min(n, chunk) if axis in "yx" else n for axis, n in zip(axes, shape, strict=True))
+    chunks = spatial_chunks(shape, axes, chunk) if isinstance(chunk, int) else tuple(chunk)
     kwargs: dict[str, Any] = {
         "name": name,
         "shape": tuple(shape),

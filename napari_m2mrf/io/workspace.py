@@ -1,0 +1,383 @@
+"""The workspace: one OME-Zarr store per image holding everything the plugin makes for it.
+
+Layout (``<name>.m2mrf.zarr``, NGFF 0.5 on zarr v3 by default, 0.4 on zarr v2 on request)::
+
+    0 1 2 …                   image pyramid (C, Y, X) uint8, multiscales + omero metadata
+    labels/<name>/0 1 …       label pyramids (Y, X) uint8 with image-label colours and names
+                              ("prediction", "corrected", "ground_truth", …)
+    probabilities/0           (K, Y, X) float16 per-class maps at a coarse level
+    sampling/points           (N, 2) float32 sampling locations, level-0 pixels (y, x)
+    sampling/deformation      (Y, X) float32 sampling-density map
+    attrs["m2mrf"]            workspace version, source path, provenance
+
+Whole arrays and label pyramids are replaced atomically (built aside, then renamed in), so a
+crash never leaves a half-written layer as the only copy; a region write changes whole chunks,
+each of which zarr writes atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_m2mrf.errors import UserError
+from napari_m2mrf.io import ngff
+from napari_m2mrf.io.atomic import remove_stale_siblings, replace, temporary_sibling
+from napari_m2mrf.io.omezarr import (
+    COMPLETE_KEY,
+    label_names,
+    label_pyramid_from_group,
+    open_group,
+    pyramid_from_group,
+)
+from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
+from napari_m2mrf.io.pyramid_build import (
+    DEFAULT_CHUNK,
+    CancelCheck,
+    ProgressCallback,
+    build_pyramid,
+    update_region,
+)
+from napari_m2mrf.io.zarr_arrays import create_array
+
+WORKSPACE_SUFFIX = ".m2mrf.zarr"
+WORKSPACE_VERSION = 1
+LABEL_NAMES = ("prediction", "corrected", "ground_truth")
+
+
+def workspace_path_for(source: str | os.PathLike[str]) -> Path:
+    """``<name>.m2mrf.zarr`` next to ``source`` if that folder is writable, else in the user cache."""
+    source = Path(source).resolve()
+    stem = source.name.split(".")[0] or source.name
+    if os.access(source.parent, os.W_OK):
+        return source.parent / f"{stem}{WORKSPACE_SUFFIX}"
+    from sample_data.cache import cache_dir
+
+    digest = hashlib.sha1(str(source).encode()).hexdigest()[:10]
+    return cache_dir("workspaces") / f"{stem}-{digest}{WORKSPACE_SUFFIX}"
+
+
+class Workspace:
+    """An open workspace store (see the module docstring for its layout)."""
+
+    def __init__(self, path: Path, group: Any) -> None:
+        self.path = path
+        self.group = group
+        self.version = "0.5" if group.metadata.zarr_format == 3 else "0.4"
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None, ngff_version: str = "0.5"
+    ) -> Workspace:
+        """A new empty workspace at ``path`` (an existing one there is kept and opened instead)."""
+        path = Path(path)
+        if path.exists():
+            return cls.open(path)
+        if ngff_version not in ngff.WRITE_VERSIONS:
+            raise UserError(f"NGFF version {ngff_version!r} is not supported; choose one of {ngff.WRITE_VERSIONS}")
+        import zarr
+
+        tmp = temporary_sibling(path)
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=ngff.zarr_format_for(ngff_version))
+        info: dict[str, Any] = {"workspace": WORKSPACE_VERSION, "created": _now()}
+        if source is not None:
+            info["source"] = str(Path(source).resolve())
+        group.attrs[COMPLETE_KEY] = info
+        replace(tmp, path)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], mode: str = "r+") -> Workspace:
+        """The existing workspace at ``path``; ``UserError`` if it is missing or not a workspace."""
+        path = Path(path)
+        if not path.is_dir():
+            raise UserError(f"{path}: no such workspace")
+        group = open_group(path, mode=mode)
+        if "workspace" not in (group.attrs.get(COMPLETE_KEY) or {}):
+            raise UserError(f"{path}: a zarr store but not an napari-m2mrf workspace")
+        return cls(path, group)
+
+    @classmethod
+    def for_source(cls, source: str | os.PathLike[str], path: str | os.PathLike[str] | None = None) -> Workspace:
+        """Open or create the workspace of ``source`` (at ``path`` or :func:`workspace_path_for`)."""
+        path = Path(path) if path is not None else workspace_path_for(source)
+        return cls.open(path) if path.exists() else cls.create(path, source=source)
+
+    @staticmethod
+    def is_workspace(path: str | os.PathLike[str]) -> bool:
+        """True if ``path`` is a workspace folder (cheap: reads the root metadata only)."""
+        path = Path(path)
+        if not path.is_dir():
+            return False
+        try:
+            return "workspace" in (open_group(path).attrs.get(COMPLETE_KEY) or {})
+        except UserError:
+            return False
+
+    # -- attributes and provenance ------------------------------------------------------------
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The workspace's own attributes (version, source, provenance, completion)."""
+        return dict(self.group.attrs.get(COMPLETE_KEY) or {})
+
+    def _update_info(self, **fields: Any) -> None:
+        self.group.attrs[COMPLETE_KEY] = {**self.info, **fields}
+
+    @property
+    def source(self) -> Path | None:
+        """The file the workspace was made for, if any."""
+        source = self.info.get("source")
+        return Path(source) if source else None
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What produced the workspace's results: model, variant, checkpoint sha256, parameters, time."""
+        return dict(self.info.get("provenance") or {})
+
+    def record_provenance(self, **fields: Any) -> None:
+        """Merge ``fields`` (JSON-serialisable) into the provenance, stamping the UTC time."""
+        self._update_info(provenance={**self.provenance, **fields, "time": _now()})
+
+    # -- the image ----------------------------------------------------------------------------
+
+    @property
+    def has_image(self) -> bool:
+        """True when the store holds a complete image pyramid of its own."""
+        _, metadata = ngff.ome_attributes(self.group.attrs.asdict())
+        return "multiscales" in metadata and bool(self.info.get("complete"))
+
+    @property
+    def image(self) -> Pyramid:
+        """The image pyramid: the store's own copy, else the source file read lazily."""
+        if self.has_image:
+            return pyramid_from_group(self.group, self.path)
+        if self.source is not None:
+            from napari_m2mrf.io.slides import open_pyramid
+
+            return open_pyramid(self.source)
+        raise UserError(f"{self.path}: the workspace holds no image and names no source file")
+
+    def write_image(
+        self,
+        source: Any,
+        *,
+        pixel_size_um: float | None = None,
+        name: str = "image",
+        chunk: int = DEFAULT_CHUNK,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> Pyramid:
+        """Copy level-0 ``source`` ``(C, Y, X)`` uint8 into the store and build its pyramid, block by block.
+
+        Resumable: after an interruption, calling it again continues where it stopped. The image
+        is marked complete (and readable by NGFF tools) only at the end.
+        """
+        if source.ndim != 3:
+            raise UserError(f"{self.path}: an image must be (C, Y, X); got shape {tuple(source.shape)}")
+        self._update_info(complete=False)
+        arrays = build_pyramid(self.group, source, kind="image", chunk=chunk, progress=progress, cancel=cancel)
+        downsamples = [2.0**k for k in range(len(arrays))]
+        entry = ngff.multiscales_entry(name, "cyx", downsamples, pixel_size_um, self.version)
+        metadata = {"multiscales": [entry], "omero": ngff.omero_rgb(name, int(source.shape[0]))}
+        attrs = dict(self.group.attrs.asdict())
+        attrs.pop("ome", None)
+        attrs.update(ngff.wrap_attributes(metadata, self.version))
+        attrs[COMPLETE_KEY] = {**self.info, "complete": True}
+        self.group.attrs.put(attrs)
+        return self.image
+
+    # -- labels ----------------------------------------------------------------------------
+
+    def label_names(self) -> list[str]:
+        """Names of the label pyramids in ``labels/``."""
+        return label_names(self.path)
+
+    def labels(self, name: str) -> LabelPyramid:
+        """The label pyramid ``labels/<name>`` (lazy; writable when the workspace was opened ``r+``)."""
+        if "labels" not in self.group or name not in self.group["labels"]:
+            raise UserError(f"{self.path}: has no labels named {name!r}")
+        return label_pyramid_from_group(self.group["labels"][name], self.path / "labels" / name, name)
+
+    @contextmanager
+    def new_labels(
+        self,
+        name: str,
+        shape: tuple[int, int],
+        *,
+        colors: Mapping[int, Sequence[float]],
+        names: Mapping[int, str],
+        pixel_size_um: float | None = None,
+        chunk: int = DEFAULT_CHUNK,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[Any]:
+        """Write a label map piece by piece, then publish it as ``labels/<name>`` in one rename.
+
+        Yields the level-0 zarr array ``(Y, X)`` uint8 (initially 0) to write regions into; on a
+        normal exit the coarser levels are built and the finished pyramid replaces any previous
+        ``labels/<name>``. On an exception nothing changes.
+        """
+        import zarr
+
+        _check_label_name(self.path, name)
+        labels_dir = self.path / "labels"
+        self._ensure_labels_group()
+        target = labels_dir / name
+        remove_stale_siblings(target)
+        tmp = temporary_sibling(target)
+        try:
+            group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
+            level0 = create_array(group, "0", tuple(shape), np.uint8, chunk, "yx")
+            yield level0
+            arrays = build_pyramid(group, level0, kind="labels", chunk=chunk, progress=progress, copy_level0=False)
+            downsamples = [2.0**k for k in range(len(arrays))]
+            metadata = {
+                "multiscales": [ngff.multiscales_entry(name, "yx", downsamples, pixel_size_um, self.version)],
+                "image-label": ngff.image_label(colors, names, self.version),
+            }
+            group.attrs.put({**ngff.wrap_attributes(metadata, self.version), COMPLETE_KEY: {"complete": True}})
+            replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._list_label(name)
+
+    def write_labels(
+        self,
+        name: str,
+        labels: Any,
+        *,
+        colors: Mapping[int, Sequence[float]],
+        names: Mapping[int, str],
+        pixel_size_um: float | None = None,
+        chunk: int = DEFAULT_CHUNK,
+        progress: ProgressCallback | None = None,
+    ) -> LabelPyramid:
+        """Store ``labels`` ``(Y, X)`` (numpy, zarr or dask; read block by block) as ``labels/<name>``, atomically."""
+        if labels.ndim != 2:
+            raise UserError(f"{self.path}: labels must be (Y, X); got shape {tuple(labels.shape)}")
+        dtype = np.dtype(labels.dtype)
+        if dtype.kind not in "ub" and dtype.kind != "i":
+            raise UserError(f"{self.path}: labels must be integers; got {dtype}")
+        block = 2 * chunk
+        with self.new_labels(
+            name, tuple(labels.shape), colors=colors, names=names, pixel_size_um=pixel_size_um, chunk=chunk,
+            progress=progress,
+        ) as level0:
+            for y in range(0, labels.shape[0], block):
+                for x in range(0, labels.shape[1], block):
+                    piece = np.asarray(labels[y : y + block, x : x + block])
+                    if piece.size and (piece.min() < 0 or piece.max() > 255):
+                        raise UserError(f"{self.path}: label values must be 0..255; got {piece.min()}..{piece.max()}")
+                    level0[y : y + block, x : x + block] = piece.astype(np.uint8)
+        return self.labels(name)
+
+    def write_labels_region(self, name: str, region: np.ndarray, y0: int, x0: int) -> None:
+        """Overwrite ``labels/<name>`` level 0 at ``[y0:y0+h, x0:x0+w]`` with ``region`` and refresh coarser levels."""
+        pyramid = self.labels(name)
+        height, width = pyramid.shape
+        h, w = region.shape
+        if y0 < 0 or x0 < 0 or y0 + h > height or x0 + w > width:
+            raise UserError(f"{self.path}: region {h}×{w} at ({y0}, {x0}) lies outside labels {height}×{width}")
+        pyramid.levels[0][y0 : y0 + h, x0 : x0 + w] = np.asarray(region, dtype=np.uint8)
+        update_region(pyramid.levels, y0, y0 + h, x0, x0 + w, kind="labels")
+
+    def _ensure_labels_group(self) -> None:
+        if "labels" not in self.group:
+            group = self.group.create_group("labels")
+            group.attrs.put(ngff.wrap_attributes({"labels": []}, self.version))
+
+    def _list_label(self, name: str) -> None:
+        group = self.group["labels"]
+        _, metadata = ngff.ome_attributes(group.attrs.asdict())
+        listed = [str(n) for n in metadata.get("labels") or []]
+        if name not in listed:
+            group.attrs.put(ngff.wrap_attributes({**metadata, "labels": [*listed, name]}, self.version))
+
+    # -- probabilities, sampling points, deformation ----------------------------------------------
+
+    def write_probabilities(self, probabilities: np.ndarray, *, downsample: float, class_names: Sequence[str]) -> None:
+        """Store per-class maps ``(K, Y, X)`` (float, 0..1) as float16; ``downsample``: level-0 pixels per pixel."""
+        probabilities = np.asarray(probabilities)
+        if probabilities.ndim != 3 or probabilities.shape[0] != len(class_names):
+            raise UserError(
+                f"{self.path}: probabilities must be (K, Y, X) with K = {len(class_names)} classes; "
+                f"got shape {probabilities.shape}"
+            )
+        self._write_array_atomic(
+            "probabilities", probabilities.astype(np.float16), "kyx",
+            {"downsample": float(downsample), "classes": list(class_names)},
+        )
+
+    def probabilities(self) -> tuple[Any, float, list[str]]:
+        """``(array (K, Y, X) float16, downsample, class names)``; ``UserError`` if none were stored."""
+        array = self._array("probabilities")
+        return array, float(array.attrs["downsample"]), list(array.attrs["classes"])
+
+    def write_sampling_points(self, points: np.ndarray) -> None:
+        """Store sampling locations ``(N, 2)`` in level-0 pixels ``(y, x)`` as float32."""
+        points = np.asarray(points, dtype=np.float32)
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise UserError(f"{self.path}: sampling points must be (N, 2); got shape {points.shape}")
+        self._write_array_atomic("sampling/points", points, "nd", {"units": "level-0 pixels (y, x)"})
+
+    def sampling_points(self) -> np.ndarray:
+        """The stored sampling locations ``(N, 2)`` float32 in level-0 pixels ``(y, x)``."""
+        return np.asarray(self._array("sampling/points")[...])
+
+    def write_deformation(self, density: np.ndarray, *, downsample: float) -> None:
+        """Store the sampling-density map ``(Y, X)`` float32; ``downsample``: level-0 pixels per map pixel."""
+        density = np.asarray(density, dtype=np.float32)
+        if density.ndim != 2:
+            raise UserError(f"{self.path}: a deformation map must be (Y, X); got shape {density.shape}")
+        self._write_array_atomic("sampling/deformation", density, "yx", {"downsample": float(downsample)})
+
+    def deformation(self) -> tuple[np.ndarray, float]:
+        """``(density (Y, X) float32, downsample)``."""
+        array = self._array("sampling/deformation")
+        return np.asarray(array[...]), float(array.attrs["downsample"])
+
+    def _array(self, key: str) -> Any:
+        try:
+            return self.group[key]
+        except KeyError:
+            raise UserError(f"{self.path}: the workspace holds no '{key}' yet") from None
+
+    def _write_array_atomic(self, key: str, data: np.ndarray, axes: str, attrs: dict[str, Any]) -> None:
+        """Write ``data`` as array ``key`` aside in a scratch store, then rename it into place."""
+        import zarr
+
+        target = self.path / key
+        parent_key = key.rsplit("/", 1)[0] if "/" in key else ""
+        if parent_key and parent_key not in self.group:
+            self.group.create_group(parent_key)
+        remove_stale_siblings(target)
+        scratch = temporary_sibling(target)
+        try:
+            group = zarr.open_group(str(scratch), mode="w", zarr_format=self.group.metadata.zarr_format)
+            chunks = (min(len(data), 1 << 16), 2) if axes == "nd" else DEFAULT_CHUNK
+            array = create_array(group, "data", data.shape, data.dtype, chunks, axes)
+            array[...] = data
+            array.attrs.put(attrs)
+            replace(scratch / "data", target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_label_name(path: Path, name: str) -> None:
+    if not name or "/" in name or name.startswith(".") or name.startswith("__"):
+        raise UserError(f"{path}: {name!r} is not a valid labels name")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
