@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from napari_m2mrf._samples import fundus_labels_layer
 from napari_m2mrf.classes import FUNDUS_CLASSES
+from napari_m2mrf.widgets.view import world_to_canvas
 
 pytestmark = pytest.mark.gui
 
@@ -61,11 +62,10 @@ def _canvas_pixels_at(viewer, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     shot = viewer.screenshot(canvas_only=True, flash=False)
     height, width = shot.shape[:2]
     pixel_ratio = viewer.window._qt_window.devicePixelRatioF()
-    centre_y, centre_x = viewer.camera.center[-2:]
-    zoom = viewer.camera.zoom * pixel_ratio
     # pixel (r, c) covers [r - 0.5, r + 0.5) in napari's world coordinates
-    screen_y = np.floor((rows - centre_y) * zoom + height / 2).astype(int)
-    screen_x = np.floor((cols - centre_x) * zoom + width / 2).astype(int)
+    canvas_y, canvas_x = world_to_canvas(viewer, rows, cols)
+    screen_y = np.floor(canvas_y * pixel_ratio).astype(int)
+    screen_x = np.floor(canvas_x * pixel_ratio).astype(int)
     inside = (screen_y >= 0) & (screen_y < height) & (screen_x >= 0) & (screen_x < width)
     assert inside.mean() > 0.99, "the layer should fit on the canvas after reset_view"
     return shot[screen_y[inside], screen_x[inside], :3].astype(int)

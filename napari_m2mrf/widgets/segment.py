@@ -17,6 +17,7 @@ from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.progress import CancelToken, Cancelled
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
 from napari_m2mrf.inference.segment_job import TILES, WHOLE, SegmentRequest, SegmentResult, run_segmentation
+from napari_m2mrf.widgets.view import canvas_corners_world
 from napari_m2mrf.widgets.result_layers import LESIONS, PREDICTION_KEY, find_result_layer, show_lesions, show_probabilities
 
 if TYPE_CHECKING:
@@ -38,18 +39,10 @@ class _WorkerSignals(QObject):
 
 def visible_box(viewer: napari.Viewer, layer: napari.layers.Layer) -> Box | None:
     """The part of ``layer`` (data pixels) visible on the canvas, or None when none of it is."""
-    corners_world = _canvas_corners(viewer)
+    corners_world = canvas_corners_world(viewer)
     corners_data = np.array([layer.world_to_data(c) for c in corners_world])[:, -2:]
     height, width = layer.data.shape[:2]
     return clip_box((*corners_data.min(axis=0), *(corners_data.max(axis=0) + 1)), height, width)
-
-
-def _canvas_corners(viewer: napari.Viewer) -> list[np.ndarray]:
-    """World coordinates of the top-left and bottom-right corners of the canvas (2-D view)."""
-    canvas_h, canvas_w = viewer.canvas.size
-    centre = np.asarray(viewer.camera.center[-2:])
-    half = np.array([canvas_h, canvas_w]) / (2.0 * viewer.camera.zoom)
-    return [centre - half, centre + half]
 
 
 class SegmentWidget(Container):
