@@ -40,13 +40,15 @@ OFFICIAL_THRESHOLDS: np.ndarray = np.linspace(0.0, 1.0, 11)
 IOU_THRESHOLD: float = 0.5
 """Threshold of the official IoU / F1 / precision / sensitivity (one of the 11 thresholds)."""
 
-_UNIFORM_STEPS = 2**16  # bins of width 2**-16 between the two tails
-_TAIL_MANTISSA_BITS = 8  # low tail: 256 bins per octave (relative width 2**-8)
-_TAIL_FLOOR = np.float32(2.0**-40)  # scores below this share bin 0
-_TOP_START = np.float32(1.0 - 2.0**-16)  # from here on, one bin per float32 value (spacing 2**-24)
-_TAIL_SHIFT = 23 - _TAIL_MANTISSA_BITS
-_TAIL_KEY_FLOOR = int(_TAIL_FLOOR.view(np.int32)) >> _TAIL_SHIFT
-_TAIL_BINS = (int(np.float32(2.0**-16).view(np.int32)) >> _TAIL_SHIFT) - _TAIL_KEY_FLOOR
+# Dense histogram layout (see LesionMetrics): [0, 2**-40) | 256 bins per octave up to 2**-16 |
+# bins of width 2**-16 up to 1 - 2**-16 | one bin per float32 value up to 1.0.
+_UNIFORM_STEPS = 2**16
+_TAIL_SHIFT = 23 - 8  # keep 8 of float32's 23 mantissa bits: 256 bins per octave
+_TAIL_KEY_FLOOR = int(np.float32(2.0**-40).view(np.int32)) >> _TAIL_SHIFT
+_UNIFORM_START_BITS = int(np.float32(2.0**-16).view(np.int32))
+_TAIL_BINS = (_UNIFORM_START_BITS >> _TAIL_SHIFT) - _TAIL_KEY_FLOOR  # 24 octaves x 256
+_TOP_START = np.float32(1.0 - 2.0**-16)
+_TOP_START_BITS = int(_TOP_START.view(np.int32))
 _TOP_OFFSET = _TAIL_BINS + _UNIFORM_STEPS - 1
 
 
@@ -54,12 +56,14 @@ def _dense_lower_edges() -> np.ndarray:
     """Lower edge of every dense bin (float64, ascending): 0, the low-tail bins, the uniform
     bins 1..2**16 - 2 (times 2**-16), then each float32 value from 1 - 2**-16 to 1."""
     tail_keys = (np.arange(_TAIL_BINS, dtype=np.int64) + _TAIL_KEY_FLOOR) << _TAIL_SHIFT
-    return np.concatenate([
-        [0.0],
-        tail_keys.astype(np.int32).view(np.float32).astype(np.float64),
-        np.arange(1, _UNIFORM_STEPS - 1) / _UNIFORM_STEPS,
-        float(_TOP_START) + np.arange(2**8 + 1) * 2.0**-24,
-    ])
+    return np.concatenate(
+        [
+            [0.0],
+            tail_keys.astype(np.int32).view(np.float32).astype(np.float64),
+            np.arange(1, _UNIFORM_STEPS - 1) / _UNIFORM_STEPS,
+            float(_TOP_START) + np.arange(2**8 + 1) * 2.0**-24,
+        ]
+    )
 
 
 DENSE_BIN_EDGES: np.ndarray = _dense_lower_edges()
@@ -69,8 +73,8 @@ DENSE_BINS: int = len(DENSE_BIN_EDGES)
 """Number of dense histogram bins (71,936): fine at both ends of [0, 1], where sigmoid scores crowd."""
 
 _IOU_INDEX = int(np.flatnonzero(np.isclose(OFFICIAL_THRESHOLDS, IOU_THRESHOLD))[0])
-_THRESHOLDS_F32 = OFFICIAL_THRESHOLDS.astype(np.float32)
-_PIXELS_PER_BAND = 1 << 21
+_THRESHOLDS_F32 = [np.float32(t) for t in OFFICIAL_THRESHOLDS]
+_PIXELS_PER_BAND = 1 << 20
 
 
 def as_probability(array: Any) -> np.ndarray:
@@ -259,28 +263,37 @@ class LesionMetrics:
 
 def _count_into(official: np.ndarray, dense: np.ndarray, scores: np.ndarray, positive: np.ndarray) -> None:
     """Add one band of pixels: ``scores`` (M,) float32 in [0, 1], ``positive`` (M,) bool;
-    ``official`` (2, 12) and ``dense`` (2, DENSE_BINS) are updated in place."""
-    offset = positive.astype(np.intp)
-    # Index i = number of thresholds strictly below the score: score > t_j exactly when j < i.
-    official_index = np.searchsorted(_THRESHOLDS_F32, scores, side="left") + offset * official.shape[1]
-    official += np.bincount(official_index, minlength=official.size).reshape(official.shape)
-    dense_index = _dense_bin_index(scores) + offset * dense.shape[1]
-    dense += np.bincount(dense_index, minlength=dense.size).reshape(dense.shape)
+    ``official`` (2, 12) and ``dense`` (2, DENSE_BINS) are updated in place ([negative, positive])."""
+    for counts, index in ((official, _official_bin_index(scores)), (dense, _dense_bin_index(scores))):
+        every = np.bincount(index, minlength=counts.shape[1])
+        lesion = np.bincount(index[positive], minlength=counts.shape[1])
+        counts[0] += every - lesion
+        counts[1] += lesion
+
+
+def _official_bin_index(scores: np.ndarray) -> np.ndarray:
+    """For each score (M,) float32, how many official thresholds lie strictly below it, (M,) uint8:
+    ``score > t_j`` exactly when ``j < index``."""
+    index = np.zeros(scores.shape, dtype=np.uint8)
+    for threshold in _THRESHOLDS_F32:
+        index += scores > threshold
+    return index
 
 
 def _dense_bin_index(scores: np.ndarray) -> np.ndarray:
     """Bin of each score (M,) float32 in [0, 1] in ``DENSE_BIN_EDGES``, as (M,) intp.
 
-    Every step is exact in float32: scaling by a power of two, the float's bit pattern (which is
-    ordered like the value for non-negative floats) and ``s - (1 - 2**-16)`` (Sterbenz lemma).
+    Every step is exact: scaling by a power of two, and the float's bit pattern, which is ordered
+    like the value for non-negative floats (consecutive float32 values have consecutive patterns).
     """
-    uniform = (scores * np.float32(_UNIFORM_STEPS)).astype(np.intp)
-    index = uniform + _TAIL_BINS
-    low = uniform == 0
-    tail_keys = (scores[low].view(np.int32) >> _TAIL_SHIFT).astype(np.intp) - (_TAIL_KEY_FLOOR - 1)
-    index[low] = np.maximum(tail_keys, 0)
-    top = uniform >= _UNIFORM_STEPS - 1
-    index[top] = _TOP_OFFSET + ((scores[top] - _TOP_START) * np.float32(2**24)).astype(np.intp)
+    bits = scores.view(np.int32)
+    index = (scores * np.float32(_UNIFORM_STEPS)).astype(np.intp)
+    index += _TAIL_BINS
+    tail = bits >> _TAIL_SHIFT
+    tail -= _TAIL_KEY_FLOOR - 1
+    np.maximum(tail, 0, out=tail)
+    np.copyto(index, tail, where=bits < _UNIFORM_START_BITS)
+    np.copyto(index, bits - (_TOP_START_BITS - _TOP_OFFSET), where=bits >= _TOP_START_BITS)
     return index
 
 
