@@ -166,3 +166,10 @@ def test_writer_rejects_non_binary_masks(tmp_path: Path, mask: np.ndarray, probl
     with pytest.raises(UserError, match=problem):
         write_idrid_mask(tmp_path / "bad.tif", mask)
     assert not (tmp_path / "bad.tif").exists()
+
+
+def test_unwritable_folder_is_a_user_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a file, not a folder"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot write the mask"):
+        write_idrid_mask(blocker / "IDRiD_01_MA.tif", np.zeros((4, 4), bool))

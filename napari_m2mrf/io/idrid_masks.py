@@ -101,11 +101,15 @@ def write_idrid_mask(path: str | os.PathLike[str], mask: np.ndarray) -> Path:
 
     Integer masks holding only 0 and 1 are accepted too. The file is written next to ``path`` under
     a temporary name and renamed over it, so a crash never leaves a half-written mask. Raises
-    ``UserError`` naming the file for anything that is not a 2-D binary mask.
+    ``UserError`` naming the file for anything that is not a 2-D binary mask or when the folder
+    cannot be written.
     """
     path = Path(path)
     binary = _as_binary_mask(path, mask)
-    return write_bytes_atomic(path, encode_idrid_mask(binary))
+    try:
+        return write_bytes_atomic(path, encode_idrid_mask(binary))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the mask ({exc.strerror or exc})") from None
 
 
 def _as_binary_mask(path: Path, mask: np.ndarray) -> np.ndarray:
