@@ -1,0 +1,97 @@
+"""Command line of the trainer: ``python -m training CONFIG.yaml`` and ``napari-m2mrf train CONFIG.yaml``.
+
+Prints one JSON object per event on stdout (see :mod:`training.events`); the same lines go to
+``<output_dir>/events.jsonl``. A user's mistake (bad config, missing files) is one line on stderr
+and exit code 2. SIGINT/SIGTERM, or a file named ``STOP`` in the output folder, stop the run
+cooperatively: the last checkpoint is written and the run can be resumed with ``--resume``.
+Under ``torchrun`` only rank 0 prints. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from napari_m2mrf.errors import UserError
+
+STOP_FILE = "STOP"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The trainer's arguments, shared by both entry points."""
+    parser.add_argument("config", type=Path, metavar="CONFIG", help="training config (.yaml/.yml or .json)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        metavar="STATE",
+        help="continue from a resume state (last.pt); without a path: OUTPUT_DIR/last.pt when it exists",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (YAML syntax), e.g. --set run.iterations=100; repeatable",
+    )
+    parser.add_argument("--output-dir", type=Path, help="where checkpoints and logs go (overrides run.output_dir)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train as ``args`` say, printing events as JSON lines; returns the exit code."""
+    from training.config import load_config
+    from training.events import event_record
+    from training.loop import Trainer
+
+    config = load_config(args.config)
+    overrides = list(args.overrides) + ([f"run.output_dir={args.output_dir}"] if args.output_dir else [])
+    if overrides:
+        config = config.with_overrides(overrides)
+    output_dir = Path(config.run.output_dir)
+    stop_file = output_dir / STOP_FILE
+    stop_file.unlink(missing_ok=True)
+    requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: requested.set())
+
+    trainer = Trainer(
+        config,
+        resume=resume_path(args.resume, output_dir),
+        should_stop=lambda: requested.is_set() or stop_file.exists(),
+    )
+    for event in trainer.run():
+        print(json.dumps(event_record(event)), flush=True)
+    return 0
+
+
+def resume_path(request: str | None, output_dir: Path) -> Path | None:
+    """``--resume`` → the state to load: ``auto`` is ``output_dir/last.pt`` if present (else a fresh start)."""
+    if request is None:
+        return None
+    if request == "auto":
+        candidate = output_dir / "last.pt"
+        return candidate if candidate.is_file() else None
+    path = Path(request)
+    if not path.is_file():
+        raise UserError(f"{path}: no such resume state")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training``: parse, run, and turn a ``UserError`` into one line + exit code 2."""
+    parser = add_arguments(
+        argparse.ArgumentParser(prog="python -m training", description="Train an napari-m2mrf segmentation model.")
+    )
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as exc:
+        sys.stderr.write(f"training: error: {exc}\n")
+        return 2

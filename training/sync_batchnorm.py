@@ -1,0 +1,63 @@
+"""BatchNorm whose batch statistics span all processes, on any device (gloo on CPU included).
+
+``torch.nn.SyncBatchNorm`` only runs on GPUs. :class:`ProcessSyncBatchNorm2d` computes the global
+mean and (biased) variance of the channels over every process's batch with two differentiable
+all-reduces (sums, then squared deviations from the global mean), so forward and backward equal
+plain BatchNorm on the concatenated global batch; running statistics are updated with the global
+values (unbiased variance) exactly as ``nn.BatchNorm2d`` would. Outside a multi-process run, or in
+eval mode, it is ``nn.BatchNorm2d``. Its state-dict keys are those of ``nn.BatchNorm2d``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_functional
+from torch import nn
+
+
+class ProcessSyncBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` with statistics over the batches of all processes of the default group."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """input (N, C, H, W) → same shape."""
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        dims = (0, 2, 3)
+        count = torch.full((1,), input.numel() / input.shape[1], dtype=input.dtype, device=input.device)
+        totals = dist_functional.all_reduce(torch.cat([input.sum(dim=dims), count]))
+        pixels = totals[-1]
+        mean = totals[:-1] / pixels
+        centred = input - mean[None, :, None, None]
+        variance = dist_functional.all_reduce(centred.square().sum(dim=dims)) / pixels
+        output = centred * torch.rsqrt(variance + self.eps)[None, :, None, None]
+        if self.affine:
+            output = output * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        if self.track_running_stats:
+            self._update_running_stats(mean.detach(), variance.detach() * pixels / (pixels - 1))
+        return output
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, unbiased_variance: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(unbiased_variance.to(self.running_var.dtype), factor)
+
+
+def convert_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` in ``module`` by :class:`ProcessSyncBatchNorm2d` with the
+    same parameters and buffers (in place for children; returns the converted module)."""
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, ProcessSyncBatchNorm2d):
+        state = module.state_dict()
+        synced = ProcessSyncBatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        synced.load_state_dict(state)
+        if state:
+            synced.to(next(iter(state.values())).device)
+        synced.train(module.training)
+        return synced
+    for name, child in module.named_children():
+        module.add_module(name, convert_batchnorm(child))
+    return module
