@@ -1,0 +1,297 @@
+"""napari reader and writer contributions (see ``napari.yaml``).
+
+Readers decide between a fundus photograph (one image in memory, plus its ground truth when the
+file sits in an IDRiD, DDR or plain-folder layout) and a slide (lazy multiscale image, plus stored
+label pyramids) from the file's content. Anything the plugin cannot read makes ``get_reader``
+return None; a file it claims but that turns out broken gives an error notification naming the
+file and the problem (and no layers). napari is imported lazily, only for notifications and
+progress.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_m2mrf.classes import FUNDUS_CLASSES, label_colormap
+from napari_m2mrf.errors import UserError
+
+LayerData = tuple[Any, dict[str, Any], str]
+PathOrPaths = str | Sequence[str]
+_NULL_LAYERS: list[Any] = [(None,)]  # napari's "read fine, nothing to show" sentinel
+
+
+# -- readers ----------------------------------------------------------------------------------
+
+
+def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[Any]] | None:
+    """napari reader hook: ``read_paths`` if every path is one this plugin reads, else None."""
+    from napari_m2mrf.io.formats import claims_support
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or not all(Path(p).exists() and claims_support(p) for p in paths):
+        return None
+    return read_paths
+
+
+def read_paths(path: PathOrPaths) -> list[Any]:
+    """The layers of one or several paths; on a broken file, an error notification and no layers."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list[LayerData] = []
+    for one in paths:
+        try:
+            layers += layer_data_for_path(one, progress=_napari_progress(Path(one).name), notify=_notify_info)
+        except UserError as exc:
+            _notify_error(str(exc))
+    return layers or _NULL_LAYERS
+
+
+def layer_data_for_path(
+    path: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> list[LayerData]:
+    """Layers for ``path`` (raises ``UserError`` naming the file when it cannot be read)."""
+    from napari_m2mrf.io.formats import inspect_source
+
+    info = inspect_source(path)
+    if info.kind == "fundus":
+        return fundus_layer_data(path, notify=notify)
+    return slide_layer_data(path, progress=progress)
+
+
+def fundus_layer_data(path: str | os.PathLike[str], *, notify: Callable[[str], None] | None = None) -> list[LayerData]:
+    """A fundus photograph as an RGB image layer, plus a Labels layer when its ground truth is found."""
+    from napari_m2mrf.io.datasets import find_ground_truth, load_ground_truth
+    from napari_m2mrf.io.fundus import read_image
+
+    image = read_image(path)
+    for notice in image.notices:
+        if notify:
+            notify(notice)
+    layers: list[LayerData] = [
+        (image.data, {"name": image.name, "rgb": True, "metadata": {"source": str(image.path)}}, "image")
+    ]
+    truth = find_ground_truth(image.path)
+    if truth is not None and truth.masks:
+        labels = load_ground_truth(truth, image.data.shape[:2])
+        layers.append(_fundus_labels(labels, f"{image.name} ground truth", truth.layout))
+    return layers
+
+
+def _fundus_labels(labels: np.ndarray, name: str, layout: str) -> LayerData:
+    features = {
+        "index": [0] + [cls.label for cls in FUNDUS_CLASSES],
+        "class": ["background"] + [cls.code for cls in FUNDUS_CLASSES],
+    }
+    meta = {
+        "name": name,
+        "colormap": label_colormap(),
+        "features": features,
+        "opacity": 0.8,
+        "metadata": {"layout": layout},
+    }
+    return labels, meta, "labels"
+
+
+def slide_layer_data(
+    path: str | os.PathLike[str], *, progress: Callable[[int, int], None] | None = None
+) -> list[LayerData]:
+    """A slide as a lazy multiscale RGB image layer (µm scale when known) plus its stored label pyramids.
+
+    Works for OME-TIFF, SVS, NDPI, generic tiled TIFF, OME-Zarr and workspaces. A large
+    single-resolution image gets a pyramid built into its workspace first (``progress(done, total)``).
+    """
+    from napari_m2mrf.io.slides import check_pyramid_readable, ensure_pyramid, open_label_pyramids
+
+    path = Path(path)
+    pyramid = ensure_pyramid(path, progress=progress)
+    check_pyramid_readable(pyramid)
+    scale = (pyramid.pixel_size_um,) * 2 if pyramid.pixel_size_um else (1.0, 1.0)
+    levels = pyramid.channel_last()
+    image_meta: dict[str, Any] = {
+        "name": pyramid.name,
+        "rgb": levels[0].shape[-1] in (3, 4),
+        "multiscale": len(levels) > 1,
+        "scale": scale,
+        "contrast_limits": _contrast_limits(pyramid.dtype),
+        "metadata": {
+            "source": str(pyramid.source),
+            "pixel_size_um": pyramid.pixel_size_um,
+            "downsamples": list(pyramid.downsamples),
+        },
+    }
+    data = levels if len(levels) > 1 else levels[0]
+    if not image_meta["rgb"]:
+        data = [level[..., 0] for level in levels] if len(levels) > 1 else levels[0][..., 0]
+        image_meta.pop("rgb")
+    layers: list[LayerData] = [(data, image_meta, "image")]
+    label_source = pyramid.source if Path(pyramid.source).is_dir() else path  # a built pyramid's workspace
+    layers += [_slide_labels(labels, scale) for labels in open_label_pyramids(label_source)]
+    return layers
+
+
+def _contrast_limits(dtype: np.dtype) -> list[float]:
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return [float(info.min), float(info.max)]
+    return [0.0, 1.0]
+
+
+def _slide_labels(labels: Any, scale: tuple[float, float]) -> LayerData:
+    lazy = labels.lazy_levels()
+    meta: dict[str, Any] = {
+        "name": labels.name,
+        "multiscale": len(lazy) > 1,
+        "scale": scale,
+        "opacity": 0.6,
+        "metadata": {"class_names": labels.names, "downsamples": list(labels.downsamples)},
+    }
+    if labels.colors:
+        colormap: dict[int | None, tuple[float, ...]] = {0: (0.0, 0.0, 0.0, 0.0), None: (0.0, 0.0, 0.0, 0.0)}
+        colormap.update({value: tuple(color) for value, color in labels.colors.items()})
+        meta["colormap"] = colormap
+    return (lazy if len(lazy) > 1 else lazy[0]), meta, "labels"
+
+
+# -- writers ----------------------------------------------------------------------------------
+
+
+def write_idrid_masks_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """napari writer: a fundus Labels layer → ``<name>_EX.tif``, ``_HE``, ``_SE``, ``_MA`` beside ``path``.
+
+    ``path`` names the image the masks belong to (``…/IDRiD_01.tif`` → ``…/IDRiD_01_EX.tif``…); a
+    path without extension is taken as a folder and the layer's name as the image name.
+    """
+    from napari_m2mrf.io.writers import write_idrid_masks
+
+    target = Path(path)
+    if target.suffix:
+        folder, name = target.parent, target.stem
+    else:
+        folder, name = target, _image_name(meta)
+    labels = _level0(data)
+    return _reporting_errors(lambda: [str(p) for p in write_idrid_masks(np.asarray(labels), folder, name)])
+
+
+def write_workspace_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """napari writer: a Labels layer → ``labels/<layer name>`` of the workspace (OME-Zarr) at ``path``.
+
+    The workspace is created when missing. The label pyramid is built and swapped in atomically;
+    colours come from the layer's colormap (fundus classes by default).
+    """
+    from napari_m2mrf.io.workspace import Workspace
+
+    def write() -> list[str]:
+        workspace = Workspace.open(path) if Path(path).exists() else Workspace.create(path)
+        colors, names = _label_colors(meta)
+        scale = meta.get("scale") or (1.0, 1.0)
+        pixel_size = float(scale[-1]) if float(scale[-1]) != 1.0 else None
+        name = _labels_name(meta)
+        workspace.write_labels(name, _level0(data), colors=colors, names=names, pixel_size_um=pixel_size)
+        return [str(Path(path) / "labels" / name)]
+
+    return _reporting_errors(write)
+
+
+def write_points_csv_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """napari writer: a Points layer → CSV of level-0 pixel coordinates (``y_px, x_px`` + features).
+
+    Coordinates go through the layer's scale and translate into world units, then into level-0
+    pixels using ``metadata["pixel_size_um"]`` when the layer carries it, else the layer's own scale
+    (napari gives new layers the scale of the image they are drawn on).
+    """
+    from napari_m2mrf.io.writers import level0_points, write_points_csv
+
+    ndim = np.asarray(data).shape[-1] if np.asarray(data).size else 2
+    scale = list(meta.get("scale") or [1.0] * ndim)
+    translate = list(meta.get("translate") or [0.0] * ndim)
+    pixel_size = (meta.get("metadata") or {}).get("pixel_size_um")
+    level0_scale = [pixel_size, pixel_size] if pixel_size else scale[-2:]
+    points = level0_points(np.asarray(data)[..., -2:], scale, translate, level0_scale)
+    features = meta.get("features")
+    columns = {str(k): list(v) for k, v in dict(features).items()} if features is not None and len(features) else None
+    return _reporting_errors(lambda: [str(write_points_csv(points, path, columns))])
+
+
+def _level0(data: Any) -> Any:
+    return data[0] if isinstance(data, (list, tuple)) else data
+
+
+def _image_name(meta: dict[str, Any]) -> str:
+    name = str(meta.get("name") or "labels")
+    for suffix in (" ground truth", " prediction", " corrected"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _labels_name(meta: dict[str, Any]) -> str:
+    raw = str(meta.get("name") or "labels").strip().lower()
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in raw).strip("_.")
+    return cleaned or "labels"
+
+
+def _label_colors(meta: dict[str, Any]) -> tuple[dict[int, tuple[float, ...]], dict[int, str]]:
+    colormap = meta.get("colormap")
+    colors: dict[int, tuple[float, ...]] = {}
+    color_dict = getattr(colormap, "color_dict", None)
+    if isinstance(color_dict, dict):
+        colors = {int(k): tuple(float(c) for c in v) for k, v in color_dict.items() if k not in (None, 0)}
+    names = (meta.get("metadata") or {}).get("class_names") or {}
+    if not colors:
+        colors = {cls.label: cls.color for cls in FUNDUS_CLASSES}
+        names = names or {cls.label: cls.code for cls in FUNDUS_CLASSES}
+    return colors, {int(k): str(v) for k, v in dict(names).items()}
+
+
+def _reporting_errors(write: Callable[[], list[str]]) -> list[str]:
+    try:
+        return write()
+    except UserError as exc:
+        _notify_error(str(exc))
+        return []
+
+
+# -- napari notifications and progress (lazy imports) -----------------------------------------------
+
+
+def _notify_error(message: str) -> None:
+    try:
+        from napari.utils.notifications import show_error
+    except ImportError:
+        raise UserError(message) from None
+    show_error(message)
+
+
+def _notify_info(message: str) -> None:
+    try:
+        from napari.utils.notifications import show_info
+    except ImportError:
+        return
+    show_info(message)
+
+
+def _napari_progress(name: str) -> Callable[[int, int], None] | None:
+    """A progress callback drawing a napari progress bar (closed when complete); None without napari."""
+    try:
+        from napari.utils import progress as napari_progress
+    except ImportError:
+        return None
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = napari_progress(total=total, desc=f"Building pyramid of {name}")
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update

@@ -1,0 +1,301 @@
+"""Procedural H&E-like tissue: any 512×512 tile of a synthetic slide from its coordinates and a seed.
+
+The slide is a pure function of (tile position, seed), so it can be made tile by tile in any
+order without holding a level in memory:
+
+* coarse fields (tissue outline, staining variation) on a grid of one cell per 64 pixels,
+  interpolated bilinearly onto each tile;
+* periodic fine textures (stromal nuclei, tumour nuclei, collagen fibres, debris), made once by
+  filtering noise in the Fourier domain so that they tile seamlessly, read at ``(y, x) mod period``;
+* target regions of three classes placed in the tissue — tumour nests, vessels, necrosis — small
+  relative to the slide (tens to hundreds of pixels on a 32768² level 0);
+* colours by the Beer–Lambert law with haematoxylin and eosin optical-density vectors.
+
+Label values: 0 background/normal tissue, 1 tumour, 2 vessel, 3 necrosis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TILE = 512
+CELL = 64
+_TEXTURE_PERIOD = 1024
+_FIBRE_PERIOD = 1280
+# Optical density per unit stain (R, G, B): haematoxylin (blue-purple) and eosin (pink).
+_OD_HAEMATOXYLIN = np.array([0.65, 0.70, 0.29], dtype=np.float32) * 1.6
+_OD_EOSIN = np.array([0.05, 0.75, 0.33], dtype=np.float32) * 0.9
+_OD_GLASS = np.array([0.02, 0.025, 0.02], dtype=np.float32)
+_LUT_STEPS = 64
+_LUT_MAX = 2.0
+
+
+@dataclass(frozen=True)
+class Region:
+    """One target region: class ``label``, centre (y, x), radius ``radius`` (level-0 pixels), shape terms."""
+
+    label: int
+    cy: float
+    cx: float
+    radius: float
+    aspect: float
+    angle: float
+    harmonics: tuple[tuple[int, float, float], ...]
+    wall: float
+
+    @property
+    def reach(self) -> float:
+        """Half-size of the bounding box."""
+        bulge = 1 + sum(abs(a) for _, a, _ in self.harmonics)
+        return self.radius * max(self.aspect, 1.0) * bulge + 2
+
+
+class TissueSynth:
+    """Renders tiles of a ``size × size`` synthetic H&E slide (``size`` a multiple of 512)."""
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        if size % TILE:
+            raise ValueError(f"size must be a multiple of {TILE}, got {size}")
+        self.size = size
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        cells = size // CELL
+        self.tissue = _tissue_field(cells, rng)
+        self.stain = _smooth_periodic(rng.standard_normal((cells, cells)), cells / 24).astype(np.float32)
+        self._padded_tissue = np.pad(self.tissue, 1, mode="edge")
+        self._padded_stain = np.pad(self.stain, 1, mode="edge")
+        self.stromal_nuclei = _nuclei_texture(rng, _TEXTURE_PERIOD, count=900, radius=5.0, stretch=2.2)
+        self.tumour_nuclei = _nuclei_texture(rng, _TEXTURE_PERIOD, count=5200, radius=8.0, stretch=1.2)
+        self.debris = _nuclei_texture(rng, _TEXTURE_PERIOD, count=2600, radius=2.5, stretch=1.0)
+        self.fibres = _fibre_texture(rng, _FIBRE_PERIOD)
+        self.grain = _smooth_periodic(rng.standard_normal((_TEXTURE_PERIOD,) * 2), 1.0).astype(np.float32)
+        self.regions = _place_regions(self.tissue, size, rng)
+        self._centres = np.array([[r.cy, r.cx, r.reach] for r in self.regions], dtype=np.float64).reshape(-1, 3)
+        self._interp = _interpolation_matrix()
+        self._lut = _stain_lut()
+        rgba = np.concatenate([self._lut, np.zeros((_LUT_STEPS, _LUT_STEPS, 1), np.uint8)], axis=2)
+        self._packed_lut = np.ascontiguousarray(rgba).view(np.uint32).reshape(-1)
+
+    def tile(self, ty: int, tx: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tile (row ``ty``, column ``tx``): RGB ``(512, 512, 3)`` uint8 and labels ``(512, 512)`` uint8."""
+        tissue = self._coarse(self._padded_tissue, ty, tx)
+        labels = self.tile_labels(ty, tx)
+        if tissue.max() < 0.02 and not labels.any():
+            rgb = np.empty((TILE, TILE, 3), np.uint8)
+            rgb[:] = self._lut[0, 0]
+            return rgb, labels
+        y0, x0 = ty * TILE, tx * TILE
+        stain = self._coarse(self._padded_stain, ty, tx)
+        stromal = _periodic_window(self.stromal_nuclei, y0, x0)
+        fibres = _periodic_window(self.fibres, y0, x0)
+        grain = _periodic_window(self.grain, y0, x0)
+        haem = tissue * (0.12 + 1.1 * stromal + 0.04 * grain)
+        eosin = tissue * (0.42 + 0.12 * fibres + 0.08 * stain + 0.04 * grain)
+        if labels.any():
+            haem, eosin = self._paint_regions(labels, haem, eosin, y0, x0, grain)
+        return self._colour(haem, eosin), labels
+
+    def tile_labels(self, ty: int, tx: int) -> np.ndarray:
+        """Labels ``(512, 512)`` uint8 of tile (``ty``, ``tx``); later regions are drawn over earlier ones."""
+        labels = np.zeros((TILE, TILE), np.uint8)
+        y0, x0 = ty * TILE, tx * TILE
+        near = np.nonzero(
+            (np.abs(self._centres[:, 0] - (y0 + TILE / 2)) < self._centres[:, 2] + TILE / 2)
+            & (np.abs(self._centres[:, 1] - (x0 + TILE / 2)) < self._centres[:, 2] + TILE / 2)
+        )[0]
+        for index in near:
+            region = self.regions[index]
+            ya, yb = max(y0, int(region.cy - region.reach)), min(y0 + TILE, int(region.cy + region.reach) + 1)
+            xa, xb = max(x0, int(region.cx - region.reach)), min(x0 + TILE, int(region.cx + region.reach) + 1)
+            if ya >= yb or xa >= xb:
+                continue
+            inside = _region_mask(region, ya, yb, xa, xb)
+            labels[ya - y0 : yb - y0, xa - x0 : xb - x0][inside] = region.label
+        return labels
+
+    def _paint_regions(
+        self, labels: np.ndarray, haem: np.ndarray, eosin: np.ndarray, y0: int, x0: int, grain: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        tumour, vessel, necrosis = labels == 1, labels == 2, labels == 3
+        if tumour.any():
+            nuclei = _periodic_window(self.tumour_nuclei, y0, x0)
+            haem = np.where(tumour, 0.3 + 1.25 * nuclei + 0.05 * grain, haem)
+            eosin = np.where(tumour, 0.3 + 0.05 * grain, eosin)
+        if necrosis.any():
+            debris = _periodic_window(self.debris, y0, x0)
+            haem = np.where(necrosis, 0.04 + 0.7 * debris, haem)
+            eosin = np.where(necrosis, 0.3 + 0.06 * grain, eosin)
+        if vessel.any():
+            lumen = vessel & (self._vessel_depth(labels, y0, x0) > 0)
+            haem = np.where(vessel, np.where(lumen, 0.02, 0.25), haem)
+            eosin = np.where(vessel, np.where(lumen, 1.35 + 0.15 * grain, 0.85), eosin)
+        return haem, eosin
+
+    def _vessel_depth(self, labels: np.ndarray, y0: int, x0: int) -> np.ndarray:
+        """Positive inside vessel lumens (inner part of each vessel ring), for the tile at (y0, x0)."""
+        depth = np.zeros((TILE, TILE), np.float32)
+        for region in self.regions:
+            if region.label != 2 or abs(region.cy - y0 - TILE / 2) > region.reach + TILE / 2:
+                continue
+            if abs(region.cx - x0 - TILE / 2) > region.reach + TILE / 2:
+                continue
+            ya, yb = max(y0, int(region.cy - region.reach)), min(y0 + TILE, int(region.cy + region.reach) + 1)
+            xa, xb = max(x0, int(region.cx - region.reach)), min(x0 + TILE, int(region.cx + region.reach) + 1)
+            if ya >= yb or xa >= xb:
+                continue
+            inner = Region(2, region.cy, region.cx, max(region.radius - region.wall, 1.0), region.aspect,
+                           region.angle, region.harmonics, 0.0)
+            depth[ya - y0 : yb - y0, xa - x0 : xb - x0][_region_mask(inner, ya, yb, xa, xb)] = 1.0
+        return depth
+
+    def _coarse(self, padded: np.ndarray, ty: int, tx: int) -> np.ndarray:
+        """Bilinear interpolation of a coarse field (one value per 64-pixel cell, edge-padded by one) over a tile."""
+        per = TILE // CELL
+        patch = padded[ty * per : ty * per + per + 2, tx * per : tx * per + per + 2]
+        left, frac = self._interp
+        rows = patch[left] * (1 - frac)[:, None] + patch[left + 1] * frac[:, None]
+        return rows[:, left] * (1 - frac)[None, :] + rows[:, left + 1] * frac[None, :]
+
+    def _colour(self, haem: np.ndarray, eosin: np.ndarray) -> np.ndarray:
+        scale = (_LUT_STEPS - 1) / _LUT_MAX
+        hi = np.clip(haem * scale + 0.5, 0, _LUT_STEPS - 1).astype(np.int32)
+        ei = np.clip(eosin * scale + 0.5, 0, _LUT_STEPS - 1).astype(np.int32)
+        packed = self._packed_lut.take(hi * _LUT_STEPS + ei)
+        return np.ascontiguousarray(packed.view(np.uint8).reshape(TILE, TILE, 4)[..., :3])
+
+
+def _interpolation_matrix() -> tuple[np.ndarray, np.ndarray]:
+    """Per tile pixel: the padded cell on its left/top and its weight towards the next one (cell centres at 32 + 64k)."""
+    position = (np.arange(TILE) + 0.5) / CELL - 0.5 + 1  # in padded-cell units
+    left = np.floor(position).astype(np.intp)
+    return left, (position - left).astype(np.float32)
+
+
+def _stain_lut() -> np.ndarray:
+    """(64, 64, 3) uint8: RGB of haematoxylin amount × eosin amount (0..2 each) on glass."""
+    amounts = np.linspace(0, _LUT_MAX, _LUT_STEPS, dtype=np.float32)
+    density = (
+        _OD_GLASS
+        + amounts[:, None, None] * _OD_HAEMATOXYLIN
+        + amounts[None, :, None] * _OD_EOSIN
+    )
+    return np.clip(255 * np.exp(-density), 0, 255).astype(np.uint8)
+
+
+def _smooth_periodic(noise: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-filtered ``noise`` with periodic boundaries (through the FFT), scaled to unit std."""
+    fy = np.fft.fftfreq(noise.shape[0])[:, None]
+    fx = np.fft.rfftfreq(noise.shape[1])[None, :]
+    kernel = np.exp(-2 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
+    smooth = np.fft.irfft2(np.fft.rfft2(noise) * kernel, s=noise.shape)
+    return smooth / (smooth.std() + 1e-12)
+
+
+def _tissue_field(cells: int, rng: np.random.Generator) -> np.ndarray:
+    """(cells, cells) float32 in 0..1: a few lobes of tissue with ragged edges, glass elsewhere."""
+    y, x = (np.mgrid[0:cells, 0:cells] + 0.5) / cells
+    field = np.zeros((cells, cells))
+    for _ in range(3):
+        cy, cx = rng.uniform(0.3, 0.7, 2)
+        ry, rx = rng.uniform(0.18, 0.3, 2)
+        field = np.maximum(field, 1 - ((y - cy) / ry) ** 2 - ((x - cx) / rx) ** 2)
+    ragged = _smooth_periodic(rng.standard_normal((cells, cells)), cells / 40)
+    field = field + 0.25 * ragged
+    return np.clip((field - 0.05) * 6, 0, 1).astype(np.float32)
+
+
+def _nuclei_texture(
+    rng: np.random.Generator, period: int, count: int, radius: float, stretch: float
+) -> np.ndarray:
+    """(period, period) float32 in 0..1: ``count`` elliptic nuclei of about ``radius`` px, periodic."""
+    canvas = np.zeros((period, period), np.float32)
+    box = int(np.ceil(radius * stretch * 2)) + 2
+    offsets = np.arange(-box, box + 1)
+    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+    for _ in range(count):
+        cy, cx = rng.uniform(0, period, 2)
+        angle = rng.uniform(0, np.pi)
+        size = radius * rng.uniform(0.7, 1.3)
+        ry, rx = size * stretch, size
+        fy, fx = dy + (int(cy) - cy), dx + (int(cx) - cx)
+        u = fy * np.cos(angle) + fx * np.sin(angle)
+        v = -fy * np.sin(angle) + fx * np.cos(angle)
+        blob = np.clip(1.6 - (u / ry) ** 2 - (v / rx) ** 2, 0, 1) * rng.uniform(0.6, 1.0)
+        rows = (int(cy) + offsets) % period
+        cols = (int(cx) + offsets) % period
+        block = canvas[np.ix_(rows, cols)]
+        canvas[np.ix_(rows, cols)] = np.maximum(block, blob)
+    chromatin = _smooth_periodic(rng.standard_normal((period, period)), 1.2)
+    return np.clip(canvas * (0.85 + 0.15 * chromatin), 0, 1).astype(np.float32)
+
+
+def _fibre_texture(rng: np.random.Generator, period: int) -> np.ndarray:
+    """(period, period) float32 around 0: wavy collagen streaks (noise filtered anisotropically)."""
+    noise = rng.standard_normal((period, period))
+    fy = np.fft.fftfreq(period)[:, None]
+    fx = np.fft.rfftfreq(period)[None, :]
+    kernel = np.exp(-2 * np.pi**2 * ((12 * fy) ** 2 + (2 * fx) ** 2))
+    streaks = np.fft.irfft2(np.fft.rfft2(noise) * kernel, s=noise.shape)
+    return (streaks / (streaks.std() + 1e-12)).astype(np.float32)
+
+
+def _periodic_window(texture: np.ndarray, y0: int, x0: int) -> np.ndarray:
+    """The (512, 512) window of a periodic texture starting at level-0 position (y0, x0)."""
+    period = texture.shape[0]
+    ys = (y0 + np.arange(TILE)) % period
+    xs = (x0 + np.arange(TILE)) % period
+    if ys[0] + TILE <= period and xs[0] + TILE <= period:
+        return texture[ys[0] : ys[0] + TILE, xs[0] : xs[0] + TILE]
+    return texture[np.ix_(ys, xs)]
+
+
+def _region_mask(region: Region, ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
+    """Bool mask over rows ``ya:yb``, columns ``xa:xb``: inside the region's irregular outline."""
+    dy = (np.arange(ya, yb, dtype=np.float32) + 0.5 - region.cy)[:, None]
+    dx = (np.arange(xa, xb, dtype=np.float32) + 0.5 - region.cx)[None, :]
+    cos, sin = np.cos(region.angle), np.sin(region.angle)
+    u = (dy * cos + dx * sin) / region.aspect
+    v = -dy * sin + dx * cos
+    distance = np.hypot(u, v)
+    theta = np.arctan2(u, v)
+    outline = np.full_like(distance, region.radius)
+    for order, amplitude, phase in region.harmonics:
+        outline += region.radius * amplitude * np.cos(order * theta + phase)
+    return distance < outline
+
+
+def _place_regions(tissue: np.ndarray, size: int, rng: np.random.Generator) -> list[Region]:
+    """Target regions inside the tissue: necrosis first, then tumour nests, then vessels (drawn on top)."""
+    area = (size / 32768) ** 2
+    plans = (  # label, count on a 32768² slide, radius range (level-0 pixels), aspect range, wall
+        (3, 14, (120, 320), (1.0, 1.6), 0.0),
+        (1, 45, (60, 260), (1.0, 1.8), 0.0),
+        (2, 90, (18, 60), (1.0, 3.0), 9.0),
+    )
+    inside = np.argwhere(tissue > 0.9)
+    regions = []
+    for label, count, (r_min, r_max), (a_min, a_max), wall in plans:
+        for _ in range(max(3, int(round(count * area)))):
+            if inside.size == 0:
+                break
+            cell = inside[rng.integers(len(inside))]
+            cy, cx = (cell + rng.uniform(0, 1, 2)) * CELL
+            harmonics = tuple(
+                (order, float(rng.uniform(0.0, 0.18 if label != 2 else 0.05)), float(rng.uniform(0, 2 * np.pi)))
+                for order in (2, 3, 5)
+            )
+            regions.append(
+                Region(
+                    label=label,
+                    cy=float(cy),
+                    cx=float(cx),
+                    radius=float(rng.uniform(r_min, r_max)),
+                    aspect=float(rng.uniform(a_min, a_max)),
+                    angle=float(rng.uniform(0, np.pi)),
+                    harmonics=harmonics,
+                    wall=wall,
+                )
+            )
+    return regions
