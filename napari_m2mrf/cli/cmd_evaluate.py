@@ -190,6 +190,8 @@ def _splits_with_class_folders(top: Path, folder_codes: dict[str, str], inner: s
 
 def _choose_split(root: Path, splits: dict[str, Path], wanted: str | None) -> str:
     names = list(splits)
+    if names == [""]:  # GT is the split folder itself
+        return ""
     if wanted is None:
         if len(names) == 1:
             return names[0]
@@ -197,8 +199,7 @@ def _choose_split(root: Path, splits: dict[str, Path], wanted: str | None) -> st
     matches = [name for name in names if wanted.lower() == name.lower()]
     matches = matches or [name for name in names if wanted.lower() in name.lower()]
     if len(matches) != 1:
-        listed = ", ".join(name or "(the folder itself)" for name in names)
-        raise UserError(f"{root}: --split {wanted!r} matches {len(matches)} of the splits ({listed})")
+        raise UserError(f"{root}: --split {wanted!r} matches {len(matches)} of the splits ({', '.join(names)})")
     return matches[0]
 
 
