@@ -1,0 +1,142 @@
+"""``napari-m2mrf convert INPUT OUT.zarr``: write an OME-NGFF pyramid (a workspace) from any supported input.
+
+Inputs: JPEG/PNG/BMP/TIFF photographs, OME-TIFF, Aperio SVS, Hamamatsu NDPI, generic tiled TIFF
+pyramids, OME-Zarr. Level 0 is copied block by block and every coarser level is made by 2×2 area
+averaging; ground truth found with the input (a dataset layout's masks, an OME-Zarr's labels, an
+OME-TIFF ``ground_truth`` series) is written as ``labels/ground_truth``. An interrupted conversion
+resumes when run again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from napari_m2mrf.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "convert",
+        help="write an OME-NGFF pyramid (workspace) from an image or slide",
+        description="Convert a fundus photograph or slide (JPEG, PNG, BMP, TIFF, OME-TIFF, SVS, NDPI, OME-Zarr) "
+        "into an OME-NGFF pyramid with its ground truth as labels. Resumes an interrupted conversion.",
+    )
+    parser.add_argument("input", type=Path, metavar="INPUT", help="image, slide or OME-Zarr to convert")
+    parser.add_argument("output", type=Path, metavar="OUT.zarr", help="the OME-Zarr store to write")
+    parser.add_argument("--ngff", choices=("0.4", "0.5"), default="0.5", help="NGFF version (0.4: zarr v2; default 0.5)")
+    parser.add_argument("--chunk", type=int, default=512, help="chunk side in pixels (default 512)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing complete OUT.zarr")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_m2mrf.io.formats import inspect_source
+    from napari_m2mrf.io.slides import check_pyramid_readable, open_pyramid
+
+    if args.chunk < 64 or args.chunk > 8192:
+        raise UserError(f"--chunk must be between 64 and 8192 pixels, not {args.chunk}")
+    info = inspect_source(args.input)
+    if args.output.suffix != ".zarr":
+        raise UserError(f"{args.output}: the output must be a folder ending in .zarr")
+    if args.output.resolve() == args.input.resolve():
+        raise UserError(f"{args.output}: the output cannot be the input")
+    source = open_pyramid(args.input)
+    check_pyramid_readable(source)
+    truth = _ground_truth(args.input, info.kind, source.shape[1:])
+    workspace = _prepare_output(args.output, args.input, args.ngff, args.overwrite)
+    level0_bytes = int(np.prod(source.shape)) * source.dtype.itemsize
+    bar = ProgressBar(sys.stderr, f"{args.input.name} → {args.output.name}", total_bytes=level0_bytes)
+    workspace.write_image(
+        source.levels[0],
+        pixel_size_um=source.pixel_size_um,
+        name=source.name,
+        chunk=args.chunk,
+        progress=None if args.quiet else bar.update,
+    )
+    bar.finish()
+    if truth is not None:
+        labels, colors, names = truth
+        workspace.write_labels(
+            "ground_truth", labels, colors=colors, names=names, pixel_size_um=source.pixel_size_um, chunk=args.chunk
+        )
+    print(f"wrote {args.output} ({len(workspace.image.levels)} levels{', ground truth' if truth else ''})")
+    return 0
+
+
+def _prepare_output(output: Path, source: Path, version: str, overwrite: bool):
+    """The workspace to write into: a new one, or an interrupted conversion's to resume."""
+    from napari_m2mrf.io.workspace import Workspace
+
+    if output.exists():
+        if not Workspace.is_workspace(output):
+            raise UserError(f"{output}: exists and is not a workspace; choose another output")
+        existing = Workspace.open(output)
+        if existing.has_image and not overwrite:
+            raise UserError(f"{output}: exists already (use --overwrite to replace it)")
+        if not existing.has_image and existing.version == version:
+            return existing
+        shutil.rmtree(output)
+    return Workspace.create(output, source=source, ngff_version=version)
+
+
+def _ground_truth(path: Path, kind: str, shape: tuple[int, int]):
+    """``(labels, colors, names)`` stored with or next to the input, or None."""
+    from napari_m2mrf.classes import FUNDUS_CLASSES
+    from napari_m2mrf.io.datasets import find_ground_truth, load_ground_truth
+    from napari_m2mrf.io.slides import open_label_pyramids
+
+    if kind == "fundus":
+        files = find_ground_truth(path)
+        if files is None or not files.masks:
+            return None
+        return (
+            load_ground_truth(files, shape),
+            {c.label: c.color for c in FUNDUS_CLASSES},
+            {c.label: c.code for c in FUNDUS_CLASSES},
+        )
+    stored = [p for p in open_label_pyramids(path) if p.name == "ground_truth"]
+    if not stored or tuple(stored[0].shape) != tuple(shape):
+        return None
+    return stored[0].levels[0], stored[0].colors, stored[0].names
+
+
+class ProgressBar:
+    """A one-line text progress bar on ``stream``; the rate is input (level-0) megabytes per second."""
+
+    def __init__(self, stream: TextIO, label: str, total_bytes: int, width: int = 30) -> None:
+        self.stream = stream
+        self.label = label
+        self.total_bytes = total_bytes
+        self.width = width
+        self.started = time.monotonic()
+        self.last_drawn = 0.0
+        self.drawn = False
+
+    def update(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last_drawn < 0.2:
+            return
+        self.last_drawn = now
+        fraction = done / total if total else 1.0
+        filled = int(round(self.width * fraction))
+        rate = fraction * self.total_bytes / max(now - self.started, 1e-6) / 1e6
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {100 * fraction:5.1f}% "
+            f"{done}/{total} blocks {rate:6.1f} MB/s"
+        )
+        self.stream.flush()
+        self.drawn = True
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
