@@ -7,8 +7,9 @@ exudates (EX) and soft exudates (SE). The mask of a class is exactly where its l
 (opacity ≥ 0.5); every pixel outside the masks is the lesion-free photograph's.
 
 * ``fundus_lesions(index, seed)``: one sample, generated into the per-user cache on first use.
-  Index 0 is the unmodified photograph with lesions of all four classes; other indices are
-  random variants, about half of them with soft exudates (as in IDRiD, many images have none).
+  Index 0 is the unmodified photograph with plenty of lesions of all four classes; other indices
+  are random variants with random severity, about half of them with soft exudates (as in IDRiD,
+  many images have none).
 * ``write_fundus_dataset(root, n, seed)``: N samples in IDRiD's own folder layout and mask format.
 
 Everything is deterministic given ``(index, seed, scale)`` and ``GENERATOR_VERSION``.
@@ -41,6 +42,7 @@ LABEL_PRIORITY = ("EX", "HE", "SE", "MA")
 SCALE_RANGE = (0.5, 4.0)
 MAX_DATASET_SIZE = 100_000
 _SOFT_EXUDATE_PROBABILITY = 0.5
+_SHOWCASE_SEVERITY = 0.9  # index 0 (the napari sample) shows plenty of every class
 _JPEG_QUALITY = 95
 
 
@@ -82,9 +84,12 @@ def generate_fundus_sample(index: int = 0, seed: int = 0, scale: float = 1.0) ->
     from sample_data.lesions import LesionCanvas, LesionLoad, draw_lesions
 
     fundus, rng = _lesion_free_fundus(index, seed, scale)
-    with_soft_exudates = index == 0 or rng.random() < _SOFT_EXUDATE_PROBABILITY
+    if index == 0:
+        load = LesionLoad.random(rng, with_soft_exudates=True, severity=_SHOWCASE_SEVERITY)
+    else:
+        load = LesionLoad.random(rng, with_soft_exudates=rng.random() < _SOFT_EXUDATE_PROBABILITY)
     canvas = LesionCanvas(fundus)
-    draw_lesions(canvas, LesionLoad.random(rng, with_soft_exudates), rng, scale)
+    draw_lesions(canvas, load, rng, scale)
     image = canvas.rendered_image()
     masks = {code: canvas.masks[code] for code in LESION_CODES}
     name = _sample_name(seed, index, scale)

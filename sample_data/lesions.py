@@ -44,9 +44,9 @@ _PLACEMENT_ATTEMPTS = 12
 # Largest fraction of a lesion's mask that may lie on a vessel.
 _MAX_VESSEL_FRACTION = {"MA": 0.0, "EX": 0.05, "HE": 0.25, "SE": 0.35}
 # Colour matrices (acting on RGB) at full strength. Hard exudates: red up, green pulled towards
-# 0.7 × red (a waxy yellow whatever the camera's colour cast), blue nearly kept. Soft exudates:
+# about 0.65 × red (a waxy yellow whatever the camera's colour cast), blue kept. Soft exudates:
 # green and blue lifted towards red (paler, less saturated).
-_EXUDATE_YELLOW = np.array([[1.12, 0.0, 0.0], [0.42, 0.6, 0.0], [0.0, 0.0, 1.05]])
+_EXUDATE_YELLOW = np.array([[1.15, 0.0, 0.0], [0.5, 0.55, 0.0], [0.0, 0.0, 1.0]])
 _SOFT_EXUDATE_PALE = np.array([[1.04, 0.0, 0.0], [0.2, 0.75, 0.0], [0.15, 0.0, 0.7]])
 
 
@@ -177,7 +177,7 @@ def microaneurysm(rng: np.random.Generator, scale: float, blur_sigma: float) -> 
     """A round dark red dot, 3.4–11 px (mostly small), with a soft rim."""
     diameter = max(_SMALLEST_DIAMETER + 1.0, 3.4 * (11.0 / 3.4) ** (rng.random() ** 1.5) * scale)
     density, _ = _lumpy_density(rng, diameter, 1, rng.uniform(1.3, 2.2), 0.05, 1.0)
-    darken = np.diag([rng.uniform(0.85, 0.93), rng.uniform(0.6, 0.75), rng.uniform(0.65, 0.8)])
+    darken = np.diag([rng.uniform(0.87, 0.95), rng.uniform(0.64, 0.78), rng.uniform(0.68, 0.82)])
     return _lesion("MA", density, blur_sigma, darken, (0.0, 0.0, 0.0), np.ones_like(density), 0.3)
 
 
@@ -224,11 +224,11 @@ def _flame_density(rng: np.random.Generator, scale: float, fibre_angle: float) -
 
 def hard_exudate(rng: np.random.Generator, scale: float, blur_sigma: float, diameter: float) -> Lesion:
     """A bright waxy yellow spot of about ``diameter`` px with a crisp, irregular outline."""
-    lobes = 1 if diameter < 10 * scale else int(rng.integers(2, 5))
-    density, _ = _lumpy_density(rng, diameter, lobes, rng.uniform(2.0, 4.0), 0.22, max(1.0, diameter / 5))
-    strength = rng.uniform(0.6, 1.0)
+    lobes = 1 if diameter < 6 * scale else int(rng.integers(2, 6))
+    density, _ = _lumpy_density(rng, diameter, lobes, rng.uniform(2.0, 4.0), 0.4, max(1.0, diameter / 4))
+    strength = rng.uniform(0.65, 1.0)
     colour = np.eye(3) + strength * (_EXUDATE_YELLOW - np.eye(3))
-    offsets = strength * np.array([15.0, 10.0, 3.0])
+    offsets = strength * np.array([18.0, 15.0, 2.0])
     texture = _texture(rng, density.shape, 0.04, max(1.0, diameter / 6))
     return _lesion("EX", density, blur_sigma, colour, offsets, texture, 0.3)
 
@@ -329,8 +329,9 @@ class LesionLoad:
     soft_exudates: int
 
     @classmethod
-    def random(cls, rng: np.random.Generator, with_soft_exudates: bool) -> LesionLoad:
-        severity = rng.uniform(0.3, 1.0)
+    def random(cls, rng: np.random.Generator, with_soft_exudates: bool, severity: float | None = None) -> LesionLoad:
+        """Counts for a retinopathy ``severity`` in [0.3, 1] (drawn when None), each jittered."""
+        severity = rng.uniform(0.3, 1.0) if severity is None else severity
         return cls(
             microaneurysm_clusters=int(round(3 + 10 * severity * rng.uniform(0.6, 1.2))),
             haemorrhages=int(round(2 + 12 * severity * rng.uniform(0.5, 1.2))),
