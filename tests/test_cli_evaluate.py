@@ -139,7 +139,9 @@ def test_ddr_and_folder_layouts_with_perfect_predictions(tmp_path, capsys):
             for folder in (ddr_label / code, plain / code, pred / code):
                 folder.mkdir(parents=True, exist_ok=True)
             tifffile.imwrite(ddr_label / code / f"{stem}.tif", mask.astype(np.uint8))  # DDR: 8-bit 0/1
-            Image.fromarray(mask.astype(np.uint8) * 255).save(plain / code / f"{stem}.png")
+            grey = mask.astype(np.uint8) * 255
+            red = np.stack([grey, np.zeros_like(grey), np.zeros_like(grey)], axis=2)  # a colour mask
+            Image.fromarray(grey if stem.endswith("89-100") else red).save(plain / code / f"{stem}.png")
             write_idrid_mask(pred / code / f"{stem}_{code}.tif", mask)
     (tmp_path / "DDR" / "lesion_segmentation" / "valid" / "label" / "EX").mkdir(parents=True)
     ddr = evaluate_json(capsys, str(pred), str(tmp_path / "DDR"), "--split", "test")

@@ -273,12 +273,19 @@ def _check_size(path: Path, shape: tuple[int, ...], reference: Path, expected: t
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A ground-truth mask as bool (H, W), True = lesion (TIFF: any non-zero value; PNG likewise)."""
+    """A ground-truth mask as bool (H, W), True = lesion: a single-channel TIFF (IDRiD's 1-bit
+    masks, or any non-zero value), or a PNG whose lesion pixels are non-zero in any colour channel."""
     from napari_m2mrf.io.idrid_masks import read_idrid_mask
 
-    if path.suffix.lower() == ".png":
-        return _single_channel(path, _read_png(path)) != 0
-    return read_idrid_mask(path)
+    if path.suffix.lower() != ".png":
+        return read_idrid_mask(path)
+    values = _read_png(path)
+    if values.ndim == 3 and values.shape[2] in (2, 3, 4):  # grey + alpha, RGB, RGBA: alpha ignored
+        colour = values[..., :1] if values.shape[2] == 2 else values[..., :3]
+        return np.any(colour != 0, axis=2)
+    if values.ndim != 2:
+        raise UserError(f"{path}: expected a 2-D mask, found an image of shape {values.shape}")
+    return values != 0
 
 
 def read_prediction(path: Path) -> np.ndarray:
