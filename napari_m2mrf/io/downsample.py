@@ -23,19 +23,25 @@ def _pad_even(block: np.ndarray) -> np.ndarray:
 
 
 def mean_2x2(block: np.ndarray) -> np.ndarray:
-    """``(..., 2h, 2w)`` (any size; odd edges padded) → ``(..., h, w)`` area average, same dtype."""
+    """``(..., 2h, 2w)`` (any size; odd edges padded) → ``(..., h, w)`` area average, same dtype (rounded)."""
     block = _pad_even(block)
-    *lead, height, width = block.shape
-    quads = block.reshape(*lead, height // 2, 2, width // 2, 2)
+    corners = (block[..., 0::2, 0::2], block[..., 0::2, 1::2], block[..., 1::2, 0::2], block[..., 1::2, 1::2])
     if block.dtype.kind == "f":
-        return quads.mean(axis=(-3, -1), dtype=np.float32).astype(block.dtype)
-    total = quads.sum(axis=(-3, -1), dtype=np.uint32)
-    return ((total + 2) // 4).astype(block.dtype)
+        return ((corners[0].astype(np.float32) + corners[1] + corners[2] + corners[3]) / 4).astype(block.dtype)
+    wide = np.uint16 if block.dtype.itemsize == 1 else np.uint64 if block.dtype.kind == "u" else np.int64
+    total = corners[0].astype(wide)
+    for corner in corners[1:]:
+        total += corner
+    total += 2
+    total //= 4
+    return total.astype(block.dtype)
 
 
 def mode_2x2(block: np.ndarray) -> np.ndarray:
     """``(2h, 2w)`` labels (odd edges padded) → ``(h, w)``: each block's most frequent value, ties → larger."""
     block = _pad_even(block)
+    if block.size and block.min() == block.max():  # uniform (mostly background): nothing to vote on
+        return np.ascontiguousarray(block[0::2, 0::2])
     corners = (block[0::2, 0::2], block[0::2, 1::2], block[1::2, 0::2], block[1::2, 1::2])
     best_value = corners[0]
     best_key = np.full(best_value.shape, -1, dtype=np.int32)
