@@ -30,18 +30,21 @@ SCHEDULES = ("poly", "step", "constant")
 
 @dataclass
 class DataConfig:
-    """Where the images and masks come from.
+    """Where the images and masks come from (details in :mod:`training.sources`).
 
     ``kind``: ``idrid`` / ``ddr`` (dataset layouts under ``root``), ``folder`` (``root/images`` +
     ``root/masks/<CODE>/``), ``pairs`` (explicit ``{image, labels}`` files, e.g. exported napari
     layers; ``labels`` is an (H, W) label image whose values are class labels), ``generated``
-    (semi-synthetic fundus images written into the cache on first use).
-    ``val_split`` empty: no evaluation. ``classes``: lesion codes in model-channel order.
+    (semi-synthetic fundus images written into the cache, or ``root`` when set, on first use).
+    Validation: ``val_split`` of ``root`` or all of ``val_root``, ``val_pairs``, or
+    ``generated_val`` images; none named: no evaluation. ``classes``: lesion codes in
+    model-channel order.
     ``mean``/``std``: RGB normalisation on the 0-255 scale.
     """
 
-    kind: str = "idrid"
+    kind: str = "generated"
     root: str = ""
+    val_root: str = ""
     train_split: str = "train"
     val_split: str = ""
     pairs: list[dict[str, str]] = field(default_factory=list)

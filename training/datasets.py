@@ -3,7 +3,8 @@
 A :class:`SampleRecord` names one image and its ground truth, either per-class binary masks
 (IDRiD, DDR, plain folders: a missing class file means "no lesion of that class") or one label
 image whose values are class labels (pairs exported from napari image/labels layers). Where the
-records come from is :mod:`training.sources`; this module only reads them.
+records come from is :mod:`training.sources`; this module only reads them (masks through
+``napari_m2mrf.io.datasets.read_binary_mask``).
 
 Targets are built for the loss: multi-label (sigmoid losses) gives (K, Y, X) binary masks, one
 per class in ``classes`` order, built from each class's mask directly so a pixel may belong to
@@ -23,7 +24,7 @@ import torch
 from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.fundus import read_image
-from napari_m2mrf.io.idrid_masks import read_idrid_mask
+from napari_m2mrf.io.datasets import read_binary_mask
 from training.transforms import Compose, ResizeToFit, Sample
 
 
@@ -44,13 +45,6 @@ class SampleKey:
 
     index: int
     entropy: tuple[int, ...]
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """A binary mask file as bool (H, W): IDRiD TIFFs, other TIFFs, PNG/BMP/GIF, ``.npy``."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        return read_idrid_mask(path)
-    return read_label_image(path) != 0
 
 
 def read_label_image(path: Path) -> np.ndarray:
@@ -90,7 +84,7 @@ def load_sample(record: SampleRecord, classes: Sequence[LesionClass], multilabel
     for k, lesion in enumerate(classes):
         path = record.masks.get(lesion.code)
         if path is not None:
-            mask = read_mask(path)
+            mask = read_binary_mask(path)
             _check_shape(path, mask.shape, shape, record.image)
             masks[k] |= mask
     if multilabel:

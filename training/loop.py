@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ from training.checkpointing import (
     save_training_state,
 )
 from training.config import TrainingConfig, save_config
-from training.datasets import TrainingDataset
+from training.datasets import SampleRecord, TrainingDataset
 from training.evaluation import evaluate
 from training.event_log import EventLog
 from training.events import CheckpointSaved, Evaluated, Event, Finished, IterationDone, Started
@@ -131,9 +132,9 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             start, best_score, best_iteration = state["iteration"], state["best_score"], state["best_iteration"]
 
-        train_records = sources.records(config.data, config.data.train_split)
-        val_split = config.data.val_split or ("val" if config.data.val_pairs else "")
-        val_records = sources.records(config.data, val_split) if val_split and processes.is_main else []
+        train_records = sources.records(config.data, classes, config.data.train_split, validation=False)
+        evaluating = sources.has_validation(config.data) and processes.is_main
+        val_records = sources.records(config.data, classes, config.data.val_split, validation=True) if evaluating else []
         dataset = TrainingDataset(
             train_records,
             classes,
@@ -215,11 +216,11 @@ class Trainer:
     def _evaluate(
         self,
         model: nn.Module,
-        records: list,
+        records: list[SampleRecord],
         classes: tuple[LesionClass, ...],
         multilabel: bool,
         processes: distributed.Processes,
-    ) -> dict:
+    ) -> dict[str, Any]:
         data = self.config.data
         return evaluate(
             model,
@@ -240,7 +241,7 @@ class Trainer:
         scaler: torch.amp.GradScaler | None,
         best_score: float,
         best_iteration: int,
-        metrics: dict | None,
+        metrics: dict[str, Any] | None,
         classes: tuple[LesionClass, ...],
     ) -> CheckpointSaved:
         state = save_training_state(

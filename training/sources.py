@@ -1,32 +1,49 @@
 """Where a run's images come from: :class:`~training.datasets.SampleRecord` lists per data kind.
 
-``idrid``: the dataset's own layout under ``root`` (split ``train`` = ``a. Training Set``,
-``test`` = ``b. Testing Set``); a class without a mask file for an image has no lesion there (IDRiD
-has soft-exudate masks for only some images). ``pairs``: explicit image/label-image files, as the
-training widget exports napari layers. ``generated``: semi-synthetic fundus images with exact
-masks, written once into the sample-data cache.
+``idrid`` / ``ddr`` / ``folder``: a dataset in one of the layouts ``napari_m2mrf.io.datasets``
+recognises, under ``root`` (validation under ``val_root`` when set). Splits are the layout's own
+folder names, with ``train``/``test`` also naming IDRiD's ``a. Training Set``/``b. Testing Set``;
+a plain folder has no splits. A class without a mask file for an image has no lesion there
+(IDRiD has soft-exudate masks for only some images).
+``pairs``: explicit image/label-image files, as the training widget exports napari layers.
+``generated``: semi-synthetic fundus images with exact masks (``sample_data.fundus``), written
+once in IDRiD layout into the sample-data cache: ``generated_train`` images of series
+``generated_seed`` for training, ``generated_val`` of series ``generated_seed + 1`` for validation.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.io.idrid_masks import IDRID_IMAGES_FOLDER, IDRID_SPLITS, idrid_mask_path
+from napari_m2mrf.io.datasets import list_dataset
+from napari_m2mrf.io.idrid_masks import IDRID_IMAGES_FOLDER, IDRID_SPLITS
 from training.config import DataConfig
 from training.datasets import SampleRecord
 
-_IDRID_SPLIT_NAMES = {"train": IDRID_SPLITS[0], "test": IDRID_SPLITS[1]}
+SPLIT_ALIASES = {"train": IDRID_SPLITS[0], "test": IDRID_SPLITS[1]}
+GENERATED_SCALE = 0.5
 
 
-def records(config: DataConfig, split: str) -> list[SampleRecord]:
-    """The records of ``split`` (``config.train_split`` or ``config.val_split``; for ``pairs`` the
-    training split is ``pairs`` and any other is ``val_pairs``)."""
+def records(config: DataConfig, classes: tuple[LesionClass, ...], split: str, validation: bool) -> list[SampleRecord]:
+    """The records of ``split`` for training or (``validation``) for evaluation."""
     if config.kind == "pairs":
-        return pair_records(config.pairs if split == config.train_split else config.val_pairs)
-    if config.kind == "idrid":
-        return idrid_records(Path(config.root), split, config.classes)
-    raise UserError(f"data.kind {config.kind!r} is not available in this version of the trainer")
+        return pair_records(config.val_pairs if validation else config.pairs)
+    if config.kind == "generated":
+        root = generated_dataset(config, validation)
+        return layout_records(root, IDRID_SPLITS[0], classes)
+    root = Path(config.val_root if validation and config.val_root else config.root).expanduser()
+    return layout_records(root, "" if config.kind == "folder" else split, classes)
+
+
+def has_validation(config: DataConfig) -> bool:
+    """Whether the config names validation images."""
+    if config.kind == "pairs":
+        return bool(config.val_pairs)
+    if config.kind == "generated":
+        return config.generated_val > 0
+    return bool(config.val_split or config.val_root)
 
 
 def pair_records(pairs: list[dict[str, str]]) -> list[SampleRecord]:
@@ -41,16 +58,27 @@ def pair_records(pairs: list[dict[str, str]]) -> list[SampleRecord]:
     return found
 
 
-def idrid_records(root: Path, split: str, codes: list[str]) -> list[SampleRecord]:
-    """IDRiD segmentation images of ``split`` with their existing ``codes`` masks."""
-    folder_split = _IDRID_SPLIT_NAMES.get(split, split)
-    images_folder = root / IDRID_IMAGES_FOLDER / folder_split
-    if not images_folder.is_dir():
-        raise UserError(f"{images_folder}: no such IDRiD images folder (data.root {root}, split {split!r})")
-    found = []
-    for image in sorted(images_folder.glob("*.jpg")):
-        masks = {code: idrid_mask_path(root, folder_split, image.stem, code) for code in codes}
-        found.append(SampleRecord(image=image, masks={code: path for code, path in masks.items() if path.is_file()}))
-    if not found:
-        raise UserError(f"{images_folder}: no .jpg images")
-    return found
+def layout_records(root: Path, split: str, classes: tuple[LesionClass, ...]) -> list[SampleRecord]:
+    """Images of ``split`` (all images for ``""``) of the dataset under ``root`` with their masks."""
+    wanted = SPLIT_ALIASES.get(split, split)
+    samples = list_dataset(root, classes)
+    chosen = [s for s in samples if not wanted or s.split == wanted]
+    if not chosen:
+        splits = sorted({s.split for s in samples})
+        raise UserError(f"{root}: no images in split {split!r} (splits found: {', '.join(splits)})")
+    return [SampleRecord(image=s.image, masks=dict(s.ground_truth.masks)) for s in chosen]
+
+
+def generated_dataset(config: DataConfig, validation: bool) -> Path:
+    """The folder holding the generated training (or validation) images, written on first use."""
+    from sample_data.cache import cache_dir
+    from sample_data.fundus import GENERATOR_VERSION, write_fundus_dataset
+
+    count = config.generated_val if validation else config.generated_train
+    seed = config.generated_seed + (1 if validation else 0)
+    base = Path(config.root).expanduser() if config.root else cache_dir("training")
+    root = base / f"generated_v{GENERATOR_VERSION}_seed{seed}_n{count}"
+    images = root / IDRID_IMAGES_FOLDER / IDRID_SPLITS[0]
+    if not (images.is_dir() and len(list(images.glob("*.jpg"))) == count):
+        write_fundus_dataset(root, count, seed=seed, scale=GENERATED_SCALE)
+    return root
