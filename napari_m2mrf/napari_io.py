@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_m2mrf.classes import FUNDUS_CLASSES, label_colormap
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.io.formats import SourceInfo
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | Sequence[str]
@@ -62,7 +63,7 @@ def layer_data_for_path(
     info = inspect_source(path)
     if info.kind == "fundus":
         return fundus_layer_data(path, notify=notify)
-    return slide_layer_data(path, progress=progress)
+    return slide_layer_data(path, progress=progress, info=info)
 
 
 def fundus_layer_data(path: str | os.PathLike[str], *, notify: Callable[[str], None] | None = None) -> list[LayerData]:
@@ -100,7 +101,10 @@ def _fundus_labels(labels: np.ndarray, name: str, layout: str) -> LayerData:
 
 
 def slide_layer_data(
-    path: str | os.PathLike[str], *, progress: Callable[[int, int], None] | None = None
+    path: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    info: SourceInfo | None = None,
 ) -> list[LayerData]:
     """A slide as a lazy multiscale RGB image layer (µm scale when known) plus its stored label pyramids.
 
@@ -110,7 +114,7 @@ def slide_layer_data(
     from napari_m2mrf.io.slides import check_pyramid_readable, ensure_pyramid, open_label_pyramids
 
     path = Path(path)
-    pyramid = ensure_pyramid(path, progress=progress)
+    pyramid = ensure_pyramid(path, info=info, progress=progress)
     check_pyramid_readable(pyramid)
     scale = (pyramid.pixel_size_um,) * 2 if pyramid.pixel_size_um else (1.0, 1.0)
     levels = pyramid.channel_last()

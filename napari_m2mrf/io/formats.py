@@ -109,7 +109,7 @@ def inspect_source(path: str | os.PathLike[str]) -> SourceInfo:
     if found == "zarr":
         from napari_m2mrf.io.omezarr import open_ome_zarr
 
-        pyramid = open_ome_zarr(path)
+        pyramid = open_ome_zarr(path, check_chunks=False)
         _, height, width = pyramid.shape
         return SourceInfo(path, "zarr", height, width, len(pyramid.levels))
     if found == "tiff":

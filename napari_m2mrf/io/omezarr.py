@@ -61,17 +61,21 @@ def _is_group(node: Any) -> bool:
     return isinstance(node, zarr.Group)
 
 
-def open_ome_zarr(path: str | os.PathLike[str]) -> Pyramid:
-    """The image of an OME-Zarr store as a lazy :class:`Pyramid` (levels ``(C, Y, X)``)."""
+def open_ome_zarr(path: str | os.PathLike[str], *, check_chunks: bool = True) -> Pyramid:
+    """The image of an OME-Zarr store as a lazy :class:`Pyramid` (levels ``(C, Y, X)``).
+
+    ``check_chunks``: in a store this project completed, verify that no chunk file is missing.
+    """
     path = Path(path)
-    return pyramid_from_group(image_group(open_group(path), path), path)
+    return pyramid_from_group(image_group(open_group(path), path), path, check_chunks=check_chunks)
 
 
-def pyramid_from_group(group: Any, path: Path) -> Pyramid:
+def pyramid_from_group(group: Any, path: Path, *, check_chunks: bool = True) -> Pyramid:
     """The multiscale image of ``group`` (levels ``(C, Y, X)``; zarr arrays themselves when stored CYX)."""
     multiscale = _multiscale(group, path)
     arrays = _level_arrays(group, multiscale, path)
-    _check_chunks(group, arrays, multiscale, path)
+    if check_chunks:
+        _check_chunks(group, arrays, multiscale, path)
     levels = [
         array if multiscale.axes == "cyx" else AxesView(array, multiscale.axes.upper(), "CYX") for array in arrays
     ]
@@ -116,8 +120,29 @@ def _level_arrays(group: Any, multiscale: Multiscale, path: Path) -> list[Any]:
 
 
 def absent_chunks(array: Any) -> int:
-    """How many chunks of ``array`` have never been written (they read as the fill value)."""
-    return int(array.nchunks) - int(array.nchunks_initialized)
+    """How many chunks of ``array`` have never been written (they read as the fill value).
+
+    On a local store the chunk files are counted directly (fast); otherwise zarr lists the store.
+    """
+    folder = _local_folder(array)
+    if folder is None:
+        return int(array.nchunks) - int(array.nchunks_initialized)
+    stored = sum(
+        1 for _, _, files in os.walk(folder) for name in files if name not in _METADATA_FILES and not name.startswith(".")
+    )
+    return int(array.nchunks) - stored
+
+
+_METADATA_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+
+
+def _local_folder(array: Any) -> Path | None:
+    from zarr.storage import LocalStore
+
+    store = array.store
+    if not isinstance(store, LocalStore):
+        return None
+    return Path(store.root) / array.path
 
 
 def _check_chunks(group: Any, arrays: list[Any], multiscale: Multiscale, path: Path) -> None:

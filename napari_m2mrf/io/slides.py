@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.io.formats import FUNDUS_MAX_PIXELS, inspect_source
+from napari_m2mrf.io.formats import FUNDUS_MAX_PIXELS, SourceInfo, inspect_source, sniff_format
 from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
 from napari_m2mrf.io.pyramid_build import CancelCheck, ProgressCallback
 
@@ -21,10 +21,13 @@ from napari_m2mrf.io.pyramid_build import CancelCheck, ProgressCallback
 MAX_FLAT_PIXELS = 1 << 30
 
 
-def open_pyramid(path: str | os.PathLike[str]) -> Pyramid:
-    """The image at ``path`` as a lazy :class:`Pyramid`: TIFF/SVS/NDPI/OME-TIFF, OME-Zarr or a workspace."""
+def open_pyramid(path: str | os.PathLike[str], info: SourceInfo | None = None) -> Pyramid:
+    """The image at ``path`` as a lazy :class:`Pyramid`: TIFF/SVS/NDPI/OME-TIFF, OME-Zarr or a workspace.
+
+    ``info``: the result of :func:`inspect_source` when the caller has it already.
+    """
     path = Path(path)
-    info = inspect_source(path)
+    info = info or inspect_source(path)
     if info.format == "zarr":
         from napari_m2mrf.io.workspace import Workspace
 
@@ -54,15 +57,15 @@ def in_memory_pyramid(data: np.ndarray, path: Path, pixel_size_um: float | None 
     )
 
 
-def needs_built_pyramid(path: str | os.PathLike[str]) -> bool:
+def needs_built_pyramid(info: SourceInfo) -> bool:
     """True for a single-resolution source too large to show without a pyramid."""
-    info = inspect_source(path)
     return info.format != "zarr" and info.levels == 1 and info.height * info.width > FUNDUS_MAX_PIXELS
 
 
 def ensure_pyramid(
     path: str | os.PathLike[str],
     *,
+    info: SourceInfo | None = None,
     workspace_path: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
@@ -73,14 +76,15 @@ def ensure_pyramid(
     ``progress(done, total)`` in blocks, stops when ``cancel()`` is True and resumes on the next call.
     """
     path = Path(path)
-    if not needs_built_pyramid(path):
-        return open_pyramid(path)
+    info = info or inspect_source(path)
+    if not needs_built_pyramid(info):
+        return open_pyramid(path, info)
     from napari_m2mrf.io.workspace import Workspace
 
     workspace = Workspace.for_source(path, workspace_path)
     if workspace.has_image:
         return workspace.image
-    source = open_pyramid(path)
+    source = open_pyramid(path, info)
     return workspace.write_image(
         source.levels[0], pixel_size_um=source.pixel_size_um, name=source.name, progress=progress, cancel=cancel
     )
@@ -89,12 +93,12 @@ def ensure_pyramid(
 def open_label_pyramids(path: str | os.PathLike[str]) -> list[LabelPyramid]:
     """Label pyramids stored with a slide: OME-Zarr ``labels/*`` or an OME-TIFF ``ground_truth`` series."""
     path = Path(path)
-    info = inspect_source(path)
-    if info.format == "zarr":
+    found = sniff_format(path)
+    if found == "zarr":
         from napari_m2mrf.io.omezarr import label_names, open_ome_zarr_labels
 
         return [open_ome_zarr_labels(path, name) for name in label_names(path)]
-    if info.format == "tiff":
+    if found == "tiff":
         from napari_m2mrf.io.tiff import tiff_label_pyramid
 
         found = tiff_label_pyramid(path)
