@@ -1,0 +1,308 @@
+"""Reverse sampler Π∘G⁻¹ of deformed downsampling: any region of any pyramid level, chunk in → chunk out.
+
+Each low-resolution prediction sits at its sampling location ``(u, v)``; every pixel takes the
+value of the sample nearest to the pixel's centre (the paper's Π is nearest-neighbour). Distances
+are Euclidean in level-0 pixels, sample positions are continuous (not rounded), and a pixel
+``(r, c)`` of a level with downsample factors ``(f_y, f_x)`` has its centre at level-0 position
+``((r + 0.5)·f_y − 0.5, (c + 0.5)·f_x − 0.5)`` (the ``align_corners=False`` convention of
+:mod:`napari_m2mrf.models.deform`). The result equals scipy's ``NearestNDInterpolator`` built on the
+same positions, except where two samples are at exactly the same distance.
+
+Algorithm (exact, no full-resolution map): the region is cut into ``T×T`` tiles. A k-d tree over
+the samples gives each tile the samples within ``d₁ + 2ρ`` of its centre (``d₁``: nearest-sample
+distance of the centre, ``ρ``: half-diagonal of the tile) — a superset of the nearest samples of all
+its pixels, because the nearest-sample distance is 1-Lipschitz. Tiles are then split into quarters;
+each quarter keeps only the candidates within its own bound, and a quarter left with a single
+candidate is filled with it at once. Only pixels near Voronoi edges reach the per-pixel comparison.
+Memory is the output block plus the samples and their tree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+Factors = float | tuple[float, float]
+
+_BLOCK = 1024  # regions are filled in blocks of at most this many pixels per side
+
+
+def _factors(downsample: Factors) -> tuple[float, float]:
+    fy, fx = (downsample, downsample) if np.isscalar(downsample) else downsample
+    if not (fy > 0 and fx > 0):
+        raise ValueError(f"downsample factors must be positive (got {downsample!r})")
+    return float(fy), float(fx)
+
+
+@dataclass
+class _Group:
+    """Blocks of size ``size`` (pixel rows ``rows``, columns ``cols`` of their top-left pixel, relative
+    to the region) and their candidate samples ``candidates`` (n×K, the sentinel ``N`` pads)."""
+
+    size: int
+    rows: np.ndarray
+    cols: np.ndarray
+    candidates: np.ndarray
+
+
+class ReverseSampler:
+    """Nearest-sample fill of any region of any pyramid level from ``N`` scattered samples.
+
+    Args:
+        points: sample positions ``(…, 2)`` as ``(y, x)`` in level-0 pixels (e.g. the ``h×w×2``
+            output of :func:`napari_m2mrf.models.deform.grid_to_pixels`).
+        values: per-sample values with the same leading shape as ``points[..., 0]`` (labels), or
+            with one more leading channel axis ``(C, …)`` (probabilities).
+        workers: threads that fill the blocks of a region (numpy releases the GIL in the heavy steps).
+    """
+
+    def __init__(self, points: np.ndarray, values: np.ndarray, workers: int = 1) -> None:
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim < 2 or points.shape[-1] != 2:
+            raise ValueError(f"points must have shape (..., 2) as (y, x); got {points.shape}")
+        spatial = points.shape[:-1]
+        values = np.asarray(values)
+        if values.shape == spatial:
+            self.values = values.reshape(-1)
+        elif values.shape[1:] == spatial:
+            self.values = values.reshape(values.shape[0], -1)
+        else:
+            raise ValueError(f"values shape {values.shape} does not match points shape {points.shape}")
+        self.points = points.reshape(-1, 2)
+        if len(self.points) == 0:
+            raise ValueError("no samples")
+        if not np.isfinite(self.points).all():
+            raise ValueError("sample positions must be finite")
+        self.workers = workers
+        self.tree = cKDTree(self.points)
+        low, high = self.points.min(axis=0), self.points.max(axis=0)
+        self._mean_spacing = math.sqrt(max(1.0, float(np.prod(high - low + 1.0))) / len(self.points))
+        # padded with an unreachable sentinel sample at index N
+        self._py = np.append(self.points[:, 0], np.inf)
+        self._px = np.append(self.points[:, 1], np.inf)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.points)
+
+    @property
+    def channels(self) -> int | None:
+        """``C`` for per-sample vectors, ``None`` for scalar values."""
+        return self.values.shape[0] if self.values.ndim == 2 else None
+
+    def fill(self, rows: slice, cols: slice, downsample: Factors = 1.0) -> np.ndarray:
+        """Values ``(ry, rx)`` or ``(C, ry, rx)`` of the region ``rows × cols`` (level pixel indices, step 1)."""
+        index = self.nearest_index(rows, cols, downsample)
+        return self.values[..., index]
+
+    def nearest_index(self, rows: slice, cols: slice, downsample: Factors = 1.0) -> np.ndarray:
+        """Index (int64, into the flattened samples) of the nearest sample of every pixel of the region."""
+        fy, fx = _factors(downsample)
+        y0, y1, x0, x1 = rows.start, rows.stop, cols.start, cols.stop
+        if rows.step not in (None, 1) or cols.step not in (None, 1) or y1 < y0 or x1 < x0:
+            raise ValueError(f"region must be two forward slices with step 1 (got {rows}, {cols})")
+        out = np.empty((y1 - y0, x1 - x0), dtype=np.int64)
+        blocks = [(by, min(by + _BLOCK, y1), bx, min(bx + _BLOCK, x1)) for by in range(y0, y1, _BLOCK) for bx in range(x0, x1, _BLOCK)]
+
+        def fill_block(block: tuple[int, int, int, int]) -> None:
+            by, ey, bx, ex = block
+            out[by - y0 : ey - y0, bx - x0 : ex - x0] = self._nearest_block(by, ey, bx, ex, fy, fx)
+
+        if self.workers > 1 and len(blocks) > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(fill_block, blocks))
+        else:
+            for block in blocks:
+                fill_block(block)
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _tile_size(self, fy: float, fx: float) -> int:
+        """Power-of-two tile side ≈ twice the mean sample spacing in this level's pixels (4 … 64)."""
+        spacing = self._mean_spacing / math.sqrt(fy * fx)
+        return int(min(64, max(4, 2 ** round(math.log2(max(1.0, 2 * spacing))))))
+
+    def _nearest_block(self, y0: int, y1: int, x0: int, x1: int, fy: float, fx: float) -> np.ndarray:
+        tile = self._tile_size(fy, fx)
+        ny, nx = -(-(y1 - y0) // tile) * tile, -(-(x1 - x0) // tile) * tile
+        out = np.empty((ny, nx), dtype=np.int64)
+        for group in self._tile_candidates(y0, x0, ny, nx, tile, fy, fx):
+            self._refine(out, group, y0, x0, fy, fx)
+        return out[: y1 - y0, : x1 - x0]
+
+    def _tile_candidates(self, y0: int, x0: int, ny: int, nx: int, tile: int, fy: float, fx: float) -> list[_Group]:
+        """Per tile, every sample that can be nearest to one of its pixels (groups of equal width)."""
+        rows, cols = np.meshgrid(np.arange(0, ny, tile), np.arange(0, nx, tile), indexing="ij")
+        rows, cols = rows.ravel(), cols.ravel()
+        centre = (tile - 1) / 2
+        centres = np.stack(((y0 + rows + centre + 0.5) * fy - 0.5, (x0 + cols + centre + 0.5) * fx - 0.5), axis=1)
+        nearest, _ = self.tree.query(centres, k=1)
+        bound = nearest + 2 * centre * math.hypot(fy, fx) + 1e-6 * (1 + nearest)
+        groups, todo, k = [], np.arange(len(rows)), 8
+        n = self.num_samples
+        while len(todo):
+            k = min(k, n)
+            dist, idx = self.tree.query(centres[todo], k=k)
+            dist, idx = dist.reshape(len(todo), k), idx.reshape(len(todo), k)
+            complete = (dist[:, -1] > bound[todo]) | (k == n)
+            done = todo[complete]
+            candidates = np.where(dist[complete] <= bound[done, None], idx[complete], n)
+            groups.append(_Group(tile, rows[done], cols[done], candidates))
+            todo, k = todo[~complete], 2 * k
+        return groups
+
+    def _refine(self, out: np.ndarray, first: _Group, y0: int, x0: int, fy: float, fx: float) -> None:
+        """Split blocks into quarters until each has one candidate, writing finished blocks into ``out``."""
+        n = self.num_samples
+        stack = [first]
+        while stack:
+            group = stack.pop()
+            half = group.size // 2
+            cand = group.candidates
+            # candidate positions relative to the block's top-left pixel centre, level-0 units
+            origin_y = (y0 + group.rows + 0.5) * fy - 0.5
+            origin_x = (x0 + group.cols + 0.5) * fx - 0.5
+            local_y = (self._py[cand] - origin_y[:, None]).astype(np.float32)
+            local_x = (self._px[cand] - origin_x[:, None]).astype(np.float32)
+            c = (half - 1) / 2
+            quarter_y = np.array([c, c, c + half, c + half], dtype=np.float32) * fy
+            quarter_x = np.array([c, c + half, c, c + half], dtype=np.float32) * fx
+            dy = local_y[:, None, :] - quarter_y[None, :, None]
+            dx = local_x[:, None, :] - quarter_x[None, :, None]
+            d2 = (dy * dy + dx * dx).reshape(-1, cand.shape[1])  # (4·blocks)×K squared distances
+            parent = np.repeat(np.arange(len(cand)), 4)
+            quarter = np.tile(np.arange(4), len(cand))
+            rows = group.rows[parent] + (quarter >> 1) * half
+            cols = group.cols[parent] + (quarter & 1) * half
+            if half == 1:
+                out[rows, cols] = cand[parent, d2.argmin(axis=1)]
+                continue
+            reach = 2 * c * math.hypot(fy, fx)
+            bound = (np.sqrt(d2.min(axis=1)) + np.float32(reach)) * np.float32(1 + 1e-5) + np.float32(1e-3)
+            keep = d2 <= (bound * bound)[:, None]
+            count = keep.sum(axis=1)
+            single = np.flatnonzero(count == 1)
+            if len(single):
+                best = cand[parent[single], d2[single].argmin(axis=1)]
+                blocks = out.reshape(out.shape[0] // half, half, out.shape[1] // half, half)
+                blocks[rows[single] // half, :, cols[single] // half, :] = best[:, None, None]
+            several = np.flatnonzero(count > 1)
+            width = 2
+            while len(several):
+                # compact the kept candidates of blocks with width/2 < count <= width to `width` columns
+                bucket = count[several] <= width
+                chosen = several[bucket]
+                kept = keep[chosen]
+                r, k = np.nonzero(kept)
+                slot = np.cumsum(kept, axis=1)[r, k] - 1
+                narrowed = np.full((len(chosen), width), n, dtype=cand.dtype)
+                narrowed[r, slot] = cand[parent[chosen[r]], k]
+                stack.append(_Group(half, rows[chosen], cols[chosen], narrowed))
+                several, width = several[~bucket], 2 * width
+
+
+class ReverseFilledLevel:
+    """Array-like view ``(H_l, W_l)`` or ``(C, H_l, W_l)`` of one pyramid level of the reverse-filled map.
+
+    Nothing is computed until it is indexed; indexing with slices fills just that region.
+    """
+
+    def __init__(self, sampler: ReverseSampler, shape: tuple[int, int], downsample: Factors) -> None:
+        self.sampler = sampler
+        self.level_shape = (int(shape[0]), int(shape[1]))
+        self.downsample = _factors(downsample)
+        channels = sampler.channels
+        self.shape = self.level_shape if channels is None else (channels, *self.level_shape)
+        self.dtype = sampler.values.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        spatial = key[-2:]
+        bounds, steps, squeeze = [], [], []
+        for axis, k in enumerate(spatial):
+            length = self.level_shape[axis]
+            if isinstance(k, (int, np.integer)):
+                i = int(k) + length if k < 0 else int(k)
+                if not 0 <= i < length:
+                    raise IndexError(f"index {k} out of range for axis of length {length}")
+                bounds.append((i, i + 1))
+                steps.append(1)
+                squeeze.append(axis)
+            elif isinstance(k, slice):
+                start, stop, step = k.indices(length)
+                if step < 0:
+                    raise IndexError("negative steps are not supported")
+                stop = max(start, stop)
+                bounds.append((start, stop))
+                steps.append(step)
+            else:
+                raise IndexError(f"unsupported index {k!r}")
+        (r0, r1), (c0, c1) = bounds
+        region = self.sampler.fill(slice(r0, r1), slice(c0, c1), self.downsample)
+        region = region[..., :: steps[0], :: steps[1]]
+        if squeeze:
+            region = region[(Ellipsis, *(0 if a in squeeze else slice(None) for a in (0, 1)))]
+        return region[key[:-2]] if len(key) > 2 else region
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        full = self[...]
+        return full.astype(dtype) if dtype is not None else full
+
+
+def reverse_filled_pyramid(
+    sampler: ReverseSampler, level_shapes: Sequence[tuple[int, int]], downsamples: Sequence[Factors], chunks: int = 512
+) -> list:
+    """Lazy dask arrays, one per level, of the reverse-filled map (chunks of ``chunks`` pixels per side)."""
+    import dask.array as da
+
+    if len(level_shapes) != len(downsamples):
+        raise ValueError("one downsample factor per level shape is needed")
+    levels = []
+    for i, (shape, factor) in enumerate(zip(level_shapes, downsamples)):
+        level = ReverseFilledLevel(sampler, shape, factor)
+        chunk_shape = (chunks, chunks) if level.ndim == 2 else (level.shape[0], chunks, chunks)
+        levels.append(
+            da.from_array(
+                level, chunks=chunk_shape, asarray=False, fancy=False, name=f"reverse-fill-{id(sampler):x}-{i}",
+                meta=np.empty((0,) * level.ndim, dtype=level.dtype),
+            )
+        )
+    return levels
+
+
+def nearest_pixel_samples(labels: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``G(Y)``: the class map ``labels`` ``(H, W)`` read at the nearest pixel of each ``(y, x)`` in ``points``."""
+    rows = np.clip(np.rint(points[..., 0]), 0, labels.shape[0] - 1).astype(np.intp)
+    cols = np.clip(np.rint(points[..., 1]), 0, labels.shape[1] - 1).astype(np.intp)
+    return labels[rows, cols]
+
+
+def intrinsic_iou(labels: np.ndarray, points: np.ndarray, num_classes: int) -> np.ndarray:
+    """Intrinsic upsampling error: per-class ``IoU(Π(G⁻¹(G(Y))), Y)`` for ``c = 0 … num_classes − 1``.
+
+    ``labels``: ``(H, W)`` class map ``Y``; ``points``: sampling locations ``(…, 2)`` in its pixels
+    ``(y, x)``. The labels are sampled at the nearest pixel (as ``sample_labels``), put back by the
+    reverse sampler, and compared with ``Y``. A class absent from both maps gets NaN.
+    """
+    labels = np.asarray(labels)
+    restored = ReverseSampler(points, nearest_pixel_samples(labels, points)).fill(
+        slice(0, labels.shape[0]), slice(0, labels.shape[1])
+    )
+    ious = np.full(num_classes, np.nan)
+    for c in range(num_classes):
+        truth, pred = labels == c, restored == c
+        union = np.count_nonzero(truth | pred)
+        if union:
+            ious[c] = np.count_nonzero(truth & pred) / union
+    return ious
