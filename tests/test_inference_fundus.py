@@ -119,3 +119,28 @@ def test_unknown_or_missing_device_is_a_user_error() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="not available"):
             choose_device("cuda")
+
+
+def test_cancel_interrupts_a_forward_pass_between_layers() -> None:
+    cancel = CancelToken()
+    calls: list[str] = []
+
+    class CancelsHalfway(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = nn.Conv2d(3, 4, 1)
+            self.second = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.first(x)
+            calls.append("first")
+            cancel.set()  # as if Cancel were clicked now
+            x = self.second(x)
+            calls.append("second")
+            return x
+
+    predictor = FundusPredictor(CancelsHalfway(), PREP, device="cpu")
+    with pytest.raises(Cancelled):
+        predictor.predict_whole(_image(64, 64), cancel=cancel)
+    assert calls == ["first"]
+    assert not any(m._forward_pre_hooks for m in predictor.model.modules()), "hooks are removed afterwards"

@@ -10,13 +10,14 @@ Two modes:
   at full resolution.
 
 Probabilities are (K, H, W) float32 in [0, 1], channel k for label k + 1 of the checkpoint's classes.
-Work is reported through a progress callback and stops at the next tile when the cancel token is
-set. A CUDA out-of-memory error halves the tile size and starts again (``notify`` says so).
+Work is reported through a progress callback and stops within one network layer when the cancel
+token is set. A CUDA out-of-memory error halves the tile size and starts again (``notify`` says so).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,7 @@ class Preprocessing:
     @classmethod
     def from_meta(cls, meta: dict) -> Preprocessing:
         """Read the normalisation and input size from checkpoint metadata."""
-        norm = meta["normalisation"]
+        norm = meta["normalization"]
         size = meta["input_size"]
         return cls(tuple(norm["mean"]), tuple(norm["std"]), (max(size), min(size)))
 
@@ -68,6 +69,21 @@ def blend_ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> n
     return weights
 
 
+@contextlib.contextmanager
+def checks_cancel_in_every_layer(model: nn.Module, cancel: CancelToken | None) -> Iterator[None]:
+    """While active, every submodule's forward first checks ``cancel``, so a long forward pass on a
+    slow CPU stops within one layer instead of finishing the tile."""
+    if cancel is None:
+        yield
+        return
+    handles = [module.register_forward_pre_hook(lambda *_: cancel.check()) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class FundusPredictor:
     """Runs a lesion model on fundus photographs; see the module docstring for the two modes."""
 
@@ -78,22 +94,22 @@ class FundusPredictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.preprocessing = preprocessing
 
-    def _logits(self, batch: torch.Tensor) -> torch.Tensor:
+    def _logits(self, batch: torch.Tensor, cancel: CancelToken | None = None) -> torch.Tensor:
         """(1, 3, h, w) normalised → (1, K, h, w) float32 logits on the CPU."""
         batch = batch.to(self.device)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
-        with inference_precision(self.device):
+        with inference_precision(self.device), checks_cancel_in_every_layer(self.model, cancel):
             logits = self.model(batch)
         return logits.float().cpu()
 
-    def predict_whole(self, image: np.ndarray) -> np.ndarray:
+    def predict_whole(self, image: np.ndarray, cancel: CancelToken | None = None) -> np.ndarray:
         """(H, W, 3) uint8 → (K, H, W) float32 probabilities by the official whole-image protocol."""
         height, width = image.shape[:2]
         prep = self.preprocessing
         batch = to_normalised_tensor(image, prep.mean, prep.std)
         batch = resize_bilinear(batch, keep_ratio_size(height, width, prep.input_scale))
-        logits = resize_bilinear(self._logits(batch), (height, width))
+        logits = resize_bilinear(self._logits(batch, cancel), (height, width))
         return torch.sigmoid(logits)[0].numpy()
 
     def predict_tiled(
@@ -137,7 +153,8 @@ class FundusPredictor:
                     cancel.check()
                 patch = image[y : y + tile, x : x + tile]
                 h, w = patch.shape[:2]
-                probs = torch.sigmoid(self._logits(to_normalised_tensor(patch, prep.mean, prep.std)))[0].numpy()
+                batch = to_normalised_tensor(patch, prep.mean, prep.std)
+                probs = torch.sigmoid(self._logits(batch, cancel))[0].numpy()
                 if blended is None:
                     blended = np.zeros((probs.shape[0], height, width), np.float32)
                 weights = np.outer(

@@ -16,11 +16,6 @@ from napari_m2mrf.errors import UserError
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "sample_data" / "checkpoints"
 CHECKPOINT_SUFFIX = ".safetensors"
-IDRID_DEFAULT_META = {
-    "classes": [{"label": c.label, "code": c.code, "name": c.name, "color": list(c.color)} for c in FUNDUS_CLASSES],
-    "normalisation": {"mean": [116.513, 56.437, 16.309], "std": [80.206, 41.232, 13.293]},
-    "input_size": [960, 1440],
-}
 
 
 def bundled_models() -> dict[str, Path]:
@@ -37,7 +32,7 @@ def model_choices() -> list[str]:
 
 def resolve_model(source: str | Path) -> tuple[nn.Module, dict]:
     """(model, metadata) for a bundled name, a checkpoint path or a registry name; ``UserError`` otherwise."""
-    from napari_m2mrf.models import build_model, list_models, load_checkpoint
+    from napari_m2mrf.models import build_model, fundus_metadata, list_models, load_checkpoint
 
     bundled = bundled_models()
     name = str(source)
@@ -50,6 +45,6 @@ def resolve_model(source: str | Path) -> tuple[nn.Module, dict]:
         return load_checkpoint(path)
     if name in list_models():
         model = build_model(name, num_classes=len(FUNDUS_CLASSES))
-        return model, {"arch": name, **IDRID_DEFAULT_META}
+        return model, {"arch": name, **fundus_metadata("idrid", {"weights": "untrained"})}
     valid = ", ".join(list(bundled) + list_models())
     raise UserError(f"unknown model {name!r}: give a checkpoint file or one of {valid}")

@@ -97,7 +97,7 @@ def run_segmentation(
     elif request.mode == TILES:
         probabilities = predictor.predict_tiled(rgb, request.tile, request.overlap, progress, cancel, notify)
     else:
-        probabilities = predictor.predict_whole(rgb)
+        probabilities = predictor.predict_whole(rgb, cancel)
         progress(1, 1, "done")
     labels = probabilities_to_labels(probabilities, request.thresholds)
     if computed is not None:

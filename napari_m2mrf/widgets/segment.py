@@ -6,6 +6,8 @@ and in hidden per-class probability layers.
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +30,7 @@ REGION_TILES = "whole image, full-resolution tiles"
 REGION_VIEW = "visible field of view"
 REGION_SHAPES = "shapes in a Shapes layer"
 CHECKPOINT_FILE = "checkpoint file…"
+BACKGROUND_NICENESS = 10
 
 
 class _WorkerSignals(QObject):
@@ -43,6 +46,14 @@ def visible_box(viewer: napari.Viewer, layer: napari.layers.Layer) -> Box | None
     corners_data = np.array([layer.world_to_data(c) for c in corners_world])[:, -2:]
     height, width = layer.data.shape[:2]
     return clip_box((*corners_data.min(axis=0), *(corners_data.max(axis=0) + 1)), height, width)
+
+
+def run_in_background(job, *args, **kwargs):
+    """Run ``job`` at a lower CPU priority than the GUI thread (Linux: per-thread nice 10), so the
+    viewer keeps answering on a machine with few cores; threads the job starts inherit the priority."""
+    if hasattr(os, "setpriority"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+    return job(*args, **kwargs)
 
 
 class SegmentWidget(Container):
@@ -154,6 +165,7 @@ class SegmentWidget(Container):
         self._cancel = CancelToken()
         signals, cancel = self._signals, self._cancel
         self.worker = create_worker(
+            run_in_background,
             run_segmentation,
             image,
             request,
@@ -161,10 +173,12 @@ class SegmentWidget(Container):
             cancel=cancel,
             notify=signals.noticed.emit,
             _start_thread=False,
+            _connect={
+                "returned": lambda result: self._show(layer, result),
+                "errored": self._on_error,
+                "finished": self._on_finished,
+            },
         )
-        self.worker.returned.connect(lambda result: self._show(layer, result))
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.progress.value = 0
         self.status.value = f"running {request.model} on {layer.name}…"
