@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sample_data.fundus_variants import Fundus
 
 # Bump when the generator's output changes: cached samples of other versions are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 LESION_CODES = tuple(cls.code for cls in FUNDUS_CLASSES)  # EX, HE, SE, MA
 # Where lesions of different classes overlap, the later code here wins in ``labels``
 # (small lesions win: MA > SE > HE > EX).

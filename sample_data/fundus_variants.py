@@ -126,7 +126,7 @@ def apply_variant(fundus: Fundus, variant: FundusVariant, rng: np.random.Generat
 
 def _transform_geometry(fundus: Fundus, variant: FundusVariant) -> tuple[np.ndarray, FundusGeometry]:
     """Flip, rotate and scale image and vessel map in one resampling; move the landmarks along."""
-    from scipy import ndimage as ndi
+    from PIL import Image
 
     height, width = fundus.image.shape[:2]
     out_shape = (max(1, round(height * variant.scale)), max(1, round(width * variant.scale)))
@@ -142,17 +142,22 @@ def _transform_geometry(fundus: Fundus, variant: FundusVariant) -> tuple[np.ndar
     inverse = np.linalg.inv(forward)
     centre_in = np.array([(height - 1) / 2, (width - 1) / 2])
     centre_out = np.array([(out_shape[0] - 1) / 2, (out_shape[1] - 1) / 2])
-    offset = centre_in - inverse @ centre_out
 
     def move(point: tuple[float, float]) -> tuple[float, float]:
         moved = centre_out + forward @ (np.asarray(point) - centre_in)
         return float(moved[0]), float(moved[1])
 
-    def resample(plane: np.ndarray, order: int) -> np.ndarray:
-        return ndi.affine_transform(plane, inverse, offset, output_shape=out_shape, order=order)
+    # Pillow maps output (x, y) to input (x, y) with pixel centres at +0.5: the same centres shifted.
+    offset = (centre_in + 0.5) - inverse @ (centre_out + 0.5)
+    coefficients = (inverse[1, 1], inverse[1, 0], offset[1], inverse[0, 1], inverse[0, 0], offset[0])
+    size = (out_shape[1], out_shape[0])
 
-    image = np.stack([resample(fundus.image[..., c], 1) for c in range(3)], axis=-1)
-    vessels = resample(fundus.geometry.vessels.view(np.uint8), 0)
+    def resample(array: np.ndarray, method: Image.Resampling) -> np.ndarray:
+        moved = Image.fromarray(array).transform(size, Image.Transform.AFFINE, coefficients, resample=method)
+        return np.asarray(moved)
+
+    image = resample(np.asarray(fundus.image), Image.Resampling.BILINEAR)
+    vessels = resample(fundus.geometry.vessels.view(np.uint8), Image.Resampling.NEAREST)
     old = fundus.geometry
     geometry = FundusGeometry(
         field_of_view_centre=move(old.field_of_view_centre),

@@ -280,6 +280,21 @@ class LesionCanvas:
         self._occupied[window] |= ndi.binary_dilation(mask, iterations=_GAP)
         return True
 
+    def _may_hold(self, code: str, centre: tuple[float, float]) -> bool:
+        """Cheap check before drawing a shape: is the centre itself a possible place for ``code``?"""
+        geometry = self.fundus.geometry
+        row, col = int(round(centre[0])), int(round(centre[1]))
+        height, width = self._occupied.shape
+        if not (0 <= row < height and 0 <= col < width) or self._occupied[row, col]:
+            return False
+        if _MAX_VESSEL_FRACTION[code] < 0.1 and geometry.vessels[row, col]:
+            return False
+        fov_distance = math.dist(centre, geometry.field_of_view_centre)
+        disc_distance = math.dist(centre, geometry.optic_disc)
+        return fov_distance < _FIELD_OF_VIEW_MARGIN * geometry.field_of_view_radius and (
+            disc_distance > geometry.optic_disc_keep_out
+        )
+
     def _allowed(self, lesion: Lesion, mask: np.ndarray, top: int, left: int) -> bool:
         """Inside the field of view, off the optic disc, and not too much on vessels."""
         geometry = self.fundus.geometry
@@ -298,13 +313,16 @@ class LesionCanvas:
 
     def place_near(
         self,
+        code: str,
         make_lesion: Callable[[tuple[float, float]], Lesion],
         choose_centre: Callable[[], tuple[float, float]],
         diameter_range: tuple[float, float],
     ) -> bool:
-        """Try a few centres (and fresh shapes) until a lesion within ``diameter_range`` fits."""
+        """Try a few centres (and fresh shapes) until a ``code`` lesion within ``diameter_range`` fits."""
         for _ in range(_PLACEMENT_ATTEMPTS):
             centre = choose_centre()
+            if not self._may_hold(code, centre):
+                continue
             lesion = make_lesion(centre)
             if diameter_range[0] <= lesion.equivalent_diameter <= diameter_range[1] and self.place(lesion, centre):
                 return True
@@ -359,21 +377,21 @@ def draw_lesions(canvas: LesionCanvas, load: LesionLoad, rng: np.random.Generato
             spots = [around(centre, spread) for _ in range(int(rng.integers(8, 50)))]
         for choose in spots:
             diameter = _exudate_diameter(rng) * scale
-            canvas.place_near(lambda _c, d=diameter: hard_exudate(rng, scale, blur, d), choose, limits["EX"])
+            canvas.place_near("EX", lambda _c, d=diameter: hard_exudate(rng, scale, blur, d), choose, limits["EX"])
 
     for _ in range(load.haemorrhages):
         choose = around(_posterior_pole_point(rng, canvas, 0.4), 0.04 * radius)
         make = lambda c: haemorrhage(rng, scale, blur, _fibre_angle(geometry.optic_disc, c))  # noqa: E731
-        canvas.place_near(make, choose, limits["HE"])
+        canvas.place_near("HE", make, choose, limits["HE"])
 
+    beside_arcade_vessel = _near_arcade_vessel(rng, canvas)
     for _ in range(load.soft_exudates):
-        choose = _near_arcade_vessel(rng, canvas)
-        canvas.place_near(lambda _c: soft_exudate(rng, scale, blur), choose, limits["SE"])
+        canvas.place_near("SE", lambda _c: soft_exudate(rng, scale, blur), beside_arcade_vessel, limits["SE"])
 
     for _ in range(load.microaneurysm_clusters):
         choose = around(_posterior_pole_point(rng, canvas, 0.35), rng.uniform(6, 30) * scale)
         for _ in range(int(rng.integers(1, 6))):
-            canvas.place_near(lambda _c: microaneurysm(rng, scale, blur), choose, limits["MA"])
+            canvas.place_near("MA", lambda _c: microaneurysm(rng, scale, blur), choose, limits["MA"])
 
 
 def _diameter_limits(code: str, scale: float) -> tuple[float, float]:

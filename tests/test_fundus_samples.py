@@ -32,7 +32,7 @@ TRAIN = "a. Training Set"
 
 @pytest.fixture(scope="module")
 def samples() -> dict[tuple[int, int], FundusSample]:
-    """(index, seed) -> sample: the unmodified photograph, a variant with SE and one without."""
+    """(index, seed) -> sample: the unmodified photograph, a variant without SE (1, 0) and one with (1, 1)."""
     return {key: generate_fundus_sample(*key) for key in [(0, 0), (1, 0), (1, 1)]}
 
 
@@ -79,8 +79,8 @@ def test_lesion_sizes_are_within_the_stated_ranges(samples, key) -> None:
 
 
 def test_soft_exudates_only_in_some_images(samples) -> None:
-    assert samples[(1, 0)].masks["SE"].any()
-    assert not samples[(1, 1)].masks["SE"].any()
+    assert samples[(1, 1)].masks["SE"].any()
+    assert not samples[(1, 0)].masks["SE"].any()
 
 
 def test_microaneurysms_are_clustered(samples) -> None:
@@ -112,7 +112,7 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114])
 
 
-@pytest.mark.parametrize("key", [(0, 0), (1, 0)])
+@pytest.mark.parametrize("key", [(0, 0), (1, 1)])
 def test_lesion_colours_against_the_local_background(samples, key) -> None:
     sample = samples[key]
     for code in ("MA", "HE"):  # darker and redder (green falls more than red)
@@ -164,7 +164,7 @@ def test_generation_is_deterministic(samples) -> None:
         np.testing.assert_array_equal(mask, samples[(1, 0)].masks[code])
     assert again.name == samples[(1, 0)].name
     assert samples[(1, 0)].name != samples[(1, 1)].name
-    assert samples[(1, 0)].image.shape != samples[(1, 1)].image.shape  # different seed, different variant
+    assert not np.array_equal(samples[(1, 0)].image, samples[(1, 1)].image)  # different seed, different sample
 
 
 def test_scale_resizes_photograph_and_lesions() -> None:
@@ -198,17 +198,17 @@ def test_cached_on_first_use_and_reused(private_cache: Path, samples) -> None:
 
 
 def test_dataset_in_idrid_layout(tmp_path: Path, samples) -> None:
-    root = write_fundus_dataset(tmp_path / "synthetic", 2, seed=1)
-    names = ["fundus_lesions_1_000", "fundus_lesions_1_001"]
+    root = write_fundus_dataset(tmp_path / "synthetic", 2, seed=0)
+    names = ["fundus_lesions_0_000", "fundus_lesions_0_001"]
     jpegs = sorted(p.name for p in (root / "1. Original Images" / TRAIN).iterdir())
     assert jpegs == [f"{name}.jpg" for name in names]
     groundtruth = root / "2. All Segmentation Groundtruths" / TRAIN
     masks = sorted(p.relative_to(groundtruth).as_posix() for p in root.rglob("*.tif"))
     folders = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX": "3. Hard Exudates"}
     expected = [f"{folders[code]}/{name}_{code}.tif" for code in folders for name in names]
-    assert masks == sorted(expected + ["4. Soft Exudates/fundus_lesions_1_000_SE.tif"])  # SE only where present
+    assert masks == sorted(expected + ["4. Soft Exudates/fundus_lesions_0_000_SE.tif"])  # SE only where present
 
-    second = samples[(1, 1)]
+    second = samples[(1, 0)]
     for code in ("MA", "HE", "EX"):
         np.testing.assert_array_equal(read_idrid_mask(idrid_mask_path(root, TRAIN, names[1], code)), second.masks[code])
     decoded = np.asarray(Image.open(idrid_image_path(root, TRAIN, names[1])))
@@ -242,3 +242,22 @@ def test_unwritable_dataset_folder_is_a_user_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(UserError, match="cannot write the image"):
         write_fundus_dataset(blocker, 1)
+
+
+def test_variant_geometry_moves_image_vessels_and_landmarks_together() -> None:
+    base = fundus_variants.base_fundus()
+    rng = np.random.default_rng(0)
+    mirrored = fundus_variants.apply_variant(base, fundus_variants.FundusVariant(flip_lr=True), rng)
+    np.testing.assert_array_equal(mirrored.image, base.image[:, ::-1])
+    np.testing.assert_array_equal(mirrored.geometry.vessels, base.geometry.vessels[:, ::-1])
+    assert mirrored.geometry.optic_disc == (650.0, 1410 - 225.0)  # a right eye now
+
+    turned = fundus_variants.apply_variant(base, fundus_variants.FundusVariant(rotation_deg=90.0), rng)
+    assert np.abs(turned.image.astype(int) - np.rot90(base.image)).max() <= 1  # counter-clockwise
+    assert turned.geometry.optic_disc == pytest.approx((1410 - 225.0, 650.0))
+
+    halved = fundus_variants.apply_variant(base, fundus_variants.FundusVariant(scale=0.5), rng)
+    assert halved.image.shape == (706, 706, 3)
+    assert halved.geometry.field_of_view_radius == pytest.approx(349.0)
+    disc = np.round(halved.geometry.optic_disc).astype(int)
+    assert halved.image[disc[0], disc[1]].mean() > 150  # still on the bright optic disc
