@@ -223,7 +223,7 @@ class Workspace:
     ) -> Iterator[Any]:
         """Write a label map piece by piece, then publish it as ``labels/<name>`` in one rename.
 
-        Yields the level-0 zarr array ``(Y, X)`` uint8 (initially 0) to write regions into; on a
+        The pyramid gets as many levels as the workspace's image when the shapes match. Yields the level-0 zarr array ``(Y, X)`` uint8 (initially 0) to write regions into; on a
         normal exit the coarser levels are built and the finished pyramid replaces any previous
         ``labels/<name>``. On an exception nothing changes.
         """
@@ -239,7 +239,10 @@ class Workspace:
             group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
             level0 = create_array(group, "0", tuple(shape), np.uint8, chunk, "yx")
             yield level0
-            arrays = build_pyramid(group, level0, kind="labels", chunk=chunk, progress=progress, copy_level0=False)
+            arrays = build_pyramid(
+                group, level0, kind="labels", chunk=chunk, levels=self._matching_levels(shape), progress=progress,
+                copy_level0=False,
+            )
             downsamples = [2.0**k for k in range(len(arrays))]
             metadata = {
                 "multiscales": [ngff.multiscales_entry(name, "yx", downsamples, pixel_size_um, self.version)],
@@ -251,6 +254,13 @@ class Workspace:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._list_label(name)
+
+    def _matching_levels(self, shape: tuple[int, int]) -> int | None:
+        """The image's level count when labels of ``shape`` cover the image (so both pyramids align)."""
+        if not self.has_image:
+            return None
+        image = self.image
+        return len(image.levels) if tuple(image.shape[1:]) == tuple(shape) else None
 
     def write_labels(
         self,
