@@ -52,7 +52,7 @@ def level_shapes(shape: tuple[int, ...], levels: int) -> list[tuple[int, ...]]:
     shapes = [tuple(shape)]
     for _ in range(levels - 1):
         shapes.append(half_shape(shapes[-1]))
-    return shapes
+    return shapes[:levels]
 
 
 def blocks_of(level: int, shape: tuple[int, ...], block: int) -> list[Block]:
