@@ -38,7 +38,7 @@ from torch import nn
 from napari_m2mrf.classes import FUNDUS_CLASSES, LesionClass
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.models.official import OFFICIAL_PRESETS
-from napari_m2mrf.models.registry import build_model
+from napari_m2mrf.models.registry import build_uninitialised
 
 FORMAT = "napari-m2mrf-checkpoint"
 FORMAT_VERSION = 1
@@ -171,7 +171,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     meta = read_checkpoint_metadata(path)
     if "arch" not in meta or not isinstance(meta.get("model"), dict):
         raise UserError(f"{path}: checkpoint metadata lacks arch or model")
-    model = build_model(meta["arch"], **meta["model"])
+    model = build_uninitialised(meta["arch"], **meta["model"])
     _check_metadata(meta, model.num_classes, str(path))
     with safe_open(str(path), framework="pt") as handle:
         state = {name: handle.get_tensor(name) for name in handle.keys()}

@@ -89,17 +89,18 @@ class KeyMapReport:
 
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)  # official keys with no place in the model
-    missing: list[str] = field(default_factory=list)  # model tensors no official key filled
+    missing: list[str] = field(default_factory=list)  # model tensors no official key was meant for
     mismatched: list[str] = field(default_factory=list)  # "key: official shape vs ours"
     ignored: list[str] = field(default_factory=list)  # keys that have no meaning here (by design)
 
     @property
-    def problems(self) -> list[str]:
-        return (
-            [f"missing: {k}" for k in self.missing]
-            + [f"unexpected: {k}" for k in self.unexpected]
-            + [f"shape mismatch: {k}" for k in self.mismatched]
-        )
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe_problems(self) -> str:
+        """One line: ``N missing (k1, k2, …); M unexpected (…); L mis-shaped (key: ours vs official)``."""
+        groups = (("missing", self.missing), ("unexpected", self.unexpected), ("mis-shaped", self.mismatched))
+        return "; ".join(f"{len(keys)} {label} ({', '.join(keys)})" for label, keys in groups if keys)
 
 
 def map_official_state_dict(
@@ -112,6 +113,7 @@ def map_official_state_dict(
     """
     ours = model.state_dict()
     report = KeyMapReport()
+    misshaped: set[str] = set()
     for official_key, tensor in official.items():
         if not isinstance(tensor, torch.Tensor):
             report.unexpected.append(f"{official_key} (not a tensor)")
@@ -123,9 +125,10 @@ def map_official_state_dict(
         converted = _converted(key, tensor, ours[key].shape)
         if converted is None:
             report.mismatched.append(f"{official_key}: {tuple(tensor.shape)} vs {tuple(ours[key].shape)}")
+            misshaped.add(key)
             continue
         report.state_dict[key] = converted.to(ours[key].dtype)
-    report.missing = [k for k in ours if k not in report.state_dict]
+    report.missing = [k for k in ours if k not in report.state_dict and k not in misshaped]
     return report
 
 
@@ -166,11 +169,35 @@ def load_official_weights(model: nn.Module, path: str | Path) -> int:
     """
     state, _ = read_official_file(path)
     report = map_official_state_dict(state, model)
-    if report.problems:
-        listing = "; ".join(report.problems)
-        raise UserError(f"{path}: does not fit {_describe(model)}: {len(report.problems)} problem(s): {listing}")
+    if not report.ok:
+        raise UserError(f"{path}: does not fit {_describe(model)}: {report.describe_problems()}")
     model.load_state_dict(report.state_dict, strict=True)
     return len(report.state_dict)
+
+
+def fitting_variants(state: Mapping[str, torch.Tensor], arch: str, num_classes: int) -> list[str]:
+    """The M2MRF variants (A-D) of ``arch`` whose official key map ``state`` fits exactly.
+
+    The four variants differ in key names (one-step vs cascade paths), so at most one fits a
+    complete official checkpoint. Models are built on the ``meta`` device (no memory, instant).
+    """
+    from napari_m2mrf.models.registry import VARIANTS, build_model
+
+    fitting = []
+    for variant in VARIANTS:
+        with torch.device("meta"):
+            model = build_model(arch, variant=variant, num_classes=num_classes)
+        if map_official_state_dict(state, model).ok:
+            fitting.append(variant)
+    return fitting
+
+
+def official_num_classes(state: Mapping[str, torch.Tensor], path: str | Path) -> int:
+    """Output classes of an official segmentation checkpoint (rows of ``decode_head.conv_seg.weight``)."""
+    weight = state.get("decode_head.conv_seg.weight")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        raise UserError(f"{path}: no decode_head.conv_seg.weight: not an mmseg segmentation checkpoint")
+    return int(weight.shape[0])
 
 
 def load_pretrained_backbone(model: nn.Module, path: str | Path) -> KeyMapReport:

@@ -97,6 +97,16 @@ def build_model(name: str, **cfg: Any) -> Segmenter:
     return Segmenter(backbone, head, config)
 
 
+def build_uninitialised(name: str, **cfg: Any) -> Segmenter:
+    """:func:`build_model` on the CPU with uninitialised tensors, to be filled from a checkpoint.
+
+    Skips the random initialisation (seconds for W48); every tensor must then be loaded strictly.
+    """
+    with torch.device("meta"):
+        model = build_model(name, **cfg)
+    return model.to_empty(device="cpu")
+
+
 def count_parameters(name: str, **cfg: Any) -> int:
     """Trainable parameters of ``build_model(name, **cfg)`` (BN affine included, BN buffers not).
 
