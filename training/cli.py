@@ -58,16 +58,18 @@ def run(args: argparse.Namespace) -> int:
     stop_file = output_dir / STOP_FILE
     stop_file.unlink(missing_ok=True)
     requested = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: requested.set())
-
     trainer = Trainer(
         config,
         resume=resume_path(args.resume, output_dir),
         should_stop=lambda: requested.is_set() or stop_file.exists(),
     )
-    for event in trainer.run():
-        print(json.dumps(event_record(event)), flush=True)
+    previous = {signum: signal.signal(signum, lambda *_: requested.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for event in trainer.run():
+            print(json.dumps(event_record(event)), flush=True)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

@@ -4,7 +4,9 @@ Each image is fitted (keep ratio) into the training ``resize`` box, segmented wh
 its logits resized back to the original resolution (bilinear, align_corners=False) and turned into
 probabilities (sigmoid per lesion; softmax without the background channel for multi-class
 models), then streamed into ``napari_m2mrf.metrics.LesionMetrics`` with the full-resolution
-masks (dataset-level 11-threshold AUPR, dense AUPR, IoU at 0.5).
+masks (dataset-level 11-threshold AUPR, dense AUPR, IoU at 0.5). A barely trained network can
+overflow in eval mode (BatchNorm running statistics still near their initial values); its NaN
+probabilities count as 0 (no lesion) so the scores stay defined and say how poor it is.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def evaluate(
             logits = model(image[None].to(device)).float()
             logits = F.interpolate(logits, size=sample.image.shape[:2], mode="bilinear", align_corners=False)
             probabilities = torch.sigmoid(logits[0]) if multilabel else torch.softmax(logits[0], dim=0)[1:]
-            metrics.update(probabilities.cpu().numpy(), sample.target)
+            metrics.update(torch.nan_to_num(probabilities, nan=0.0).cpu().numpy(), sample.target)
     finally:
         model.train()
     return metrics.compute()

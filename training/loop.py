@@ -29,6 +29,7 @@ from torch import nn
 
 from napari_m2mrf.classes import LesionClass, class_by_code
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.models import build_model, load_checkpoint
 from training import distributed, sources
 from training.checkpointing import (
     BEST_MODEL,
@@ -61,8 +62,6 @@ def lesion_classes(codes: list[str]) -> tuple[LesionClass, ...]:
 def build_network(config: TrainingConfig, classes: tuple[LesionClass, ...], multilabel: bool) -> nn.Module:
     """The registry model with one output per lesion (multi-label) or background + lesions,
     initialised from ``model.init_checkpoint`` when one is given."""
-    from napari_m2mrf.models import build_model, load_checkpoint
-
     outputs = len(classes) if multilabel else len(classes) + 1
     model = build_model(config.model.name, **{**config.model.options, "num_classes": outputs})
     if config.model.init_checkpoint:
