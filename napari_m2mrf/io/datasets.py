@@ -98,7 +98,7 @@ def read_binary_mask(path: str | os.PathLike[str]) -> np.ndarray:
                 raise
     from napari_m2mrf.io.fundus import read_image
 
-    return read_image(path).data.max(axis=2) > 0
+    return read_image(path, min_side=1).data.max(axis=2) > 0
 
 
 def load_ground_truth(

@@ -49,11 +49,13 @@ def pillow_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         raise UserError(f"{path}: not a readable image ({exc})") from None
 
 
-def read_image(path: str | os.PathLike[str], max_pixels: int = FUNDUS_MAX_PIXELS) -> LoadedImage:
+def read_image(
+    path: str | os.PathLike[str], max_pixels: int = FUNDUS_MAX_PIXELS, min_side: int = MIN_SIDE
+) -> LoadedImage:
     """Decode the image at ``path`` to ``(Y, X, 3)`` uint8 RGB (orientation applied).
 
-    Raises ``UserError`` naming the file for unreadable, truncated, too small (< 16 px a side),
-    too large (> ``max_pixels``), NaN-holding or unsupported-type images.
+    Raises ``UserError`` naming the file for unreadable, truncated, too small (< ``min_side`` px a
+    side), too large (> ``max_pixels``), NaN-holding or unsupported-type images.
     """
     path = Path(path)
     found = sniff_format(path)
@@ -64,19 +66,19 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = FUNDUS_MAX_PIXELS
         from napari_m2mrf.io.tiff import inspect_tiff, read_tiff_image
 
         height, width, _, _ = inspect_tiff(path)
-        _check_size(path, height, width, max_pixels)
+        _check_size(path, height, width, max_pixels, min_side)
         pixels, orientation = read_tiff_image(path)
         pixels = apply_orientation(pixels, orientation)
     else:
         width, height = pillow_size(path)
-        _check_size(path, height, width, max_pixels)
+        _check_size(path, height, width, max_pixels, min_side)
         pixels = _decode_with_pillow(path, notices)
     return LoadedImage(to_rgb8(pixels, path, notices), path, notices)
 
 
-def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
-    if min(height, width) < MIN_SIDE:
-        raise UserError(f"{path}: the image is {width}×{height} pixels; at least {MIN_SIDE}×{MIN_SIDE} are needed")
+def _check_size(path: Path, height: int, width: int, max_pixels: int, min_side: int) -> None:
+    if min(height, width) < min_side:
+        raise UserError(f"{path}: the image is {width}×{height} pixels; at least {min_side}×{min_side} are needed")
     if height * width > max_pixels:
         raise UserError(
             f"{path}: the image is {width}×{height} pixels, too large to load at once; open it as a slide "

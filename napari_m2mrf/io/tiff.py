@@ -100,6 +100,11 @@ def _check_pieces(path: Path, page: Any, file_size: int, chunk_bytes: int, level
     counts = np.asarray(page.databytecounts, dtype=np.int64)
     if offsets.size == 0 or not np.any(counts):
         raise UserError(f"{path}: level {level_index} has no pixel data")
+    if offsets.size != counts.size:
+        raise UserError(
+            f"{path}: truncated or corrupt: level {level_index} lists {offsets.size} data offsets "
+            f"but {counts.size} byte counts"
+        )
     present = counts > 0
     ends = offsets[present] + counts[present]
     if ends.size and int(ends.max()) > file_size:
@@ -110,7 +115,8 @@ def _check_pieces(path: Path, page: Any, file_size: int, chunk_bytes: int, level
     expected = _expected_pieces(page)
     if offsets.size < expected:
         raise UserError(
-            f"{path}: level {level_index} header promises {expected} strips/tiles but lists {offsets.size}"
+            f"{path}: level {level_index} header claims {page.imagewidth}×{page.imagelength} pixels in "
+            f"{expected} strips/tiles but lists {offsets.size} (corrupt or truncated header)"
         )
     needed = int(page.imagelength) * int(page.imagewidth) * int(page.samplesperpixel) * int(page.bitspersample) // 8
     if page.compression == 1 and int(counts.sum()) < needed:
