@@ -45,7 +45,8 @@ def official_loop(probabilities: np.ndarray, masks: np.ndarray) -> list[tuple[in
     for k in range(probabilities.shape[0]):
         for t in OFFICIAL_THRESHOLDS:
             predicted = probabilities[k] > t
-            counts.append((int(np.sum(predicted & masks[k])), int(np.sum(predicted)), int(np.sum(~predicted & masks[k]))))
+            true_positive, false_negative = np.sum(predicted & masks[k]), np.sum(~predicted & masks[k])
+            counts.append((int(true_positive), int(np.sum(predicted)), int(false_negative)))
     return counts
 
 
@@ -97,7 +98,7 @@ def main() -> None:
     _, ours_mib, result = traced_run(streamed, image)
     _, loop_mib, _ = traced_run(official_loop, image)
     sk_s, sk_mib, exact = traced_run(sklearn_average_precision, image)  # slow: one traced run
-    state_mib = (LesionMetrics()._official.nbytes + LesionMetrics()._dense.nbytes) / 2**20
+    state_mib = LesionMetrics()._counts.nbytes / 2**20
 
     print(f"LesionMetrics.update+compute (both AUPRs, IoU): {ours_s:6.2f} s  peak {ours_mib:6.0f} MiB")
     print(f"official 11-threshold loop (official AUPR only): {loop_s:6.2f} s  peak {loop_mib:6.0f} MiB"

@@ -40,8 +40,9 @@ OFFICIAL_THRESHOLDS: np.ndarray = np.linspace(0.0, 1.0, 11)
 IOU_THRESHOLD: float = 0.5
 """Threshold of the official IoU / F1 / precision / sensitivity (one of the 11 thresholds)."""
 
-# Dense histogram layout (see LesionMetrics): [0, 2**-40) | 256 bins per octave up to 2**-16 |
-# bins of width 2**-16 up to 1 - 2**-16 | one bin per float32 value up to 1.0.
+# Histogram layout (see LesionMetrics). Base bins: [0, 2**-40) | 256 bins per octave up to
+# 2**-16 | bins of width 2**-16 up to 1 - 2**-16 | one bin per float32 value up to 1.0. Then each
+# base bin holding one of the thresholds 0.0 .. 0.9 is split into (<= threshold, > threshold).
 _UNIFORM_STEPS = 2**16
 _TAIL_SHIFT = 23 - 8  # keep 8 of float32's 23 mantissa bits: 256 bins per octave
 _TAIL_KEY_FLOOR = int(np.float32(2.0**-40).view(np.int32)) >> _TAIL_SHIFT
@@ -50,31 +51,50 @@ _TAIL_BINS = (_UNIFORM_START_BITS >> _TAIL_SHIFT) - _TAIL_KEY_FLOOR  # 24 octave
 _TOP_START = np.float32(1.0 - 2.0**-16)
 _TOP_START_BITS = int(_TOP_START.view(np.int32))
 _TOP_OFFSET = _TAIL_BINS + _UNIFORM_STEPS - 1
+_THRESHOLDS_F32 = OFFICIAL_THRESHOLDS.astype(np.float32)
 
 
-def _dense_lower_edges() -> np.ndarray:
-    """Lower edge of every dense bin (float64, ascending): 0, the low-tail bins, the uniform
-    bins 1..2**16 - 2 (times 2**-16), then each float32 value from 1 - 2**-16 to 1."""
+def _base_lower_edges() -> np.ndarray:
+    """Lower edge of every base bin (float32, ascending): 0, the low-tail bins, the uniform bins
+    1..2**16 - 2 (times 2**-16), then each float32 value from 1 - 2**-16 to 1."""
     tail_keys = (np.arange(_TAIL_BINS, dtype=np.int64) + _TAIL_KEY_FLOOR) << _TAIL_SHIFT
     return np.concatenate(
         [
             [0.0],
-            tail_keys.astype(np.int32).view(np.float32).astype(np.float64),
+            tail_keys.astype(np.int32).view(np.float32),
             np.arange(1, _UNIFORM_STEPS - 1) / _UNIFORM_STEPS,
-            float(_TOP_START) + np.arange(2**8 + 1) * 2.0**-24,
+            _TOP_START + np.arange(2**8 + 1) * 2.0**-24,
         ]
-    )
+    ).astype(np.float32)
 
 
-DENSE_BIN_EDGES: np.ndarray = _dense_lower_edges()
-"""Lower edges of the dense AUPR's histogram bins (score ``s`` is in the last bin whose edge is <= s)."""
+def _split_at_thresholds(base_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(final lower edges, final bin of each base bin's lower part, split threshold per base bin).
+
+    A score in base bin ``b`` lands in final bin ``first[b] + (score > split[b])``; ``split`` is
+    +inf except in the bins holding a threshold (no score is above 1.0, so it splits nothing).
+    """
+    splits = _THRESHOLDS_F32[:-1]
+    holders = np.searchsorted(base_edges, splits, side="right") - 1
+    split = np.full(base_edges.shape, np.inf, dtype=np.float32)
+    split[holders] = splits
+    inserted = np.zeros(base_edges.shape, dtype=np.intp)
+    inserted[holders + 1] = 1
+    first = np.arange(len(base_edges)) + np.cumsum(inserted)
+    edges = np.insert(base_edges, holders + 1, np.nextafter(splits, np.float32(2)))
+    return edges, first, split
+
+
+DENSE_BIN_EDGES, _FIRST_BIN, _SPLIT_AT = _split_at_thresholds(_base_lower_edges())
+"""Lower edges (float32) of the histogram bins: a score is in the last bin whose edge is <= it."""
 
 DENSE_BINS: int = len(DENSE_BIN_EDGES)
-"""Number of dense histogram bins (71,936): fine at both ends of [0, 1], where sigmoid scores crowd."""
+"""Number of histogram bins (71,946): fine at both ends of [0, 1], where sigmoid scores crowd."""
 
+# Official threshold index of each bin: its scores are above exactly this many thresholds.
+_OFFICIAL_BIN = np.searchsorted(_THRESHOLDS_F32, DENSE_BIN_EDGES, side="left")
 _IOU_INDEX = int(np.flatnonzero(np.isclose(OFFICIAL_THRESHOLDS, IOU_THRESHOLD))[0])
-_THRESHOLDS_F32 = [np.float32(t) for t in OFFICIAL_THRESHOLDS]
-_PIXELS_PER_BAND = 1 << 20
+_PIXELS_PER_BAND = 1 << 18  # bands small enough to reuse memory, large enough to vectorise
 
 
 def as_probability(array: Any) -> np.ndarray:
@@ -160,9 +180,7 @@ class LesionMetrics:
             raise ValueError("LesionMetrics needs at least one class")
         self.classes: tuple[LesionClass, ...] = tuple(classes)
         count = len(self.classes)
-        # [class, is_positive, bin]; official bin i holds scores with exactly i thresholds below them.
-        self._official = np.zeros((count, 2, len(OFFICIAL_THRESHOLDS) + 1), dtype=np.int64)
-        self._dense = np.zeros((count, 2, DENSE_BINS), dtype=np.int64)
+        self._counts = np.zeros((count, 2, DENSE_BINS), dtype=np.int64)  # [class, is_positive, bin]
         self.images = 0
 
     def update(self, probabilities: Any, ground_truth: Any) -> None:
@@ -183,8 +201,7 @@ class LesionMetrics:
             raise ValueError(
                 f"ground truth must have shape {shape} (masks) or {shape[1:]} (labels); got {truth_shape}"
             )
-        official = np.zeros_like(self._official)
-        dense = np.zeros_like(self._dense)
+        counts = np.zeros_like(self._counts)
         height, width = shape[1:]
         rows = max(1, _PIXELS_PER_BAND // max(width, 1))
         for k, lesion in enumerate(self.classes):
@@ -195,9 +212,8 @@ class LesionMetrics:
                     positive = np.asarray(ground_truth[k, band]).ravel() != 0
                 else:
                     positive = np.asarray(ground_truth[band]).ravel() == lesion.label
-                _count_into(official[k], dense[k], scores, positive)
-        self._official += official
-        self._dense += dense
+                _count_into(counts[k], scores, positive)
+        self._counts += counts
         self.images += 1
 
     def compute(self) -> dict[str, Any]:
@@ -233,21 +249,22 @@ class LesionMetrics:
         curves = {}
         for k, cls in enumerate(self.classes):
             if dense:
-                curves[cls.code] = _dense_curve(self._dense[k])
+                curves[cls.code] = _dense_curve(self._counts[k])
             else:
-                precision, recall = _official_points(self._official[k])
+                precision, recall = _official_points(_official_counts(self._counts[k]))
                 curves[cls.code] = PrecisionRecallCurve(OFFICIAL_THRESHOLDS.copy(), precision, recall)
         return curves
 
     def _class_metrics(self, k: int) -> dict[str, float | int]:
-        negatives, positives = self._official[k]
-        tp, fp = _counts_above_thresholds(self._official[k])
+        official = _official_counts(self._counts[k])
+        negatives, positives = official
+        tp, fp = _counts_above_thresholds(official)
         total_positive = int(positives.sum())
         predicted = tp[_IOU_INDEX] + fp[_IOU_INDEX]
         true_positive = tp[_IOU_INDEX]
         false_negative = total_positive - true_positive
-        precision, recall = _official_points(self._official[k])
-        dense_ap, dense_bound = _dense_average_precision(self._dense[k])
+        precision, recall = _official_points(official)
+        dense_ap, dense_bound = _dense_average_precision(self._counts[k])
         return {
             "aupr_official_11pt": _trapezoid_auc(recall, precision),
             "aupr_dense": dense_ap,
@@ -261,40 +278,39 @@ class LesionMetrics:
         }
 
 
-def _count_into(official: np.ndarray, dense: np.ndarray, scores: np.ndarray, positive: np.ndarray) -> None:
-    """Add one band of pixels: ``scores`` (M,) float32 in [0, 1], ``positive`` (M,) bool;
-    ``official`` (2, 12) and ``dense`` (2, DENSE_BINS) are updated in place ([negative, positive])."""
-    for counts, index in ((official, _official_bin_index(scores)), (dense, _dense_bin_index(scores))):
-        every = np.bincount(index, minlength=counts.shape[1])
-        lesion = np.bincount(index[positive], minlength=counts.shape[1])
-        counts[0] += every - lesion
-        counts[1] += lesion
+def _count_into(counts: np.ndarray, scores: np.ndarray, positive: np.ndarray) -> None:
+    """Add one band of pixels to ``counts`` (2, DENSE_BINS) [negative, positive], in place:
+    ``scores`` (M,) float32 in [0, 1], ``positive`` (M,) bool."""
+    index = _bin_index(scores)
+    every = np.bincount(index, minlength=DENSE_BINS)
+    lesion = np.bincount(index[positive], minlength=DENSE_BINS)
+    counts[0] += every - lesion
+    counts[1] += lesion
 
 
-def _official_bin_index(scores: np.ndarray) -> np.ndarray:
-    """For each score (M,) float32, how many official thresholds lie strictly below it, (M,) uint8:
-    ``score > t_j`` exactly when ``j < index``."""
-    index = np.zeros(scores.shape, dtype=np.uint8)
-    for threshold in _THRESHOLDS_F32:
-        index += scores > threshold
-    return index
-
-
-def _dense_bin_index(scores: np.ndarray) -> np.ndarray:
+def _bin_index(scores: np.ndarray) -> np.ndarray:
     """Bin of each score (M,) float32 in [0, 1] in ``DENSE_BIN_EDGES``, as (M,) intp.
 
-    Every step is exact: scaling by a power of two, and the float's bit pattern, which is ordered
-    like the value for non-negative floats (consecutive float32 values have consecutive patterns).
+    Every step is exact: scaling by a power of two, the float's bit pattern (ordered like the
+    value for non-negative floats, consecutive float32 values having consecutive patterns), and
+    the strict comparison with the threshold a bin is split at.
     """
     bits = scores.view(np.int32)
-    index = (scores * np.float32(_UNIFORM_STEPS)).astype(np.intp)
-    index += _TAIL_BINS
+    base = (scores * np.float32(_UNIFORM_STEPS)).astype(np.int32)  # all int32: fast masked copies
+    base += _TAIL_BINS
     tail = bits >> _TAIL_SHIFT
     tail -= _TAIL_KEY_FLOOR - 1
     np.maximum(tail, 0, out=tail)
-    np.copyto(index, tail, where=bits < _UNIFORM_START_BITS)
-    np.copyto(index, bits - (_TOP_START_BITS - _TOP_OFFSET), where=bits >= _TOP_START_BITS)
+    np.copyto(base, tail, where=bits < _UNIFORM_START_BITS)
+    np.copyto(base, bits - (_TOP_START_BITS - _TOP_OFFSET), where=bits >= _TOP_START_BITS)
+    index = _FIRST_BIN[base]
+    index += scores > _SPLIT_AT[base]
     return index
+
+
+def _official_counts(counts: np.ndarray) -> np.ndarray:
+    """(2, 12) counts per official bin (bin i: above exactly i thresholds) from (2, DENSE_BINS)."""
+    return np.stack([np.bincount(_OFFICIAL_BIN, weights=row, minlength=12) for row in counts]).astype(np.int64)
 
 
 def _counts_above_thresholds(official: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -349,7 +365,7 @@ def _dense_curve(dense: np.ndarray) -> PrecisionRecallCurve:
     total_positive = above[1, 0]
     precision = np.divide(tp, predicted, out=np.ones(tp.shape), where=predicted > 0)
     recall = np.divide(tp, total_positive, out=np.zeros(tp.shape), where=total_positive > 0)
-    return PrecisionRecallCurve(DENSE_BIN_EDGES[occupied], precision, recall)
+    return PrecisionRecallCurve(DENSE_BIN_EDGES[occupied].astype(np.float64), precision, recall)
 
 
 def _ratio(numerator: float, denominator: float) -> float:

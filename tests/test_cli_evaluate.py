@@ -95,7 +95,9 @@ def idrid_case(tmp_path: Path):
     write_idrid_truth(gt_root, truth)
     pred = tmp_path / "pred"
     pred.mkdir()
-    probabilities = {stem: {code: noisy_probabilities(rng, m) for code, m in masks.items()} for stem, masks in truth.items()}
+    probabilities = {
+        stem: {code: noisy_probabilities(rng, mask) for code, mask in masks.items()} for stem, masks in truth.items()
+    }
     seen = write_predictions(pred, probabilities)
     return gt_root, pred, truth, seen
 
@@ -210,7 +212,8 @@ def test_empty_or_unrecognised_folders_are_one_line_errors(idrid_case, tmp_path,
     assert "no such ground-truth folder" in _error(capsys, str(pred), str(tmp_path / "absent"))
     (gt_root / "2. All Segmentation Groundtruths" / "b. Testing Set" / "3. Hard Exudates").mkdir(parents=True)
     assert "choose one with --split" in _error(capsys, str(pred), str(gt_root))
-    assert "unknown class code 'OD'" in _error(capsys, str(pred), str(gt_root), "--split", "train", "--classes", "EX,OD")
+    message = _error(capsys, str(pred), str(gt_root), "--split", "train", "--classes", "EX,OD")
+    assert "unknown class code 'OD'" in message
 
 
 def test_console_command_reports_bad_input_without_traceback(tmp_path):
@@ -219,4 +222,5 @@ def test_console_command_reports_bad_input_without_traceback(tmp_path):
         [str(command), "evaluate", str(tmp_path), str(tmp_path)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
-    assert result.stderr == f"napari-m2mrf: error: {tmp_path}: no predictions found (expected <stem>_<CLS>.tif|png files, e.g. IDRiD_01_EX.tif)\n"
+    expected = "no predictions found (expected <stem>_<CLS>.tif|png files, e.g. IDRiD_01_EX.tif)"
+    assert result.stderr == f"napari-m2mrf: error: {tmp_path}: {expected}\n"

@@ -137,7 +137,8 @@ def test_dense_aupr_matches_scikit_learn_within_its_bound(background_logit, lesi
     all_probabilities, all_masks = [], []
     for _ in range(2):
         masks = rng.random((4, 300, 400)) < PREVALENCE[:, None, None]
-        logits = np.where(masks, rng.normal(lesion_logit, spread, masks.shape), rng.normal(background_logit, spread, masks.shape))
+        lesion = rng.normal(lesion_logit, spread, masks.shape)
+        logits = np.where(masks, lesion, rng.normal(background_logit, spread, masks.shape))
         probabilities = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
         metrics.update(probabilities, masks)
         all_probabilities.append(probabilities)
@@ -208,15 +209,14 @@ def test_streams_a_zarr_store_in_bands_with_constant_memory(tmp_path, monkeypatc
     in_memory, streamed = LesionMetrics(), LesionMetrics()
     in_memory.update(probabilities, masks)
     monkeypatch.setattr("napari_m2mrf.metrics._PIXELS_PER_BAND", 7 * 70)  # bands of 7 rows
-    sizes_before = (streamed._official.nbytes, streamed._dense.nbytes)
     for _ in range(3):
         streamed.update(store, masks)
-    assert (streamed._official.nbytes, streamed._dense.nbytes) == sizes_before
-    assert streamed._dense.shape == (4, 2, DENSE_BINS)
+    assert streamed._counts.shape == (4, 2, DENSE_BINS)  # the whole state, whatever the image count
     expected, got = in_memory.compute(), streamed.compute()
     assert got["images"] == 3
-    assert got["per_class"]["HE"]["aupr_official_11pt"] == pytest.approx(expected["per_class"]["HE"]["aupr_official_11pt"])
-    assert got["per_class"]["HE"]["pixels"] == 3 * expected["per_class"]["HE"]["pixels"]
+    he, expected_he = got["per_class"]["HE"], expected["per_class"]["HE"]
+    assert he["aupr_official_11pt"] == pytest.approx(expected_he["aupr_official_11pt"])
+    assert he["pixels"] == 3 * expected_he["pixels"]
 
 
 def test_bad_input_is_refused_and_leaves_the_counts_unchanged():
@@ -249,3 +249,28 @@ def test_as_probability_scales_by_dtype():
         as_probability(np.array([0, 7], dtype=np.int32))
     with pytest.raises(ValueError, match="unsupported"):
         as_probability(np.array(["a"]))
+
+
+def test_every_score_lands_in_the_bin_its_edges_give_and_above_the_right_thresholds():
+    from napari_m2mrf.metrics import DENSE_BIN_EDGES, _bin_index, _OFFICIAL_BIN
+
+    edges = DENSE_BIN_EDGES
+    thresholds = OFFICIAL_THRESHOLDS.astype(np.float32)
+    rng = np.random.default_rng(8)
+    near = np.concatenate([edges, thresholds])
+    scores = np.concatenate(
+        [
+            near,
+            np.nextafter(near, np.float32(2)),
+            np.nextafter(near, np.float32(-1)),
+            rng.random(200_000, dtype=np.float32),
+            (rng.random(200_000) ** 30).astype(np.float32),  # crowded near 0
+            (1 - rng.random(200_000) ** 8).astype(np.float32),  # crowded near 1
+        ]
+    )
+    scores = scores[(scores >= 0) & (scores <= 1)]
+    assert np.all(np.diff(edges.astype(np.float64)) > 0)
+    index = _bin_index(scores)
+    np.testing.assert_array_equal(index, np.searchsorted(edges, scores, side="right") - 1)
+    above = sum((scores > t).astype(np.intp) for t in thresholds)
+    np.testing.assert_array_equal(_OFFICIAL_BIN[index], above)
