@@ -15,13 +15,15 @@ Two precision-recall summaries are reported side by side, each named for what it
     Average precision over all thresholds, the quantity scikit-learn's
     ``average_precision_score`` computes (``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct
     scores, a pixel being positive when ``probability >= score``), from a fixed histogram of
-    ``DENSE_BINS`` bins per class for positive and negative pixels; see :class:`LesionMetrics`
-    for its error bound, which is reported with it as ``aupr_dense_error_bound``.
+    ``DENSE_BINS`` bins; see :class:`LesionMetrics` for its error bound, which is reported with
+    it as ``aupr_dense_error_bound``.
 
-Probabilities are compared in float32, as the official float32 probability maps were. The
-accumulator's memory does not depend on the number or size of the images (4.6 MB for four
-classes), and images are read one class and one band of rows at a time, so zarr or dask arrays
-are never loaded whole. numpy only: shared by the trainer and the widgets.
+Both come from one histogram per class of positive and negative pixels, whose bins are split at
+the official thresholds, so the official counts are exact sums of its bins. Probabilities are
+compared in float32, as the official float32 probability maps were. The accumulator's memory
+does not depend on the number or size of the images (4.6 MB for four classes), and images are
+read one class and one band of rows at a time, so zarr or dask arrays are never loaded whole.
+numpy only: shared by the trainer and the widgets.
 """
 
 from __future__ import annotations
@@ -147,13 +149,15 @@ class LesionMetrics:
 
     Call :meth:`update` once per image, then :meth:`compute` (or :meth:`precision_recall_curves`).
 
-    Memory: per class, 2 x 12 counts for the official thresholds and 2 x ``DENSE_BINS`` counts
-    for the dense histogram (int64), independent of how many images are streamed.
+    Memory: per class, 2 x ``DENSE_BINS`` int64 counts (negative and positive pixels per bin),
+    independent of how many images are streamed.
 
-    Dense histogram. Sigmoid outputs crowd at both ends of [0, 1] (background near 0, confident
+    Histogram. Sigmoid outputs crowd at both ends of [0, 1] (background near 0, confident
     lesions near 1), so the bins are: one bin for scores below 2**-40; 256 bins per octave from
     2**-40 to 2**-16 (relative width 0.4 %); bins of width 2**-16 up to 1 - 2**-16; then one bin
-    per float32 value up to 1.0 (``DENSE_BIN_EDGES``).
+    per float32 value up to 1.0. Each bin holding one of the thresholds 0.0, ..., 0.9 is split
+    into scores ``<= t`` and ``> t``, so every bin lies wholly above or below each official
+    threshold and the official counts are sums of bins (``DENSE_BIN_EDGES`` has the edges).
 
     Dense AUPR error bound. The histogram AP treats all scores of a bin as one tied score, so it
     equals scikit-learn's AP exactly whenever each non-empty bin holds a single distinct value:
