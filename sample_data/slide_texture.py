@@ -209,26 +209,29 @@ def _tissue_field(cells: int, rng: np.random.Generator) -> np.ndarray:
 def _nuclei_texture(
     rng: np.random.Generator, period: int, count: int, radius: float, stretch: float
 ) -> np.ndarray:
-    """(period, period) float32 in 0..1: ``count`` elliptic nuclei of about ``radius`` px, periodic."""
-    canvas = np.zeros((period, period), np.float32)
-    box = int(np.ceil(radius * stretch * 2)) + 2
-    offsets = np.arange(-box, box + 1)
-    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
-    for _ in range(count):
-        cy, cx = rng.uniform(0, period, 2)
-        angle = rng.uniform(0, np.pi)
-        size = radius * rng.uniform(0.7, 1.3)
-        ry, rx = size * stretch, size
-        fy, fx = dy + (int(cy) - cy), dx + (int(cx) - cx)
-        u = fy * np.cos(angle) + fx * np.sin(angle)
-        v = -fy * np.sin(angle) + fx * np.cos(angle)
-        blob = np.clip(1.6 - (u / ry) ** 2 - (v / rx) ** 2, 0, 1) * rng.uniform(0.6, 1.0)
-        rows = (int(cy) + offsets) % period
-        cols = (int(cx) + offsets) % period
-        block = canvas[np.ix_(rows, cols)]
-        canvas[np.ix_(rows, cols)] = np.maximum(block, blob)
+    """(period, period) float32 in 0..1: ``count`` elliptic nuclei of about ``radius`` px, periodic.
+
+    Nuclei are grouped by orientation and size; each group is a field of impulses convolved (via
+    the FFT, so the result wraps around seamlessly) with that group's elliptic blob.
+    """
+    orientations, sizes = 4, (0.8, 1.15)
+    spectrum = np.zeros((period, period // 2 + 1), np.complex64)
+    offsets = np.fft.fftfreq(period, 1 / period).astype(np.float32)  # signed pixel offsets 0, 1, …, -1
+    dy, dx = offsets[:, None], offsets[None, :]
+    per_group = count // (orientations * len(sizes))
+    for group in range(orientations * len(sizes)):
+        angle = np.pi * (group % orientations) / orientations
+        size = radius * sizes[group // orientations]
+        u = dy * np.cos(angle) + dx * np.sin(angle)
+        v = -dy * np.sin(angle) + dx * np.cos(angle)
+        blob = np.clip(1.6 - (u / (size * stretch)) ** 2 - (v / size) ** 2, 0, 1).astype(np.float32)
+        impulses = np.zeros((period, period), np.float32)
+        where = (rng.integers(0, period, per_group), rng.integers(0, period, per_group))
+        np.add.at(impulses, where, rng.uniform(0.6, 1.0, per_group).astype(np.float32))
+        spectrum += np.fft.rfft2(impulses) * np.fft.rfft2(blob)
+    canvas = np.fft.irfft2(spectrum, s=(period, period))
     chromatin = _smooth_periodic(rng.standard_normal((period, period)), 1.2)
-    return np.clip(canvas * (0.85 + 0.15 * chromatin), 0, 1).astype(np.float32)
+    return np.clip(np.clip(canvas, 0, 1) * (0.85 + 0.15 * chromatin), 0, 1).astype(np.float32)
 
 
 def _fibre_texture(rng: np.random.Generator, period: int) -> np.ndarray:
@@ -269,6 +272,7 @@ def _region_mask(region: Region, ya: int, yb: int, xa: int, xb: int) -> np.ndarr
 def _place_regions(tissue: np.ndarray, size: int, rng: np.random.Generator) -> list[Region]:
     """Target regions inside the tissue: necrosis first, then tumour nests, then vessels (drawn on top)."""
     area = (size / 32768) ** 2
+    shrink = max(size / 32768, 0.25)  # small test slides get smaller regions, so they stay small
     plans = (  # label, count on a 32768² slide, radius range (level-0 pixels), aspect range, wall
         (3, 14, (120, 320), (1.0, 1.6), 0.0),
         (1, 45, (60, 260), (1.0, 1.8), 0.0),
@@ -291,11 +295,11 @@ def _place_regions(tissue: np.ndarray, size: int, rng: np.random.Generator) -> l
                     label=label,
                     cy=float(cy),
                     cx=float(cx),
-                    radius=float(rng.uniform(r_min, r_max)),
+                    radius=float(rng.uniform(r_min, r_max) * shrink),
                     aspect=float(rng.uniform(a_min, a_max)),
                     angle=float(rng.uniform(0, np.pi)),
                     harmonics=harmonics,
-                    wall=wall,
+                    wall=wall * shrink,
                 )
             )
     return regions
