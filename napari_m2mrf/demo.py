@@ -19,6 +19,9 @@ from napari_m2mrf.errors import UserError
 
 PLUGIN = "napari-m2mrf"
 DEMO_SAMPLES = ("fundus_lesions", "retina", "slide")
+DEMO_WIDGETS = ("Segment lesions", "Correct lesions", "Lesion metrics")
+FUNDUS_MODEL = "fundus_m2mrf_w18s"  # the bundled fundus lesion checkpoint (sample_data/checkpoints)
+WINDOW_SIZE = (1800, 1100)
 # The slide is shown beside the fundus images, scaled to this height in screen units.
 SIDE_BY_SIDE_GAP = 100.0
 
@@ -31,6 +34,7 @@ class DemoSummary:
     layers: list[dict[str, Any]] = field(default_factory=list)
     widgets: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     screenshot: str | None = None
 
     def lines(self) -> list[str]:
@@ -39,6 +43,7 @@ class DemoSummary:
         out += [f"  layer {layer['name']!r}: {layer['type']} {layer['shape']}" for layer in self.layers]
         out += [f"  widget {name}" for name in self.widgets]
         out += [f"  {step}: {seconds:.2f} s" for step, seconds in self.timings_s.items()]
+        out += [f"  note: {note}" for note in self.notes]
         if self.screenshot:
             out.append(f"  screenshot: {self.screenshot}")
         return out
@@ -65,7 +70,7 @@ def _layer_description(layer: Any) -> dict[str, Any]:
 def _place_beside(layers: list[Any], height: float, x_offset: float) -> None:
     """Scale ``layers`` (all of one image) to ``height`` units and move them right by ``x_offset``."""
     level0 = layers[0].data[0] if layers[0].multiscale else layers[0].data
-    factor = height / float(level0.shape[0])
+    factor = height / (float(level0.shape[0]) * float(layers[0].scale[0]))
     for layer in layers:
         layer.scale = [factor * s for s in layer.scale]
         layer.translate = [0.0, x_offset]
@@ -85,6 +90,53 @@ def _open_samples(viewer: Any, summary: DemoSummary) -> None:
             fundus_height = max(fundus_height, float(layers[0].data.shape[0]))
 
 
+def _dock_widgets(viewer: Any, summary: DemoSummary) -> dict[str, Any]:
+    """Dock the plugin's widgets in one tabbed dock area, the first one in front."""
+    docks, widgets = [], {}
+    for index, name in enumerate(DEMO_WIDGETS):
+        dock, widgets[name] = _timed(
+            summary, f"dock {name}", lambda: viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=index > 0)
+        )
+        docks.append(dock)
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    docks[0].raise_()
+    return widgets
+
+
+def _wait_for(worker: Any, timeout_s: float = 600.0) -> None:
+    """Keep the GUI alive until a widget's worker finishes."""
+    from qtpy.QtWidgets import QApplication
+
+    finished: list[bool] = []
+    worker.finished.connect(lambda: finished.append(True))
+    deadline = time.perf_counter() + timeout_s
+    while not finished:
+        if time.perf_counter() > deadline:
+            raise UserError(f"the demo's model run took longer than {timeout_s:.0f} s")
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def _segment_fundus(viewer: Any, segment_widget: Any, summary: DemoSummary) -> None:
+    """Run the bundled fundus model through the Segment widget on the lesion sample."""
+    from napari_m2mrf.inference.model_source import bundled_models
+
+    if FUNDUS_MODEL not in bundled_models():
+        summary.notes.append(f"bundled model {FUNDUS_MODEL} not found: fundus segmentation skipped")
+        return
+    image = next(layer for layer in viewer.layers if layer.name.startswith("fundus_lesions") and layer.rgb)
+    segment_widget.image.value = image
+    segment_widget.model.value = FUNDUS_MODEL
+
+    def run() -> None:
+        segment_widget.run()
+        _wait_for(segment_widget.worker)
+
+    _timed(summary, f"segment {image.name} with {FUNDUS_MODEL}", run)
+
+
 def run_demo(screenshot: Path | None = None) -> DemoSummary:
     """Open napari with the plugin and its samples; save a screenshot and return a summary when asked."""
     if screenshot is not None:
@@ -98,8 +150,12 @@ def run_demo(screenshot: Path | None = None) -> DemoSummary:
 
         summary.napari_version = napari.__version__
         viewer = _timed(summary, "start napari", lambda: napari.Viewer(title="napari-m2mrf demo", show=True))
+        viewer.window.resize(*WINDOW_SIZE)
         try:
             _open_samples(viewer, summary)
+            docked = _dock_widgets(viewer, summary)
+            _segment_fundus(viewer, docked["Segment lesions"], summary)
+            QApplication.processEvents()
             viewer.reset_view()
             summary.widgets = sorted(viewer.window.dock_widgets)
             summary.layers = [_layer_description(layer) for layer in viewer.layers]

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from napari_m2mrf.errors import UserError
 
-XVFB_SCREEN = "1600x1000x24"
+XVFB_SCREEN = "1920x1200x24"
 XVFB_START_TIMEOUT_S = 20.0
 
 

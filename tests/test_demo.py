@@ -1,0 +1,35 @@
+"""The demo as a user runs it headless: a screenshot of napari with the plugin and a summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.io import imread
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+
+def test_demo_writes_a_screenshot_and_a_summary(tmp_path: Path) -> None:
+    shot = tmp_path / "demo.png"
+    cli = Path(sys.executable).with_name("napari-m2mrf")
+    result = subprocess.run([str(cli), "demo", "--screenshot", str(shot)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "napari" in result.stdout and f"screenshot: {shot}" in result.stdout
+    summary = json.loads(shot.with_name("demo_summary.json").read_text())
+    names = {layer["name"] for layer in summary["layers"]}
+    assert {"retina", "slide"} <= names and any(name.endswith("ground truth") for name in names)
+    slide = next(layer for layer in summary["layers"] if layer["name"] == "slide")
+    assert slide["shape"][:2] == [32768, 32768] and slide["levels"] >= 6
+    assert {"Segment lesions (napari-m2mrf)", "Correct lesions (napari-m2mrf)"} <= set(summary["widgets"])
+    pixels = imread(shot)
+    assert pixels.shape[0] >= 800 and pixels.shape[1] >= 1200
+    # the fundus photograph is on screen: many reddish pixels
+    rgb = pixels[..., :3].astype(int)
+    reddish = (rgb[..., 0] > 150) & (rgb[..., 0] > rgb[..., 1] + 50)
+    assert reddish.mean() > 0.05
+    assert np.unique(rgb.reshape(-1, 3), axis=0).shape[0] > 1000, "a real rendering, not a blank window"
