@@ -3,8 +3,8 @@
 Every lesion is an opacity patch ``alpha`` (h, w) in [0, 1] that is 0 off the lesion and at least
 0.5 on it: its mask is exactly ``alpha >= 0.5`` and no pixel outside the mask is touched. It is
 blended over the photograph as ``out = background + weight * (appearance - background)`` with
-``appearance = (colour_matrix @ background + offsets) * texture`` (the lesion's colour follows the local
-background, as it does in real photographs under varying illumination) and a blend weight that
+``appearance = (colour_matrix @ background + offsets) * texture`` (the lesion's colour follows
+the local background, as it does in real photographs under varying illumination) and a blend weight that
 grows with the opacity, from the lesion's ``rim_weight`` on its outline (alpha = 0.5) to 1 where
 alpha = 1: rims are faint and cores solid, as in real (slightly blurred) photographs, while the
 mask stays exactly the set of changed pixels.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from sample_data.fundus_variants import Fundus
+from sample_data.fundus_variants import RETINA_FIELD_OF_VIEW_RADIUS, Fundus
 
 # Equivalent diameter ranges (pixels at scale 1) of one lesion of each class.
 LESION_DIAMETER_RANGES: dict[str, tuple[float, float]] = {
@@ -56,9 +56,9 @@ class Lesion:
 
     ``opacity``: (h, w) float32 in [0, 1], 0 off the lesion and ≥ 0.5 on it; its centre pixel
     ``(h // 2, w // 2)`` is the lesion's anchor. At full opacity the colour becomes
-    ``(colour_matrix @ background + offsets) * texture`` per pixel: ``colour_matrix`` (3, 3) acts on
-    RGB, ``offsets`` (3,) in grey levels, ``texture`` (h, w) a relative brightness modulation near 1. ``rim_weight`` in
-    (0, 1] is the blend weight on the outline (a low value gives a soft edge).
+    ``(colour_matrix @ background + offsets) * texture`` per pixel: ``colour_matrix`` (3, 3) acts
+    on RGB, ``offsets`` (3,) in grey levels, ``texture`` (h, w) a relative brightness modulation
+    near 1. ``rim_weight`` in (0, 1] is the blend weight on the outline (low: a soft edge).
     """
 
     code: str
@@ -78,6 +78,12 @@ class Lesion:
         """(h, w) float32: 0 off the lesion, ``rim_weight`` on its outline rising to 1 at full opacity."""
         ramp = self.rim_weight + (1.0 - self.rim_weight) * np.clip(2.0 * self.opacity - 1.0, 0.0, 1.0)
         return np.where(self.mask, ramp, 0.0).astype(np.float32)
+
+    @property
+    def clear_of_patch_edges(self) -> bool:
+        """True when the mask keeps the gap from the patch's edges (so it was not cut off there)."""
+        mask = self.mask
+        return not (mask[:_GAP].any() or mask[-_GAP:].any() or mask[:, :_GAP].any() or mask[:, -_GAP:].any())
 
     @property
     def equivalent_diameter(self) -> float:
@@ -132,10 +138,10 @@ def _opacity(density: np.ndarray, blur_sigma: float) -> np.ndarray:
 
 def _lumpy_density(
     rng: np.random.Generator, diameter: float, lobes: int, peak: float, roughness: float, lump_size: float
-) -> tuple[np.ndarray, int]:
+) -> np.ndarray:
     """A blob of about ``diameter`` px: the sum of ``lobes`` overlapping ellipses, with a rough outline.
 
-    Returns the density (square, float32) and its half-size.
+    Returns the density on a square patch (float32) with room around the blob.
     """
     half = int(math.ceil(diameter * 0.9)) + _GAP + 3
     rows, cols = _grid(half, rng)
@@ -147,7 +153,7 @@ def _lumpy_density(
         density += _ellipse_density(rows - shift[0], cols - shift[1], radii, rng.uniform(0, math.pi), peak)
     if roughness:
         density *= 1.0 + roughness * _smooth_noise(rng, density.shape, lump_size)
-    return density, half
+    return density
 
 
 def _texture(rng: np.random.Generator, shape: tuple[int, int], strength: float, grain: float) -> np.ndarray:
@@ -176,7 +182,7 @@ def _lesion(
 def microaneurysm(rng: np.random.Generator, scale: float, blur_sigma: float) -> Lesion:
     """A round dark red dot, 3.4–11 px (mostly small), with a soft rim."""
     diameter = max(_SMALLEST_DIAMETER + 1.0, 3.4 * (11.0 / 3.4) ** (rng.random() ** 1.5) * scale)
-    density, _ = _lumpy_density(rng, diameter, 1, rng.uniform(1.3, 2.2), 0.05, 1.0)
+    density = _lumpy_density(rng, diameter, 1, rng.uniform(1.3, 2.2), 0.05, 1.0)
     darken = np.diag([rng.uniform(0.87, 0.95), rng.uniform(0.64, 0.78), rng.uniform(0.68, 0.82)])
     return _lesion("MA", density, blur_sigma, darken, (0.0, 0.0, 0.0), np.ones_like(density), 0.3)
 
@@ -186,13 +192,13 @@ def haemorrhage(rng: np.random.Generator, scale: float, blur_sigma: float, fibre
     kind = rng.choice(["dot", "blot", "flame"], p=[0.3, 0.5, 0.2])
     if kind == "dot":
         diameter = rng.uniform(11.0, 20.0) * scale
-        density, _ = _lumpy_density(rng, diameter, 1, rng.uniform(1.5, 3.0), 0.12, diameter / 4)
+        density = _lumpy_density(rng, diameter, 1, rng.uniform(1.5, 3.0), 0.12, diameter / 4)
         gains = (rng.uniform(0.82, 0.9), rng.uniform(0.6, 0.72), rng.uniform(0.65, 0.78))
         rim_weight = 0.3
     elif kind == "blot":
         diameter = 16.0 * (85.0 / 16.0) ** rng.random() * scale
         lobes = int(rng.integers(2, 6))
-        density, _ = _lumpy_density(rng, diameter, lobes, rng.uniform(1.3, 2.5), 0.3, diameter / 7)
+        density = _lumpy_density(rng, diameter, lobes, rng.uniform(1.3, 2.5), 0.3, diameter / 7)
         gains = (rng.uniform(0.82, 0.92), rng.uniform(0.62, 0.75), rng.uniform(0.66, 0.8))
         rim_weight = 0.25
     else:
@@ -225,7 +231,7 @@ def _flame_density(rng: np.random.Generator, scale: float, fibre_angle: float) -
 def hard_exudate(rng: np.random.Generator, scale: float, blur_sigma: float, diameter: float) -> Lesion:
     """A bright waxy yellow spot of about ``diameter`` px with a crisp, irregular outline."""
     lobes = 1 if diameter < 6 * scale else int(rng.integers(2, 6))
-    density, _ = _lumpy_density(rng, diameter, lobes, rng.uniform(2.0, 4.0), 0.4, max(1.0, diameter / 4))
+    density = _lumpy_density(rng, diameter, lobes, rng.uniform(2.0, 4.0), 0.4, max(1.0, diameter / 4))
     strength = rng.uniform(0.65, 1.0)
     colour = np.eye(3) + strength * (_EXUDATE_YELLOW - np.eye(3))
     offsets = strength * np.array([18.0, 15.0, 2.0])
@@ -237,7 +243,7 @@ def soft_exudate(rng: np.random.Generator, scale: float, blur_sigma: float) -> L
     """A pale, fluffy, soft-edged patch of 24–70 px (a cotton-wool spot)."""
     diameter = rng.uniform(24.0, 70.0) * scale
     lobes = int(rng.integers(2, 5))
-    density, _ = _lumpy_density(rng, diameter, lobes, rng.uniform(1.05, 1.4), 0.35, diameter / 9)
+    density = _lumpy_density(rng, diameter, lobes, rng.uniform(1.05, 1.4), 0.35, diameter / 9)
     density = ndi.gaussian_filter(density, 2.5 * scale)
     strength = rng.uniform(0.75, 1.0)
     colour = np.eye(3) + strength * (_SOFT_EXUDATE_PALE - np.eye(3))
@@ -253,11 +259,11 @@ def soft_exudate(rng: np.random.Generator, scale: float, blur_sigma: float) -> L
 class LesionCanvas:
     """A fundus photograph receiving lesions: the blended image, per-class masks and free space."""
 
-    def __init__(self, fundus: Fundus, codes: tuple[str, ...] = tuple(LESION_DIAMETER_RANGES)) -> None:
+    def __init__(self, fundus: Fundus) -> None:
         self.fundus = fundus
         self.image = fundus.image.astype(np.float32)
         shape = fundus.image.shape[:2]
-        self.masks = {code: np.zeros(shape, bool) for code in codes}
+        self.masks = {code: np.zeros(shape, bool) for code in LESION_DIAMETER_RANGES}
         self._occupied = np.zeros(shape, bool)
 
     def place(self, lesion: Lesion, centre: tuple[float, float]) -> bool:
@@ -269,7 +275,9 @@ class LesionCanvas:
             return False
         window = (slice(top, top + h), slice(left, left + w))
         mask = lesion.mask
-        if not mask.any() or (mask & self._occupied[window]).any() or not self._allowed(lesion, mask, top, left):
+        if not mask.any() or not lesion.clear_of_patch_edges or (mask & self._occupied[window]).any():
+            return False
+        if not self._allowed(lesion, mask, top, left):
             return False
         background = self.image[window]
         weight = lesion.blend_weight[..., None]
@@ -450,7 +458,7 @@ def _near_arcade_vessel(rng: np.random.Generator, canvas: LesionCanvas) -> Calla
         if candidates.size == 0:
             return _posterior_pole_point(rng, canvas, 0.4)
         k = candidates[rng.integers(candidates.size)]
-        step = rng.uniform(15, 35) * radius / 698.0
+        step = rng.uniform(15, 35) * radius / RETINA_FIELD_OF_VIEW_RADIUS
         angle = rng.uniform(0, 2 * math.pi)
         return vessel_rows[k] + step * math.sin(angle), vessel_cols[k] + step * math.cos(angle)
 
