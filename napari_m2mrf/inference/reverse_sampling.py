@@ -98,7 +98,7 @@ class ReverseSampler:
     def fill(self, rows: slice, cols: slice, downsample: Factors = 1.0) -> np.ndarray:
         """Values ``(ry, rx)`` or ``(C, ry, rx)`` of the region ``rows × cols`` (level pixel indices, step 1)."""
         index = self.nearest_index(rows, cols, downsample)
-        return self.values[..., index]
+        return np.take(self.values, index, axis=-1)
 
     def nearest_index(self, rows: slice, cols: slice, downsample: Factors = 1.0) -> np.ndarray:
         """Index (int64, into the flattened samples) of the nearest sample of every pixel of the region."""
@@ -124,16 +124,20 @@ class ReverseSampler:
     # ------------------------------------------------------------------ internals
 
     def _tile_size(self, fy: float, fx: float) -> int:
-        """Power-of-two tile side ≈ twice the mean sample spacing in this level's pixels (4 … 64)."""
+        """Power-of-two tile side ≈ the mean sample spacing in this level's pixels (4 … 64)."""
         spacing = self._mean_spacing / math.sqrt(fy * fx)
-        return int(min(64, max(4, 2 ** round(math.log2(max(1.0, 2 * spacing))))))
+        return int(min(64, max(4, 2 ** round(math.log2(max(1.0, spacing))))))
 
     def _nearest_block(self, y0: int, y1: int, x0: int, x1: int, fy: float, fx: float) -> np.ndarray:
         tile = self._tile_size(fy, fx)
         ny, nx = -(-(y1 - y0) // tile) * tile, -(-(x1 - x0) // tile) * tile
         out = np.empty((ny, nx), dtype=np.int64)
+        # sample positions in level pixels relative to the block's first pixel centre, float32
+        # (small numbers, so float32 keeps ~1e-5 pixel precision); the sentinel stays at infinity
+        local_y = ((self._py - ((y0 + 0.5) * fy - 0.5)) / fy).astype(np.float32)
+        local_x = ((self._px - ((x0 + 0.5) * fx - 0.5)) / fx).astype(np.float32)
         for group in self._tile_candidates(y0, x0, ny, nx, tile, fy, fx):
-            self._refine(out, group, y0, x0, fy, fx)
+            self._refine(out, group, local_y, local_x, fy, fx)
         return out[: y1 - y0, : x1 - x0]
 
     def _tile_candidates(self, y0: int, x0: int, ny: int, nx: int, tile: int, fy: float, fx: float) -> list[_Group]:
@@ -157,25 +161,36 @@ class ReverseSampler:
             todo, k = todo[~complete], 2 * k
         return groups
 
-    def _refine(self, out: np.ndarray, first: _Group, y0: int, x0: int, fy: float, fx: float) -> None:
-        """Split blocks into quarters until each has one candidate, writing finished blocks into ``out``."""
+    def _refine(
+        self, out: np.ndarray, first: _Group, local_y: np.ndarray, local_x: np.ndarray, fy: float, fx: float
+    ) -> None:
+        """Split blocks into quarters until each has one candidate, writing finished blocks into ``out``.
+
+        Distances are measured in level-0 units: level-pixel offsets scaled by ``(fy, fx)``.
+        """
         n = self.num_samples
+        sy, sx = np.float32(fy * fy), np.float32(fx * fx)
         stack = [first]
         while stack:
             group = stack.pop()
             half = group.size // 2
             cand = group.candidates
-            # candidate positions relative to the block's top-left pixel centre, level-0 units
-            origin_y = (y0 + group.rows + 0.5) * fy - 0.5
-            origin_x = (x0 + group.cols + 0.5) * fx - 0.5
-            local_y = (self._py[cand] - origin_y[:, None]).astype(np.float32)
-            local_x = (self._px[cand] - origin_x[:, None]).astype(np.float32)
             c = (half - 1) / 2
-            quarter_y = np.array([c, c, c + half, c + half], dtype=np.float32) * fy
-            quarter_x = np.array([c, c + half, c, c + half], dtype=np.float32) * fx
-            dy = local_y[:, None, :] - quarter_y[None, :, None]
-            dx = local_x[:, None, :] - quarter_x[None, :, None]
-            d2 = (dy * dy + dx * dx).reshape(-1, cand.shape[1])  # (4·blocks)×K squared distances
+            # offsets from the top (left) quarters' centres and from the bottom (right) ones
+            top = local_y[cand] - (group.rows[:, None] + c).astype(np.float32)
+            left = local_x[cand] - (group.cols[:, None] + c).astype(np.float32)
+            bottom = top - np.float32(half)
+            right = left - np.float32(half)
+            top *= top
+            bottom *= bottom
+            left *= left
+            right *= right
+            d2 = np.empty((len(cand), 4, cand.shape[1]), dtype=np.float32)
+            np.add(sy * top, sx * left, out=d2[:, 0])
+            np.add(sy * top, sx * right, out=d2[:, 1])
+            np.add(sy * bottom, sx * left, out=d2[:, 2])
+            np.add(sy * bottom, sx * right, out=d2[:, 3])
+            d2 = d2.reshape(-1, cand.shape[1])  # (4·blocks)×K squared distances, quarters in raster order
             parent = np.repeat(np.arange(len(cand)), 4)
             quarter = np.tile(np.arange(4), len(cand))
             rows = group.rows[parent] + (quarter >> 1) * half
@@ -183,10 +198,10 @@ class ReverseSampler:
             if half == 1:
                 out[rows, cols] = cand[parent, d2.argmin(axis=1)]
                 continue
-            reach = 2 * c * math.hypot(fy, fx)
-            bound = (np.sqrt(d2.min(axis=1)) + np.float32(reach)) * np.float32(1 + 1e-5) + np.float32(1e-3)
+            reach = np.float32(2 * c * math.hypot(fy, fx))
+            bound = (np.sqrt(d2.min(axis=1)) + reach) * np.float32(1 + 1e-5) + np.float32(1e-3)
             keep = d2 <= (bound * bound)[:, None]
-            count = keep.sum(axis=1)
+            count = np.count_nonzero(keep, axis=1)
             single = np.flatnonzero(count == 1)
             if len(single):
                 best = cand[parent[single], d2[single].argmin(axis=1)]
