@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
+from pathlib import Path
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.label_tools import component_at, small_components
+from napari_m2mrf.widgets.saving import LayerSaver
 
 if TYPE_CHECKING:
     import napari
@@ -35,13 +38,20 @@ class CorrectWidget(Container):
         self.min_size = SpinBox(label="min size (px)", value=10, min=1, max=100_000)
         self.remove_small_button = PushButton(text="Remove smaller components")
         self.undo_button = PushButton(text="Undo")
+        self.write_idrid = CheckBox(text="also write IDRiD masks", value=False)
+        self.idrid_folder = FileEdit(label="masks folder", mode="d", visible=False)
+        self.save_button = PushButton(text="Save")
         self.status = Label(value="")
         super().__init__(
             widgets=[
                 self.layer, self.lesion_class, self.click_action, self.min_size,
-                self.remove_small_button, self.undo_button, self.status,
+                self.remove_small_button, self.undo_button, self.write_idrid, self.idrid_folder,
+                self.save_button, self.status,
             ]
         )
+        self.saver = LayerSaver(viewer, self._notify)
+        self.write_idrid.changed.connect(lambda on: setattr(self.idrid_folder, "visible", on))
+        self.save_button.clicked.connect(self.save)
         self._hooked = None
         self.layer.changed.connect(self._hook_layer)
         self.lesion_class.changed.connect(self._pick_class)
@@ -57,7 +67,22 @@ class CorrectWidget(Container):
 
         return [layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Labels) and not layer.multiscale]
 
+    def _notify(self, message: str) -> None:
+        from napari.utils.notifications import show_info
+
+        self.status.value = message
+        show_info(message)
+
+    def save(self) -> None:
+        """Save the layer into its image's workspace (and IDRiD masks when asked)."""
+        folder = Path(self.idrid_folder.value) if self.write_idrid.value else None
+        if folder is not None and (str(self.idrid_folder.value) in ("", ".") or not folder.is_dir()):
+            self._notify("choose an existing folder for the IDRiD masks")
+            return
+        self.saver.save(folder)
+
     def _hook_layer(self, layer) -> None:
+        self.saver.track(layer)
         if self._hooked is not None and self._on_click in self._hooked.mouse_drag_callbacks:
             self._hooked.mouse_drag_callbacks.remove(self._on_click)
         self._hooked = layer

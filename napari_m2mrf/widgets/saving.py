@@ -1,0 +1,128 @@
+"""Saving a lesion Labels layer into its image's workspace: on request, every minute, and on close.
+
+A save snapshots the layer in the GUI thread (a copy, so painting can go on) and writes it in a
+worker thread; the write is atomic, so a crash during a save leaves the previous save intact.
+Autosave writes only when the layer was edited since the last save. Closing the viewer saves
+unsaved edits synchronously before the window goes away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QEvent, QObject, QTimer
+
+from napari_m2mrf.io.fundus_results import save_fundus_labels, workspace_location
+from napari_m2mrf.widgets.result_layers import PREDICTION_KEY
+
+AUTOSAVE_INTERVAL_MS = 60_000
+
+
+@dataclass
+class SaveSnapshot:
+    """Everything one save writes, copied out of the layers."""
+
+    workspace: Path
+    corrected: np.ndarray
+    prediction: np.ndarray | None
+    image: np.ndarray | None
+    source: str | None
+    idrid_folder: Path | None
+    name: str
+
+
+def snapshot(viewer: Any, layer: Any, idrid_folder: Path | None = None) -> SaveSnapshot:
+    """Copy ``layer`` (and the image it belongs to, while it is still open) for saving."""
+    source_name = layer.metadata.get("m2mrf", {}).get("source")
+    image_layer = viewer.layers[source_name] if source_name and source_name in viewer.layers else None
+    owner_name = source_name or layer.name
+    source_path = (image_layer if image_layer is not None else layer).source.path
+    image = None
+    if image_layer is not None and not image_layer.multiscale:
+        image = np.asarray(image_layer.data)
+    return SaveSnapshot(
+        workspace=workspace_location(owner_name, source_path),
+        corrected=np.array(layer.data, dtype=np.uint8, copy=True),
+        prediction=layer.metadata.get(PREDICTION_KEY),
+        image=image,
+        source=source_path,
+        idrid_folder=idrid_folder,
+        name=Path(source_path).stem if source_path else owner_name,
+    )
+
+
+def write_snapshot(snap: SaveSnapshot) -> list[Path]:
+    """Write a snapshot: the workspace labels, and IDRiD masks when a folder was chosen."""
+    save_fundus_labels(snap.workspace, snap.corrected, snap.prediction, snap.image, snap.source)
+    written = [snap.workspace]
+    if snap.idrid_folder is not None:
+        from napari_m2mrf.io.writers import write_idrid_masks
+
+        written += write_idrid_masks(snap.corrected, snap.idrid_folder, snap.name)
+    return written
+
+
+class LayerSaver(QObject):
+    """Tracks edits of one Labels layer and saves it on demand, on a timer and when the viewer closes."""
+
+    def __init__(self, viewer: Any, notify, interval_ms: int = AUTOSAVE_INTERVAL_MS) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._notify = notify
+        self.layer = None
+        self.dirty = False
+        self.last_saved: list[Path] = []
+        self.worker = None
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.autosave)
+        self.timer.start()
+        viewer.window._qt_window.installEventFilter(self)
+
+    def track(self, layer: Any) -> None:
+        """Watch ``layer`` for edits (paint, fill, erase and programmatic edits with history)."""
+        if self.layer is not None:
+            self.layer.events.paint.disconnect(self._mark_dirty)
+            self.layer.events.data.disconnect(self._mark_dirty)
+        self.layer, self.dirty = layer, False
+        if layer is not None:
+            layer.events.paint.connect(self._mark_dirty)
+            layer.events.data.connect(self._mark_dirty)
+
+    def _mark_dirty(self, event=None) -> None:
+        self.dirty = True
+
+    def save(self, idrid_folder: Path | None = None, wait: bool = False) -> None:
+        """Save the tracked layer; in a worker thread unless ``wait``."""
+        from superqt.utils import create_worker
+
+        if self.layer is None:
+            return
+        snap = snapshot(self._viewer, self.layer, idrid_folder)
+        self.dirty = False
+        if wait:
+            self._saved(write_snapshot(snap))
+            return
+        self.worker = create_worker(
+            write_snapshot, snap, _connect={"returned": self._saved, "errored": self._failed}
+        )
+
+    def autosave(self) -> None:
+        if self.dirty and (self.worker is None or not self.worker.is_running):
+            self.save()
+
+    def _saved(self, paths: list[Path]) -> None:
+        self.last_saved = paths
+        self._notify(f"saved to {paths[0]}" + (f" and {len(paths) - 1} IDRiD masks" if len(paths) > 1 else ""))
+
+    def _failed(self, exc: Exception) -> None:
+        self.dirty = True
+        self._notify(f"save failed, edits kept in the viewer: {exc}")
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Type.Close and self.dirty and self.layer is not None:
+            self.save(wait=True)
+        return False
