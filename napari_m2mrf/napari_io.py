@@ -193,7 +193,7 @@ def write_workspace_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> 
 
     def write() -> list[str]:
         workspace = Workspace.open(path) if Path(path).exists() else Workspace.create(path)
-        colors, names = _label_colors(meta)
+        colors, names = _label_colors(meta, data)
         scale = meta.get("scale") or (1.0, 1.0)
         pixel_size = float(scale[-1]) if float(scale[-1]) != 1.0 else None
         name = _labels_name(meta)
@@ -241,17 +241,27 @@ def _labels_name(meta: dict[str, Any]) -> str:
     return cleaned or "labels"
 
 
-def _label_colors(meta: dict[str, Any]) -> tuple[dict[int, tuple[float, ...]], dict[int, str]]:
+def _label_colors(meta: dict[str, Any], data: Any) -> tuple[dict[int, tuple[float, ...]], dict[int, str]]:
+    """Colours (RGBA 0..1) and names of the label values in a Labels layer, from its colormap.
+
+    A direct colormap gives its colour table; any other colormap is asked for the colours of the
+    values present (in the coarsest level, for a multiscale layer). Without a colormap: fundus classes.
+    """
     colormap = meta.get("colormap")
-    colors: dict[int, tuple[float, ...]] = {}
+    names = {int(k): str(v) for k, v in dict((meta.get("metadata") or {}).get("class_names") or {}).items()}
     color_dict = getattr(colormap, "color_dict", None)
-    if isinstance(color_dict, dict):
-        colors = {int(k): tuple(float(c) for c in v) for k, v in color_dict.items() if k not in (None, 0)}
-    names = (meta.get("metadata") or {}).get("class_names") or {}
-    if not colors:
-        colors = {cls.label: cls.color for cls in FUNDUS_CLASSES}
-        names = names or {cls.label: cls.code for cls in FUNDUS_CLASSES}
-    return colors, {int(k): str(v) for k, v in dict(names).items()}
+    if isinstance(color_dict, dict) and len(color_dict) > 2:
+        colors = {int(k): _rgba(v) for k, v in color_dict.items() if k is not None and int(k) != 0}
+        return colors, names
+    if colormap is not None and hasattr(colormap, "map"):
+        coarsest = data[-1] if isinstance(data, (list, tuple)) else data
+        values = [int(v) for v in np.unique(np.asarray(coarsest)) if v != 0]
+        return {v: _rgba(colormap.map(v)) for v in values}, names
+    return {cls.label: cls.color for cls in FUNDUS_CLASSES}, names or {cls.label: cls.code for cls in FUNDUS_CLASSES}
+
+
+def _rgba(color: Any) -> tuple[float, ...]:
+    return tuple(float(c) for c in np.ravel(np.asarray(color, dtype=float)))
 
 
 def _reporting_errors(write: Callable[[], list[str]]) -> list[str]:
