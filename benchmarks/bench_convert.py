@@ -86,6 +86,14 @@ def main() -> None:
     parser.add_argument("--generate-only", action="store_true", help="only time generating the synthetic slide")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-convert-"))
+    try:
+        run_all(args, work)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(args: argparse.Namespace, work: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores)")
     slide_dir = work / f"slide-{args.size}"
@@ -93,7 +101,8 @@ def main() -> None:
         made = generate(args.size, slide_dir)
         print(f"generate_slide({args.size}): wall {made['wall']:.1f} s, CPU {made['cpu']:.1f} s, peak RSS {made['rss_mib']:.0f} MiB")
     if args.generate_only:
-        return    megabytes = 3 * args.size**2 / 1e6
+        return
+    megabytes = 3 * args.size**2 / 1e6
     print("| input → output | wall s | CPU s | MB/s | peak RSS MiB | vs baseline (MB/s / RSS) |")
     print("|---|---|---|---|---|---|")
     tiff = slide_dir / "slide.ome.tif"
@@ -106,8 +115,6 @@ def main() -> None:
         jpeg_base = baseline(IDRID_IMAGE, work / "idrid_baseline.zarr")
         print(row("baseline: in-memory, IDRiD JPEG 4288×2848", idrid_mb, jpeg_base, None))
         print(row("convert IDRiD JPEG (+ ground truth labels)", idrid_mb, convert(IDRID_IMAGE, work / "idrid.zarr"), jpeg_base))
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
