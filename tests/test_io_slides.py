@@ -148,3 +148,17 @@ def test_large_single_level_tiff_gets_a_resumable_pyramid(tmp_path: Path) -> Non
     assert np.array_equal(
         np.asarray(pyramid.levels[1][:, :200, :200]), ((expected_level1[:200, :200] + 2) // 4).astype(np.uint8).transpose(2, 0, 1)
     )
+
+
+def test_jpeg2000_tiled_pyramid(tmp_path: Path) -> None:
+    """JPEG 2000 tiles (as in many Aperio files) decode through imagecodecs, lazily, per tile."""
+    y, x = np.mgrid[0:512, 0:768]
+    image = np.dstack([x // 3, y // 2, (x + y) // 5]).astype(np.uint8)
+    path = tmp_path / "j2k.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(256, 256), photometric="rgb", compression="jpeg2000", subifds=1)
+        tif.write(image[::2, ::2], tile=(256, 256), photometric="rgb", compression="jpeg2000", subfiletype=1)
+    pyramid = open_pyramid(path)
+    assert pyramid.downsamples == [1.0, 2.0]
+    region = np.asarray(pyramid.levels[0][:, 256:512, 256:512]).transpose(1, 2, 0)
+    assert np.abs(region.astype(int) - image[256:512, 256:512]).mean() < 2
