@@ -39,6 +39,7 @@ def test_image_pyramid(workspace: Workspace) -> None:
     assert isinstance(pyramid.levels[0], zarr.Array)  # the deformed sampler reads these directly
     assert pyramid.downsamples == [1.0, 2.0, 4.0] and pyramid.pixel_size_um == pytest.approx(2.5)
     assert np.array_equal(pyramid.levels[0][...], IMAGE)
+    assert [pyramid.level_for_downsample(f) for f in (0.5, 1, 3.9, 4, 100)] == [0, 0, 1, 2, 2]
     reopened = Workspace.open(workspace.path, mode="r")
     assert reopened.has_image and reopened.version == workspace.version
 
@@ -129,7 +130,7 @@ def test_workspace_path_and_errors(tmp_path: Path) -> None:
         Workspace.open(tmp_path / "absent.m2mrf.zarr")
     plain = zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
     plain.attrs["x"] = 1
-    with pytest.raises(UserError, match="not an napari-m2mrf workspace"):
+    with pytest.raises(UserError, match="not a napari-m2mrf workspace"):
         Workspace.open(tmp_path / "plain.zarr")
     empty = Workspace.create(tmp_path / "empty.m2mrf.zarr")
     with pytest.raises(UserError, match="holds no image"):

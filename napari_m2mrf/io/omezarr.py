@@ -158,19 +158,6 @@ def _check_chunks(group: Any, arrays: list[Any], multiscale: Multiscale, path: P
             )
 
 
-def missing_chunk_report(path: str | os.PathLike[str]) -> list[str]:
-    """For a foreign OME-Zarr image, one line per level with absent chunks (empty if none)."""
-    path = Path(path)
-    group = image_group(open_group(path), path)
-    multiscale = _multiscale(group, path)
-    lines = []
-    for level_path, array in zip(multiscale.paths, _level_arrays(group, multiscale, path), strict=True):
-        missing = absent_chunks(array)
-        if missing:
-            lines.append(f"{path}/{level_path}: {missing} of {array.nchunks} chunks are absent (shown as zeros)")
-    return lines
-
-
 def label_names(path: str | os.PathLike[str]) -> list[str]:
     """Names listed in the store's ``labels`` group (empty when there is none)."""
     path = Path(path)

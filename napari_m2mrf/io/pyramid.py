@@ -35,10 +35,6 @@ class Pyramid:
     def dtype(self) -> np.dtype:
         return np.dtype(self.levels[0].dtype)
 
-    @property
-    def is_multiscale(self) -> bool:
-        return len(self.levels) > 1
-
     def channel_last(self) -> list[Any]:
         """Per level a lazy dask array ``(Y_k, X_k, C)`` (what napari shows with ``rgb=True``)."""
         return [_as_dask(level).transpose(1, 2, 0) for level in self.levels]

@@ -50,7 +50,6 @@ from napari_m2mrf.io.zarr_arrays import create_array
 
 WORKSPACE_SUFFIX = ".m2mrf.zarr"
 WORKSPACE_VERSION = 1
-LABEL_NAMES = ("prediction", "corrected", "ground_truth")
 
 
 def workspace_path_for(source: str | os.PathLike[str]) -> Path:
@@ -77,7 +76,11 @@ class Workspace:
 
     @classmethod
     def create(
-        cls, path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None, ngff_version: str = "0.5"
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        source: str | os.PathLike[str] | None = None,
+        ngff_version: str = ngff.DEFAULT_VERSION,
     ) -> Workspace:
         """A new empty workspace at ``path`` (an existing one there is kept and opened instead)."""
         path = Path(path)
@@ -104,7 +107,7 @@ class Workspace:
             raise UserError(f"{path}: no such workspace")
         group = open_group(path, mode=mode)
         if "workspace" not in (group.attrs.get(COMPLETE_KEY) or {}):
-            raise UserError(f"{path}: a zarr store but not an napari-m2mrf workspace")
+            raise UserError(f"{path}: a zarr store but not a napari-m2mrf workspace")
         return cls(path, group)
 
     @classmethod
@@ -277,7 +280,7 @@ class Workspace:
         if labels.ndim != 2:
             raise UserError(f"{self.path}: labels must be (Y, X); got shape {tuple(labels.shape)}")
         dtype = np.dtype(labels.dtype)
-        if dtype.kind not in "ub" and dtype.kind != "i":
+        if dtype.kind not in "uib":
             raise UserError(f"{self.path}: labels must be integers; got {dtype}")
         block = 2 * chunk
         with self.new_labels(
