@@ -75,7 +75,8 @@ def deformed_points(image_size: tuple[int, int], grid_size: tuple[int, int], see
     """``h×w×2`` level-0 (y, x) positions of a deformed grid over ``image_size``."""
     generator = torch.Generator().manual_seed(seed)
     h, w = grid_size
-    logits = torch.nn.functional.interpolate(torch.randn(1, 1, 8, 8, generator=generator) * 2.0, size=(h, w), mode="bicubic")
+    coarse = torch.randn(1, 1, 8, 8, generator=generator) * 2.0
+    logits = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic")
     density = torch.softmax(logits.reshape(1, -1), dim=1).reshape(1, 1, h, w)
     grid = DeformedSampler(sigma=max(h, w) / 16)(density, (h, w))
     return grid_to_pixels(grid.double(), image_size)[0].numpy()
@@ -133,7 +134,8 @@ def run_case(channels: int, image_size: tuple[int, int], grid_size: tuple[int, i
         agreement["(a) official-style 3-D NNDI"] = float(np.mean(official_map == ours))
         del official_map
     base_wall, base_cpu = rows["ours, 1 thread"][0], rows["ours, 1 thread"][1]
-    print("| method | wall s | CPU s | peak RSS increase MiB | wall / ours (1 thread) | CPU / ours | identical values |")
+    print("| method | wall s | CPU s | peak RSS increase MiB | wall / ours (1 thread) | CPU / ours "
+          "| identical values |")
     print("|---|---|---|---|---|---|---|")
     for name, (wall, cpu, rss) in rows.items():
         same = f"{agreement[name]:.4f}" if name in agreement else "—"

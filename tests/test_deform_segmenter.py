@@ -70,6 +70,9 @@ def test_segmenter_outputs_and_joint_loss_reach_both_networks():
     assert out.grid.shape == (2, 16, 24, 2)
     assert out.density.shape == (2, 1, 32, 48)
     assert out.deformed_image.shape == (2, 3, 16, 24)
+    points = out.points((96, 144))
+    assert points.shape == (2, 16, 24, 2)
+    assert points[..., 0].min() >= -0.5 and points[..., 0].max() <= 95.5
     target = model.sampled_labels(labels, out)
     assert target.shape == (2, 16, 24) and set(target.unique().tolist()) <= {0, 1, 2}
     seg = torch.nn.functional.cross_entropy(out.logits, target)
@@ -93,7 +96,8 @@ def test_uniform_sampler_baseline_in_the_segmenter():
 def test_segmenter_wraps_a_registered_hrnet():
     build_model = pytest.importorskip("napari_m2mrf.models").build_model
     torch.manual_seed(0)
-    model = DeformedSegmenter(build_model("hrnetv2_w18s", num_classes=3), output_size=(64, 64), sampler=DeformedSampler(6.0))
+    seg_net = build_model("hrnetv2_w18s", num_classes=3)
+    model = DeformedSegmenter(seg_net, output_size=(64, 64), sampler=DeformedSampler(6.0))
     model.eval()
     with torch.no_grad():
         out = model(torch.rand(1, 3, 256, 256))

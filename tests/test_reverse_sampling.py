@@ -16,7 +16,9 @@ from napari_m2mrf.inference.reverse_sampling import (
 from napari_m2mrf.models.deform import DeformedSampler, grid_to_pixels, uniform_grid
 
 
-def deformed_points(seed: int, image_size: tuple[int, int], grid_size: tuple[int, int], sigma: float = 3.0) -> np.ndarray:
+def deformed_points(
+    seed: int, image_size: tuple[int, int], grid_size: tuple[int, int], sigma: float = 3.0
+) -> np.ndarray:
     """``h×w×2`` (y, x) level-0 positions of a deformed grid from a random blobby density."""
     g = torch.Generator().manual_seed(seed)
     h, w = grid_size

@@ -20,7 +20,7 @@ Memory is the output block plus the samples and their tree.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -97,31 +97,57 @@ class ReverseSampler:
 
     def fill(self, rows: slice, cols: slice, downsample: Factors = 1.0) -> np.ndarray:
         """Values ``(ry, rx)`` or ``(C, ry, rx)`` of the region ``rows × cols`` (level pixel indices, step 1)."""
-        index = self.nearest_index(rows, cols, downsample)
-        return np.take(self.values, index, axis=-1)
+        shape = self._region_shape(rows, cols)
+        out = np.empty((*self.values.shape[:-1], *shape), dtype=self.values.dtype)
+
+        def write(window: tuple[slice, slice], index: np.ndarray) -> None:
+            np.take(self.values, index, axis=-1, out=out[(..., *window)])
+
+        self._for_each_block(rows, cols, downsample, write)
+        return out
 
     def nearest_index(self, rows: slice, cols: slice, downsample: Factors = 1.0) -> np.ndarray:
         """Index (int64, into the flattened samples) of the nearest sample of every pixel of the region."""
-        fy, fx = _factors(downsample)
-        y0, y1, x0, x1 = rows.start, rows.stop, cols.start, cols.stop
-        if rows.step not in (None, 1) or cols.step not in (None, 1) or y1 < y0 or x1 < x0:
-            raise ValueError(f"region must be two forward slices with step 1 (got {rows}, {cols})")
-        out = np.empty((y1 - y0, x1 - x0), dtype=np.int64)
-        blocks = [(by, min(by + _BLOCK, y1), bx, min(bx + _BLOCK, x1)) for by in range(y0, y1, _BLOCK) for bx in range(x0, x1, _BLOCK)]
+        out = np.empty(self._region_shape(rows, cols), dtype=np.int64)
 
-        def fill_block(block: tuple[int, int, int, int]) -> None:
-            by, ey, bx, ex = block
-            out[by - y0 : ey - y0, bx - x0 : ex - x0] = self._nearest_block(by, ey, bx, ex, fy, fx)
+        def write(window: tuple[slice, slice], index: np.ndarray) -> None:
+            out[window] = index
 
-        if self.workers > 1 and len(blocks) > 1:
-            with ThreadPoolExecutor(self.workers) as pool:
-                list(pool.map(fill_block, blocks))
-        else:
-            for block in blocks:
-                fill_block(block)
+        self._for_each_block(rows, cols, downsample, write)
         return out
 
     # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _region_shape(rows: slice, cols: slice) -> tuple[int, int]:
+        forward = rows.stop >= rows.start and cols.stop >= cols.start
+        if rows.step not in (None, 1) or cols.step not in (None, 1) or not forward:
+            raise ValueError(f"region must be two forward slices with explicit bounds and step 1 (got {rows}, {cols})")
+        return rows.stop - rows.start, cols.stop - cols.start
+
+    def _for_each_block(
+        self, rows: slice, cols: slice, downsample: Factors, write: Callable[[tuple[slice, slice], np.ndarray], None]
+    ) -> None:
+        """Nearest-sample indices of the region block by block (``_BLOCK`` pixels a side), each handed to
+        ``write(window, index)`` with the block's window relative to the region."""
+        fy, fx = _factors(downsample)
+        blocks = [
+            (by, min(by + _BLOCK, rows.stop), bx, min(bx + _BLOCK, cols.stop))
+            for by in range(rows.start, rows.stop, _BLOCK)
+            for bx in range(cols.start, cols.stop, _BLOCK)
+        ]
+
+        def run(block: tuple[int, int, int, int]) -> None:
+            by, ey, bx, ex = block
+            window = (slice(by - rows.start, ey - rows.start), slice(bx - cols.start, ex - cols.start))
+            write(window, self._nearest_block(by, ey, bx, ex, fy, fx))
+
+        if self.workers > 1 and len(blocks) > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(run, blocks))
+        else:
+            for block in blocks:
+                run(block)
 
     def _tile_size(self, fy: float, fx: float) -> int:
         """Power-of-two tile side ≈ the mean sample spacing in this level's pixels (4 … 64)."""

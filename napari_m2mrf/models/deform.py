@@ -126,6 +126,12 @@ def _axis_centres(length: int, device: torch.device, dtype: torch.dtype) -> torc
     return (torch.arange(length, device=device, dtype=dtype) + 0.5) / length
 
 
+def _centre_map(size: Size, device: torch.device | None, dtype: torch.dtype) -> torch.Tensor:
+    """``2×h×w`` relative ``(y, x)`` pixel centres of an ``h×w`` map."""
+    h, w = size
+    return torch.stack(torch.meshgrid(_axis_centres(h, device, dtype), _axis_centres(w, device, dtype), indexing="ij"))
+
+
 def uniform_grid(
     batch: int, output_size: Size, device: torch.device | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -260,15 +266,10 @@ class DeformedSampler(nn.Module):
         )
         denominator = sums[:, 2:3].clamp_min(torch.finfo(dtype).tiny)
         relative = sums[:, :2] / denominator  # N×2×h×w, (y, x) in [0, 1] up to the border overshoot
-        base = torch.stack(torch.meshgrid(_axis_centres(h, device, dtype), _axis_centres(w, device, dtype), indexing="ij"))
-        displacement = relative - base
+        displacement = relative - _centre_map((h, w), device, dtype)
         if (h, w) != tuple(output_size):
             displacement = F.interpolate(displacement, size=output_size, mode="bilinear", align_corners=False)
-            oh, ow = output_size
-            base = torch.stack(
-                torch.meshgrid(_axis_centres(oh, device, dtype), _axis_centres(ow, device, dtype), indexing="ij")
-            )
-        relative = (base + displacement).clamp(0.0, 1.0)
+        relative = (_centre_map(output_size, device, dtype) + displacement).clamp(0.0, 1.0)
         return (relative * 2 - 1).flip(1).permute(0, 2, 3, 1)
 
 
@@ -317,7 +318,9 @@ def _minmax(t: torch.Tensor) -> torch.Tensor:
     return (t - low) / span.clamp_min(1e-12)
 
 
-def edge_loss(density: torch.Tensor, target: torch.Tensor, normalize: Literal["none", "minmax"] = "none") -> torch.Tensor:
+def edge_loss(
+    density: torch.Tensor, target: torch.Tensor, normalize: Literal["none", "minmax"] = "none"
+) -> torch.Tensor:
     """``L_e`` = MSE between the density ``N×1×h_d×w_d`` and the target ``d_t`` of the same shape.
 
     ``normalize="none"`` is the paper's plain MSE; ``"minmax"`` first maps each image's density
@@ -347,6 +350,10 @@ class DeformedOutput:
     grid: torch.Tensor
     density: torch.Tensor
     deformed_image: torch.Tensor
+
+    def points(self, image_size: Size) -> torch.Tensor:
+        """Sampling locations ``N×h×w×2`` as ``(y, x)`` level-0 pixels of an ``H×W`` image."""
+        return grid_to_pixels(self.grid, image_size)
 
 
 def low_resolution_view(image: torch.Tensor, size: Size) -> torch.Tensor:
