@@ -24,6 +24,9 @@ def custom_config() -> TrainingConfig:
     config.augment.photometric = False
     config.model.name = "m2mrf_hrnetv2_w18s"
     config.model.options = {"variant": "B", "patch_size": 4}
+    config.deform.enabled = True
+    config.deform.output_size = [32, 48]
+    config.deform.sampler = "uniform"
     config.loss.name = "focal"
     config.loss.edge_weight = 100.0
     config.optim.name = "adam"
@@ -65,6 +68,8 @@ def test_missing_keys_take_defaults_and_ints_become_floats(tmp_path: Path) -> No
         ("data:\n  kind: idrid\n", "data.root is needed"),
         ("augment:\n  crop: []\n", "augment.crop is needed"),
         ("- 1\n- 2\n", "expected a mapping"),
+        ("loss:\n  edge_weight: 100\n", "needs deform.enabled"),
+        ("deform:\n  enabled: true\n", "cross_entropy or focal"),
         ("run: [\n", "not valid YAML"),
     ],
 )

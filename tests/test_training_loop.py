@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
 from training.config import TrainingConfig, save_config
 from training.events import CheckpointSaved, Evaluated, Finished, IterationDone, Started, event_record
-from training.loop import Trainer, build_network, lesion_classes
+from training.loop import Trainer
+from training.networks import build_network
+from training.sources import run_classes
 from training.sources import generated_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,13 +169,13 @@ def test_fine_tuning_starts_from_the_checkpoint_weights(generated_root: Path, tm
             parameter.add_(0.5)
     save_checkpoint(tmp_path / "start.safetensors", trained, fundus_metadata())
     config = tiny_config(generated_root, tmp_path / "run", model={"init_checkpoint": str(tmp_path / "start.safetensors")})
-    model = build_network(config, lesion_classes(config.data.classes), multilabel=True)
+    model = build_network(config, run_classes(config.data), multilabel=True)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
 
     wrong = tiny_config(generated_root, tmp_path / "run", data={"classes": ["MA"]},
                         model={"init_checkpoint": str(tmp_path / "start.safetensors")})
     with pytest.raises(UserError, match="does not fit"):
-        build_network(wrong, lesion_classes(wrong.data.classes), multilabel=True)
+        build_network(wrong, run_classes(wrong.data), multilabel=True)
 
 
 def write_pairs(folder: Path, count: int) -> list[dict[str, str]]:
@@ -217,7 +220,7 @@ def test_training_on_exported_layer_pairs(tmp_path: Path, loss: str) -> None:
     assert isinstance(events[-1], Finished) and len(losses_of(events)) == 2
     assert any(isinstance(e, Evaluated) for e in events)
 
-    classes = lesion_classes(["EX", "HE", "SE", "MA"])
+    classes = FUNDUS_CLASSES
     record = SampleRecord(image=Path(pairs[1]["image"]), labels=Path(pairs[1]["labels"]))
     labels = read_label_image(record.labels)
     multilabel = load_sample(record, classes, multilabel=True)
@@ -235,7 +238,7 @@ def test_bad_label_file_is_a_user_error(tmp_path: Path) -> None:
     np.save(tmp_path / "wrong.npy", np.zeros((10, 10), np.uint8))
     record = SampleRecord(image=Path(pairs[0]["image"]), labels=tmp_path / "wrong.npy")
     with pytest.raises(UserError, match="wrong.npy.*10×10"):
-        load_sample(record, lesion_classes(["EX"]), multilabel=True)
+        load_sample(record, FUNDUS_CLASSES[:1], multilabel=True)
 
 
 def test_cli_entry_points(generated_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

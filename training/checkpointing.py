@@ -7,7 +7,7 @@ the file is ever run. A run killed at any moment leaves the previous complete ``
 
 ``<output_dir>/last.safetensors`` and ``best.safetensors`` are the model checkpoints the plugin
 loads (``napari_m2mrf.models.load_checkpoint``): weights plus metadata (architecture, classes,
-normalisation, input size, training provenance).
+normalisation, input size, training provenance); see :func:`export_model` for deformed models.
 """
 
 from __future__ import annotations
@@ -105,8 +105,19 @@ def model_metadata(
 
 
 def export_model(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write ``model`` (built by ``build_model``) as a plugin checkpoint at ``path`` (atomic)."""
+    """Write ``model`` as a plugin checkpoint at ``path`` (``.safetensors``, atomic) and return it.
+
+    A model ``save_checkpoint`` cannot describe (a deformed-downsampling segmenter has no
+    ``build_config``) is written instead as ``<stem>.model.pt``: ``{"model": state_dict, "meta": meta}``,
+    loadable with ``torch.load(weights_only=True)``.
+    """
     from napari_m2mrf.models import save_checkpoint
 
-    save_checkpoint(path, model, meta)
-    return Path(path)
+    path = Path(path)
+    if hasattr(model, "build_config"):
+        save_checkpoint(path, model, meta)
+        return path
+    fallback = path.with_suffix(".model.pt")
+    with atomic_path(fallback) as tmp:
+        torch.save({"model": model.state_dict(), "meta": meta}, tmp)
+    return fallback

@@ -21,11 +21,14 @@ from napari_m2mrf.errors import UserError
 IDRID_MEAN = [116.513, 56.437, 16.309]
 IDRID_STD = [80.206, 41.232, 13.293]
 
-DATA_KINDS = ("idrid", "ddr", "folder", "pairs", "generated")
+DATA_KINDS = ("idrid", "ddr", "folder", "pairs", "generated", "slides")
 LOSSES = ("dice", "bce", "cross_entropy", "focal")
 MULTILABEL_LOSSES = ("dice", "bce")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("poly", "step", "constant")
+SAMPLERS = ("deformed", "uniform")
+DEFORMATIONS = ("paper", "official")
+EDGE_NORMALIZATIONS = ("none", "minmax")
 
 
 @dataclass
@@ -37,8 +40,11 @@ class DataConfig:
     layers; ``labels`` is an (H, W) label image whose values are class labels), ``generated``
     (semi-synthetic fundus images written into the cache, or ``root`` when set, on first use).
     Validation: ``val_split`` of ``root`` or all of ``val_root``, ``val_pairs``, or
-    ``generated_val`` images; none named: no evaluation. ``classes``: lesion codes in
-    model-channel order.
+    ``generated_val`` images, or ``val_slides``; none named: no evaluation. ``slides``: pyramidal
+    slides with a label pyramid named ``slide_labels`` (OME-Zarr ``labels/<name>`` or OME-TIFF
+    ``ground_truth``), each read whole at the coarsest level whose long side is at least
+    ``slide_level_size`` pixels. ``classes``: in model-channel order, lesion codes (fundus) or the
+    label pyramid's class names (slides).
     ``mean``/``std``: RGB normalisation on the 0-255 scale.
     """
 
@@ -52,6 +58,10 @@ class DataConfig:
     generated_train: int = 8
     generated_val: int = 2
     generated_seed: int = 0
+    slides: list[str] = field(default_factory=list)
+    val_slides: list[str] = field(default_factory=list)
+    slide_labels: str = "ground_truth"
+    slide_level_size: int = 1024
     classes: list[str] = field(default_factory=lambda: ["EX", "HE", "SE", "MA"])
     mean: list[float] = field(default_factory=lambda: list(IDRID_MEAN))
     std: list[float] = field(default_factory=lambda: list(IDRID_STD))
@@ -92,6 +102,28 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=lambda: {"variant": "D"})
     init_checkpoint: str = ""
     sync_batchnorm: bool = True
+
+
+@dataclass
+class DeformConfig:
+    """Learned deformed downsampling (Jin et al.; ``napari_m2mrf.models.deform``) around the model.
+
+    ``enabled``: the network sees the image through a :class:`DeformedSegmenter` that samples an
+    ``output_size`` ``[h, w]`` image at a grid computed from a density map of ``density_size``
+    (empty: the output size); targets are the labels sampled at the same grid, and
+    ``loss.edge_weight`` (γ, paper: 100) adds the edge loss. ``sampler``: ``deformed`` or the
+    ``uniform`` baseline at the same sampling budget. ``sigma``: Gaussian σ in density pixels.
+    ``deformation``: ``paper`` ({24, 24, 3} widths) or ``official`` (192/192/24, ReLU6).
+    ``edge_normalize``: ``none`` (paper's MSE) or ``minmax`` (official).
+    """
+
+    enabled: bool = False
+    output_size: list[int] = field(default_factory=lambda: [64, 64])
+    density_size: list[int] = field(default_factory=list)
+    sampler: str = "deformed"
+    sigma: float = 10.0
+    deformation: str = "paper"
+    edge_normalize: str = "none"
 
 
 @dataclass
@@ -157,6 +189,7 @@ class TrainingConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    deform: DeformConfig = field(default_factory=DeformConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -200,7 +233,7 @@ def load_config(path: str | os.PathLike[str]) -> TrainingConfig:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({exc})") from None
     if not isinstance(values, dict):
-        raise UserError(f"{path}: expected a mapping of sections (data, augment, model, loss, optim, run)")
+        raise UserError(f"{path}: expected a mapping of sections (data, augment, model, deform, loss, optim, run)")
     return TrainingConfig.from_dict(values, str(path))
 
 
@@ -270,6 +303,8 @@ def validate(config: TrainingConfig, source: str = "config") -> None:
     check(data.kind in DATA_KINDS, f"data.kind must be one of {', '.join(DATA_KINDS)}, got {data.kind!r}")
     check(data.kind not in ("idrid", "ddr", "folder") or bool(data.root), f"data.root is needed for kind {data.kind!r}")
     check(data.kind != "pairs" or bool(data.pairs), "data.pairs must list {image, labels} files for kind 'pairs'")
+    check(data.kind != "slides" or bool(data.slides), "data.slides must list slide files for kind 'slides'")
+    check(data.slide_level_size > 0, "data.slide_level_size must be > 0")
     for pair in data.pairs + data.val_pairs:
         check(set(pair) == {"image", "labels"}, f"each data pair needs exactly 'image' and 'labels', got {pair}")
     check(len(data.classes) >= 1, "data.classes must name at least one class")
@@ -287,6 +322,19 @@ def validate(config: TrainingConfig, source: str = "config") -> None:
     check(0 <= augment.hflip <= 1 and 0 <= augment.vflip <= 1, "augment.hflip/vflip are probabilities in [0, 1]")
     check(loss.name in LOSSES, f"loss.name must be one of {', '.join(LOSSES)}, got {loss.name!r}")
     check(loss.smooth >= 0 and loss.focal_gamma >= 0 and loss.edge_weight >= 0, "loss values must be >= 0")
+    deform = config.deform
+    if deform.enabled:
+        check(loss.name not in MULTILABEL_LOSSES, "deformed models train with loss.name cross_entropy or focal")
+        for name in ("output_size", "density_size"):
+            size = getattr(deform, name)
+            check(len(size) in (0, 2) and all(v > 0 for v in size), f"deform.{name} must be [height, width] > 0")
+        check(len(deform.output_size) == 2, "deform.output_size must be [height, width]")
+        check(deform.sampler in SAMPLERS, f"deform.sampler must be one of {', '.join(SAMPLERS)}")
+        check(deform.deformation in DEFORMATIONS, f"deform.deformation must be one of {', '.join(DEFORMATIONS)}")
+        check(deform.edge_normalize in EDGE_NORMALIZATIONS, f"deform.edge_normalize must be one of {', '.join(EDGE_NORMALIZATIONS)}")
+        check(deform.sigma > 0, "deform.sigma must be > 0")
+    else:
+        check(loss.edge_weight == 0, "loss.edge_weight needs deform.enabled (the edge loss acts on the density map)")
     check(optim.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {optim.name!r}")
     check(optim.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}")
     check(optim.lr > 0 and optim.min_lr >= 0, "optim.lr must be > 0 and optim.min_lr >= 0")

@@ -2,7 +2,8 @@
 
 A :class:`SampleRecord` names one image and its ground truth, either per-class binary masks
 (IDRiD, DDR, plain folders: a missing class file means "no lesion of that class") or one label
-image whose values are class labels (pairs exported from napari image/labels layers). Where the
+image whose values are class labels (pairs exported from napari image/labels layers); a
+:class:`~training.slide_samples.SlideRecord` names a slide with a label pyramid. Where the
 records come from is :mod:`training.sources`; this module only reads them (masks through
 ``napari_m2mrf.io.datasets.read_binary_mask``).
 
@@ -25,6 +26,7 @@ from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.fundus import read_image
 from napari_m2mrf.io.datasets import read_binary_mask
+from training.slide_samples import SlideRecord, load_slide_sample
 from training.transforms import Compose, ResizeToFit, Sample
 
 
@@ -71,8 +73,15 @@ def read_label_image(path: Path) -> np.ndarray:
     return data
 
 
-def load_sample(record: SampleRecord, classes: Sequence[LesionClass], multilabel: bool) -> Sample:
-    """Read ``record`` at full resolution: image (Y, X, 3) uint8 and the target (see module doc)."""
+def load_sample(record: SampleRecord | SlideRecord, classes: Sequence[LesionClass], multilabel: bool) -> Sample:
+    """Read ``record`` at full resolution (a slide at its chosen level): image (Y, X, 3) uint8 and
+    the target (see module doc)."""
+    if isinstance(record, SlideRecord):
+        sample = load_slide_sample(record, classes)
+        if not multilabel:
+            return sample
+        masks = np.stack([sample.target[0] == k + 1 for k in range(len(classes))]).astype(np.uint8)
+        return Sample(sample.image, masks)
     image = read_image(record.image).data
     shape = image.shape[:2]
     masks = np.zeros((len(classes), *shape), dtype=bool)
@@ -119,7 +128,7 @@ class TrainingDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        records: Sequence[SampleRecord],
+        records: Sequence[SampleRecord | SlideRecord],
         classes: Sequence[LesionClass],
         transform: Compose,
         mean: Sequence[float],

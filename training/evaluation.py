@@ -7,6 +7,10 @@ models), then streamed into ``napari_m2mrf.metrics.LesionMetrics`` with the full
 masks (dataset-level 11-threshold AUPR, dense AUPR, IoU at 0.5). A barely trained network can
 overflow in eval mode (BatchNorm running statistics still near their initial values); its NaN
 probabilities count as 0 (no lesion) so the scores stay defined and say how poor it is.
+
+A deformed-downsampling model is scored at its input resolution (the fitted image): its
+low-resolution probabilities are put back by the reverse sampler (nearest sample, Jin et al.'s
+Π∘G⁻¹) and compared with the fitted masks.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_m2mrf.classes import LesionClass
+from napari_m2mrf.inference.reverse_sampling import ReverseSampler
 from napari_m2mrf.metrics import LesionMetrics
+from napari_m2mrf.models.deform import DeformedOutput, grid_to_pixels
 from training.datasets import SampleRecord, load_sample, to_tensors
+from training.slide_samples import SlideRecord
 from training.transforms import ResizeToFit
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    records: Sequence[SampleRecord],
+    records: Sequence[SampleRecord | SlideRecord],
     classes: Sequence[LesionClass],
     *,
     mean: Sequence[float],
@@ -45,10 +52,27 @@ def evaluate(
             sample = load_sample(record, classes, multilabel=True)
             fitted = ResizeToFit(fit_box)(sample, np.random.default_rng(0)) if fit_box else sample
             image, _ = to_tensors(fitted, mean, std)
-            logits = model(image[None].to(device)).float()
-            logits = F.interpolate(logits, size=sample.image.shape[:2], mode="bilinear", align_corners=False)
-            probabilities = torch.sigmoid(logits[0]) if multilabel else torch.softmax(logits[0], dim=0)[1:]
-            metrics.update(torch.nan_to_num(probabilities, nan=0.0).cpu().numpy(), sample.target)
+            output = model(image[None].to(device))
+            if isinstance(output, DeformedOutput):
+                metrics.update(reverse_sampled(output, fitted.image.shape[:2], multilabel), fitted.target)
+                continue
+            logits = F.interpolate(output.float(), size=sample.image.shape[:2], mode="bilinear", align_corners=False)
+            metrics.update(class_probabilities(logits[0], multilabel), sample.target)
     finally:
         model.train()
     return metrics.compute()
+
+
+def class_probabilities(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
+    """(K, H, W) probabilities in [0, 1] from logits (K, H, W) (sigmoid) or (K + 1, H, W)
+    (softmax, background dropped); NaN → 0."""
+    probabilities = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=0)[1:]
+    return torch.nan_to_num(probabilities.float(), nan=0.0).cpu().numpy()
+
+
+def reverse_sampled(output: DeformedOutput, size: tuple[int, int], multilabel: bool) -> np.ndarray:
+    """The low-resolution probabilities of a deformed model put back on the ``size`` input grid:
+    every pixel takes the value of its nearest sample (Jin et al.'s Π∘G⁻¹), (K, H, W)."""
+    probabilities = class_probabilities(output.logits[0].float(), multilabel)
+    points = grid_to_pixels(output.grid[0].float(), size).cpu().numpy()
+    return ReverseSampler(points, probabilities).fill(slice(0, size[0]), slice(0, size[1]))

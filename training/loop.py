@@ -8,7 +8,8 @@ and the optimiser steps; the global-batch mean losses are reported as an
 process evaluates and keeps the best model; every ``checkpoint_every`` steps (and at the end) it
 writes the resume state and the last model.
 
-``should_stop`` is polled after every step: when it returns True (on any process) the loop writes
+With ``config.deform.enabled`` the model is a deformed-downsampling segmenter
+(:mod:`training.networks`). ``should_stop`` is polled after every step: when it returns True (on any process) the loop writes
 the last checkpoint and ends with ``Finished(stopped=True)``. Given a ``resume`` state the run
 continues from it; on CPU with fixed seeds the following losses equal an uninterrupted run's bit
 for bit (data order and augmentation depend only on seed and iteration, see
@@ -27,9 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from napari_m2mrf.classes import LesionClass, class_by_code
-from napari_m2mrf.errors import UserError
-from napari_m2mrf.models import build_model, load_checkpoint
+from napari_m2mrf.classes import LesionClass
 from training import distributed, sources
 from training.checkpointing import (
     BEST_MODEL,
@@ -42,38 +41,15 @@ from training.checkpointing import (
 )
 from training.config import TrainingConfig, save_config
 from training.datasets import SampleRecord, TrainingDataset
+from training.slide_samples import SlideRecord
 from training.evaluation import evaluate
 from training.event_log import EventLog
 from training.events import CheckpointSaved, Evaluated, Event, Finished, IterationDone, Started
 from training.losses import SegmentationLoss
+from training.networks import build_network, forward_losses
 from training.sampling import IterationBatchSampler
 from training.schedules import build_optimizer, learning_rate, set_learning_rate
 from training.transforms import training_transform
-
-
-def lesion_classes(codes: list[str]) -> tuple[LesionClass, ...]:
-    """The fundus classes named by ``codes`` (``UserError`` for an unknown code)."""
-    try:
-        return tuple(class_by_code(code) for code in codes)
-    except KeyError as exc:
-        raise UserError(f"data.classes: {exc.args[0]}") from None
-
-
-def build_network(config: TrainingConfig, classes: tuple[LesionClass, ...], multilabel: bool) -> nn.Module:
-    """The registry model with one output per lesion (multi-label) or background + lesions,
-    initialised from ``model.init_checkpoint`` when one is given."""
-    outputs = len(classes) if multilabel else len(classes) + 1
-    model = build_model(config.model.name, **{**config.model.options, "num_classes": outputs})
-    if config.model.init_checkpoint:
-        trained, _ = load_checkpoint(config.model.init_checkpoint)
-        try:
-            model.load_state_dict(trained.state_dict())
-        except RuntimeError as exc:
-            raise UserError(
-                f"{config.model.init_checkpoint}: does not fit model {config.model.name} with {outputs} outputs "
-                f"({str(exc).splitlines()[0]})"
-            ) from None
-    return model
 
 
 class Trainer:
@@ -112,7 +88,7 @@ class Trainer:
         if run.threads:
             torch.set_num_threads(run.threads)
         torch.manual_seed(run.seed)
-        classes = lesion_classes(config.data.classes)
+        classes = sources.run_classes(config.data)
         loss_fn = SegmentationLoss(config.loss)
         model = self._model if self._model is not None else build_network(config, classes, loss_fn.multilabel)
         network = distributed.wrap_model(model, processes, config.model.sync_batchnorm)
@@ -174,8 +150,7 @@ class Trainer:
             images = images.to(processes.device, non_blocking=True)
             targets = targets.to(processes.device, non_blocking=True)
             with torch.autocast(processes.device.type, dtype=torch.float16, enabled=use_amp):
-                logits = network(images)
-            losses = loss_fn(logits, targets)
+                losses = forward_losses(network, model, images, targets, loss_fn, config.deform.edge_normalize)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(losses["loss"]).backward()
@@ -209,13 +184,13 @@ class Trainer:
             if stopped:
                 break
 
-        best = self.output_dir / BEST_MODEL
-        yield Finished(done, stopped, str(self.output_dir / LAST_STATE), str(best) if best.exists() else "")
+        best = [p for p in (self.output_dir / BEST_MODEL, (self.output_dir / BEST_MODEL).with_suffix(".model.pt")) if p.exists()]
+        yield Finished(done, stopped, str(self.output_dir / LAST_STATE), str(best[0]) if best else "")
 
     def _evaluate(
         self,
         model: nn.Module,
-        records: list[SampleRecord],
+        records: list[SampleRecord] | list[SlideRecord],
         classes: tuple[LesionClass, ...],
         multilabel: bool,
         processes: distributed.Processes,

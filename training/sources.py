@@ -9,25 +9,31 @@ a plain folder has no splits. A class without a mask file for an image has no le
 ``generated``: semi-synthetic fundus images with exact masks (``sample_data.fundus``), written
 once in IDRiD layout into the sample-data cache: ``generated_train`` images of series
 ``generated_seed`` for training, ``generated_val`` of series ``generated_seed + 1`` for validation.
+``slides``: pyramidal slides with label pyramids (:mod:`training.slide_samples`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from napari_m2mrf.classes import LesionClass
+from napari_m2mrf.classes import LesionClass, class_by_code
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.datasets import list_dataset
 from napari_m2mrf.io.idrid_masks import IDRID_IMAGES_FOLDER, IDRID_SPLITS
 from training.config import DataConfig
 from training.datasets import SampleRecord
+from training.slide_samples import SlideRecord, slide_classes
 
 SPLIT_ALIASES = {"train": IDRID_SPLITS[0], "test": IDRID_SPLITS[1]}
 GENERATED_SCALE = 0.5
 
 
-def records(config: DataConfig, classes: tuple[LesionClass, ...], split: str, validation: bool) -> list[SampleRecord]:
+def records(
+    config: DataConfig, classes: tuple[LesionClass, ...], split: str, validation: bool
+) -> list[SampleRecord] | list[SlideRecord]:
     """The records of ``split`` for training or (``validation``) for evaluation."""
+    if config.kind == "slides":
+        return slide_records(config, validation)
     if config.kind == "pairs":
         return pair_records(config.val_pairs if validation else config.pairs)
     if config.kind == "generated":
@@ -37,8 +43,27 @@ def records(config: DataConfig, classes: tuple[LesionClass, ...], split: str, va
     return layout_records(root, "" if config.kind == "folder" else split, classes)
 
 
+def run_classes(config: DataConfig) -> tuple[LesionClass, ...]:
+    """The classes of the model's channels: fundus lesions by code, or a slide label pyramid's
+    classes by name (read from the first training slide)."""
+    if config.kind == "slides":
+        return slide_classes(slide_records(config, validation=False)[0], config.classes)
+    try:
+        return tuple(class_by_code(code) for code in config.classes)
+    except KeyError as exc:
+        raise UserError(f"data.classes: {exc.args[0]}") from None
+
+
+def slide_records(config: DataConfig, validation: bool) -> list[SlideRecord]:
+    """The training (or validation) slides."""
+    paths = config.val_slides if validation else config.slides
+    return [SlideRecord(Path(p).expanduser(), config.slide_labels, config.slide_level_size) for p in paths]
+
+
 def has_validation(config: DataConfig) -> bool:
     """Whether the config names validation images."""
+    if config.kind == "slides":
+        return bool(config.val_slides)
     if config.kind == "pairs":
         return bool(config.val_pairs)
     if config.kind == "generated":
