@@ -6,8 +6,9 @@ Baselines, run in the same process on the same pixels:
   compare the whole map and count TP, P and FN (``official_loop`` below);
 * scikit-learn's ``average_precision_score`` (the exact dense AP), which sorts every pixel.
 
-Prints seconds, peak traced memory (numpy allocations, ``tracemalloc``) and the ratios, and the
-dense AUPR's distance from scikit-learn next to its reported bound.
+Prints CPU seconds of the process (all three are single-threaded, so on a shared machine this is
+the wall time on an idle core), peak traced memory (numpy allocations, ``tracemalloc``) and the
+ratios, and the dense AUPR's distance from scikit-learn next to its reported bound.
 
 Run: ``.venv/bin/python benchmarks/bench_metrics.py [--repeats 3]``
 """
@@ -63,23 +64,23 @@ def streamed(probabilities: np.ndarray, masks: np.ndarray) -> dict:
 
 
 def best_seconds(functions: dict[str, Callable], args: tuple, repeats: int) -> dict[str, float]:
-    """Best wall time of each function over ``repeats`` rounds, the functions interleaved in each
+    """Best CPU time of each function over ``repeats`` rounds, the functions interleaved in each
     round so that load from other processes hits them alike."""
     best = dict.fromkeys(functions, float("inf"))
     for _ in range(repeats):
         for name, function in functions.items():
-            start = time.perf_counter()
+            start = time.process_time()
             function(*args)
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], time.process_time() - start)
     return best
 
 
 def traced_run(function: Callable, args: tuple) -> tuple[float, float, object]:
-    """(seconds, peak memory traced while ``function`` runs in MiB, its result) of one run."""
+    """(CPU seconds, peak memory traced while ``function`` runs in MiB, its result) of one run."""
     tracemalloc.start()
-    start = time.perf_counter()
+    start = time.process_time()
     result = function(*args)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     return seconds, peak, result

@@ -239,10 +239,14 @@ def prediction_path(pred: Path, stem: str, code: str) -> Path:
         for extension in MASK_EXTENSIONS:
             if (folder / f"{name}{extension}").is_file():
                 return folder / f"{name}{extension}"
-    raise UserError(f"{pred / name}.tif: missing prediction for image {stem}, class {code} (also looked for .png, in {code}/)")
+    raise UserError(
+        f"{pred / name}.tif: missing prediction for image {stem}, class {code} (also looked for .png, in {code}/)"
+    )
 
 
-def load_image_pair(pred: Path, image: GroundTruthImage, classes: tuple[LesionClass, ...]) -> tuple[np.ndarray, np.ndarray]:
+def load_image_pair(
+    pred: Path, image: GroundTruthImage, classes: tuple[LesionClass, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (K, H, W) float32 in [0, 1], masks (K, H, W) bool) of one image.
 
     A class without a ground-truth mask is all background; the image's size then comes from its
