@@ -5,14 +5,14 @@ Steps, each timed (wall and process-CPU seconds, one run):
 1. read the low-resolution view (level 5, 1024²) and the ground-truth labels at the same level;
 2. the deformation module (paper variant, untrained) on the 512² view — its cost only;
 3. the density used for sampling: a simulated "edge-based" density (paper A.5) from the labels —
-   edge target + blurred object mask over a uniform floor — and the deformed sampler (eq. 3),
-   σ = 8 density pixels, giving a 512×512 grid in level-0 pixels;
+   edge target + blurred object mask over a uniform floor, at a moderate and a strong
+   concentration — and the deformed sampler (eq. 3), giving a 512×512 grid in level-0 pixels;
 4. :func:`sample_pyramid` at that grid (2 decoding threads), against the uniform 512×512 grid in
    the same process, and against what a level-0 bilinear read would have to decode.
 
 Bytes decoded are the chunks read × their uncompressed size (from the sampler's counts), checked
 against an independent count of the chunk keys the zarr store handed out (with their compressed
-sizes). Accuracy: for 400 random samples, the box average of level 0 over a window as wide as the
+sizes). Accuracy: for up to 80 random samples per level used, the box average of level 0 over a window as wide as the
 local sample spacing (the properly low-pass-filtered level 0) against our value and against a plain
 bilinear read of level 0.
 
@@ -70,11 +70,15 @@ def clock(run):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def simulated_edge_density(labels_lr: np.ndarray) -> torch.Tensor:
-    """``1×1×h×w`` density: uniform floor + edges and blurred masks of the labelled objects."""
+# name -> (σ of the deformed sampler in density pixels, weight of the label edges, weight of the objects)
+DENSITIES = {"moderate": (16.0, 100.0, 20.0), "strong": (8.0, 400.0, 60.0)}
+
+
+def simulated_edge_density(labels_lr: np.ndarray, edge_weight: float, object_weight: float) -> torch.Tensor:
+    """``1×1×h×w`` density: uniform floor + weighted edges and blurred masks of the labelled objects."""
     labels = torch.from_numpy(labels_lr.astype(np.int64))[None]
     objects = gaussian_blur((labels > 0).float()[None], sigma=2.0)
-    density = 1.0 + 400.0 * edge_target(labels) + 60.0 * objects
+    density = 1.0 + edge_weight * edge_target(labels) + object_weight * objects
     return density / density.sum()
 
 
@@ -126,63 +130,71 @@ def main() -> None:
     full_bytes = level_bytes(levels[0])
     rows = []
 
-    with PeakRSS() as memory:
-        view, wall, cpu = clock(lambda: np.asarray(levels[VIEW_LEVEL]))
-        rows.append(("read low-res view (level 5, 1024²)", wall, cpu))
-        labels5 = np.asarray(truth[str(VIEW_LEVEL)])
-        labels_lr = labels5.reshape(512, 2, 512, 2).max(axis=(1, 3))  # 512² class map; keeps small objects
-        image_lr = torch.from_numpy(view).float()[None] / 255
-        image_lr = torch.nn.functional.interpolate(image_lr, size=DENSITY, mode="area")
-        module = DeformationModule("paper").eval()
-        with torch.no_grad():
-            _, wall, cpu = clock(lambda: module(image_lr))
-        rows.append(("deformation module forward, 512² (paper variant)", wall, cpu))
-        sampler = DeformedSampler(sigma=8.0)
-
-        def build_grid() -> np.ndarray:
-            with torch.no_grad():
-                grid = sampler(simulated_edge_density(labels_lr), OUTPUT)
-            return grid_to_pixels(grid.double(), levels[0].shape[1:])[0].numpy()
-
-        points, wall, cpu = clock(build_grid)
-        rows.append(("density + deformed sampler → 512×512 grid", wall, cpu))
-        fetched.clear()
-        result, wall, cpu = clock(lambda: sample_pyramid(levels, factors, points, workers=2))
-        rows.append(("pyramid sampling, deformed grid", wall, cpu))
-    chunk_keys = [(key, size) for key, size in fetched if "/c/" in key]
+    view, wall, cpu = clock(lambda: np.asarray(levels[VIEW_LEVEL]))
+    rows.append(("read low-res view (level 5, 1024²)", wall, cpu))
+    labels5 = np.asarray(truth[str(VIEW_LEVEL)])
+    labels_lr = labels5.reshape(512, 2, 512, 2).max(axis=(1, 3))  # 512² class map; keeps small objects
+    image_lr = torch.nn.functional.interpolate(torch.from_numpy(view).float()[None] / 255, size=DENSITY, mode="area")
+    module = DeformationModule("paper").eval()
+    with torch.no_grad():
+        _, wall, cpu = clock(lambda: module(image_lr))
+    rows.append(("deformation module forward, 512² (paper variant, cost only)", wall, cpu))
 
     uniform = grid_to_pixels(uniform_grid(1, OUTPUT, dtype=torch.float64), levels[0].shape[1:])[0].numpy()
     fetched.clear()
     uniform_result, wall, cpu = clock(lambda: sample_pyramid(levels, factors, uniform, workers=2))
     rows.append(("baseline: pyramid sampling, uniform grid", wall, cpu))
+    reads = {"uniform": (uniform_result, len(fetched), sum(size for _, size in fetched), 0)}
+
+    results = {}
+    for name, (sigma, edge_weight, object_weight) in DENSITIES.items():
+        with PeakRSS() as memory:
+            def build_grid() -> np.ndarray:
+                with torch.no_grad():
+                    density = simulated_edge_density(labels_lr, edge_weight, object_weight)
+                    grid = DeformedSampler(sigma=sigma)(density, OUTPUT)
+                return grid_to_pixels(grid.double(), levels[0].shape[1:])[0].numpy()
+
+            points, wall, cpu = clock(build_grid)
+            rows.append((f"{name} density + deformed sampler → 512×512 grid", wall, cpu))
+            fetched.clear()
+            result, wall, cpu = clock(lambda: sample_pyramid(levels, factors, points, workers=2))
+            rows.append((f"{name} density: pyramid sampling", wall, cpu))
+        chunk_values = [size for key, size in fetched if "/c/" in key]
+        reads[name] = (result, len(chunk_values), sum(chunk_values), memory.increase)
+        results[name] = (points, result)
 
     print("\n| step | wall s | CPU s |\n|---|---|---|")
     for name, wall, cpu in rows:
         print(f"| {name} | {wall:.3f} | {cpu:.3f} |")
-    stats = result.stats
-    print(f"\nsamples per level (deformed grid): {dict(zip(*np.unique(result.level, return_counts=True)))}")
-    print(f"chunks decoded per level: {stats.chunks_per_level} (total {stats.chunks}); store handed out "
-          f"{len(chunk_keys)} chunk values, {sum(s for _, s in chunk_keys) / 2**20:.1f} MiB compressed")
-    print(f"bytes decoded: {stats.bytes_decoded / 2**20:.1f} MiB = {100 * stats.bytes_decoded / full_bytes:.3f} % "
-          f"of level 0 ({full_bytes / 2**30:.2f} GiB)")
-    print(f"uniform grid: {uniform_result.stats.chunks} chunks, "
-          f"{100 * uniform_result.stats.bytes_decoded / full_bytes:.3f} % of level 0")
-    naive_chunks = level0_chunks_under(points, levels[0].chunks[-1])
-    print(f"a level-0 bilinear read of the deformed grid would decode {naive_chunks} chunks = "
-          f"{100 * naive_chunks * 3 * 512 * 512 / full_bytes:.1f} % of level 0")
-    print(f"peak RSS increase during steps 1-4: {memory.increase / 2**20:.0f} MiB")
+    print("\n| grid | samples per level 0..6 | chunks decoded per level | chunk values from the store (compressed MiB) "
+          "| decoded MiB | % of level 0 | peak RSS increase MiB (grid + sampling) |\n|---|---|---|---|---|---|---|")
+    for name, (result, count, compressed, rss) in reads.items():
+        per_level = np.bincount(result.level.ravel(), minlength=len(levels)).tolist()
+        decoded = result.stats.bytes_decoded
+        print(f"| {name} | {per_level} | {result.stats.chunks_per_level} | {count} ({compressed / 2**20:.1f}) "
+              f"| {decoded / 2**20:.1f} | {100 * decoded / full_bytes:.3f} | {rss / 2**20:.0f} |")
+    print(f"(level 0: {full_bytes / 2**30:.2f} GiB decoded)")
 
     rng = np.random.default_rng(0)
-    flat_points = points.reshape(-1, 2)
-    spacing = local_spacing(points).reshape(-1)
-    picks = rng.choice(len(flat_points), size=400, replace=False)
-    reference = box_reference(level0, flat_points[picks], spacing[picks])
-    ours = result.values.reshape(-1, 3)[picks]
-    naive = bilinear_level0(level0, flat_points[picks])
-    for name, values in (("pyramid sampling", ours), ("bilinear read of level 0", naive)):
-        error = np.abs(values - reference)
-        print(f"{name} vs box-filtered level 0 (400 samples): mean abs error {error.mean():.2f}, "
-              f"99th percentile {np.percentile(error, 99):.1f} grey levels")
+    for name, (points, result) in results.items():
+        naive_chunks = level0_chunks_under(points, levels[0].chunks[-1])
+        print(f"\n{name}: a level-0 bilinear read would decode {naive_chunks} chunks = "
+              f"{100 * naive_chunks * 3 * 512 * 512 / full_bytes:.1f} % of level 0")
+        flat_points = points.reshape(-1, 2)
+        spacing = local_spacing(points).reshape(-1)
+        level_of = result.level.reshape(-1)
+        picks = np.concatenate([  # up to 80 random samples from each level used: fine levels count too
+            rng.choice(np.flatnonzero(level_of == k), size=min(80, np.count_nonzero(level_of == k)), replace=False)
+            for k in np.unique(level_of)
+        ])
+        reference = box_reference(level0, flat_points[picks], spacing[picks])
+        ours = result.values.reshape(-1, 3)[picks]
+        naive = bilinear_level0(level0, flat_points[picks])
+        for label, values in (("pyramid sampling", ours), ("bilinear read of level 0", naive)):
+            error = np.abs(values - reference)
+            print(f"{name}: {label} vs box-filtered level 0 ({len(picks)} samples, ≤ 80 per level): mean abs error "
+                  f"{error.mean():.2f}, 99th percentile {np.percentile(error, 99):.1f} grey levels")
     print(f"\nload average after: {psutil.getloadavg()}")
     print("GPU: none in this session (CPU only)")
 
