@@ -1,0 +1,74 @@
+"""``napari-m2mrf predict``: batch lesion prediction over files and folders, one workspace per input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from napari_m2mrf.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment lesions in many images, one workspace per input",
+        description="Run a lesion model on files and folders of fundus photographs. Each input gets "
+        "OUT/<name>.m2mrf.zarr (image, labels/prediction, probabilities, provenance); --masks also writes "
+        "IDRiD-style 1-bit masks to OUT/masks. --workers or --scheduler spread the inputs over a "
+        "dask.distributed cluster.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    parser.add_argument("--model", required=True, help="bundled model name, checkpoint file or registry name")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--mode", choices=["whole", "tiles"], default="whole",
+                        help="whole: official whole-image protocol (default); tiles: full-resolution sliding window")
+    parser.add_argument("--tile", type=int, default=1024, help="tile size in px for --mode tiles (default 1024)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default cpu)")
+    parser.add_argument("--thresholds", default="0.5,0.5,0.5,0.5", help="EX,HE,SE,MA thresholds (default 0.5 each)")
+    parser.add_argument("--masks", action="store_true", help="also write IDRiD-style masks to OUT/masks")
+    parser.add_argument("--probability-maps", action="store_true",
+                        help="also write 8-bit per-class probability TIFFs to OUT/probabilities (for evaluate)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, default=0, help="run on a local dask cluster of N worker processes")
+    group.add_argument("--scheduler", metavar="ADDRESS", help="run on the dask.distributed scheduler at ADDRESS")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary line per input")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _thresholds(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--thresholds must be four numbers separated by commas, got {text!r}") from None
+    if len(values) != 4 or not all(0.0 < v < 1.0 for v in values):
+        raise UserError(f"--thresholds must be four numbers between 0 and 1, got {text!r}")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_m2mrf.cli.text_progress import TextProgress
+    from napari_m2mrf.inference.batch import PredictOptions, collect_inputs, predict_many
+
+    if args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    if args.tile < 128:
+        raise UserError(f"--tile must be at least 128 px, got {args.tile}")
+    options = PredictOptions(
+        model=args.model, out_dir=args.out, mode=args.mode, device=args.device, tile=args.tile,
+        thresholds=_thresholds(args.thresholds), masks=args.masks, probability_maps=args.probability_maps,
+    )
+    inputs = collect_inputs(args.inputs)
+    progress = TextProgress("predict")
+    try:
+        results = predict_many(inputs, options, workers=args.workers, scheduler=args.scheduler, progress=progress)
+    finally:
+        progress.finish()
+    for result in results:
+        if args.json:
+            print(json.dumps(result))
+        else:
+            fractions = ", ".join(f"{code} {100 * v:.3f}%" for code, v in result["lesion_fraction"].items())
+            print(f"{result['input']} -> {result['workspace']} ({fractions}; {result['seconds']:.1f} s)")
+    return 0

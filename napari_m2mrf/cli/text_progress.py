@@ -1,0 +1,34 @@
+"""A one-line text progress bar for the command line (redrawn at most five times a second)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class TextProgress:
+    """``label [#####.....]  40% 4/10 message``, redrawn in place on ``stream``."""
+
+    def __init__(self, label: str, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.label, self.stream, self.width = label, stream, width
+        self.last_drawn = 0.0
+        self.drawn = False
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        if done < total and now - self.last_drawn < 0.2:
+            return
+        self.last_drawn = now
+        fraction = done / total if total else 1.0
+        filled = int(round(self.width * fraction))
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {100 * fraction:5.1f}% {done}/{total} {message}"
+        )
+        self.stream.flush()
+        self.drawn = True
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,106 @@
+"""``napari-m2mrf predict``: one workspace per input, IDRiD masks, and the same outputs serially and on a
+2-worker dask LocalCluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_m2mrf.io.idrid_masks import read_idrid_mask
+from napari_m2mrf.io.workspace import Workspace
+from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
+from sample_data.fundus import write_fundus_dataset
+
+CLI = str(Path(sys.executable).with_name("napari-m2mrf"))
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (untrained) HRNetV2-W18-small checkpoint that runs the images at 256 px."""
+    path = tmp_path_factory.mktemp("model") / "w18s.safetensors"
+    meta = {**fundus_metadata("idrid", {"purpose": "test"}), "input_size": [256, 256]}
+    save_checkpoint(path, build_model("hrnetv2_w18s", num_classes=4), meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_fundus_dataset(tmp_path_factory.mktemp("data"), 4, seed=3, scale=0.5)
+    return root / "1. Original Images" / "a. Training Set"
+
+
+def _predict(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, "predict", *args], capture_output=True, text=True, timeout=600)
+
+
+def _outputs(out: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    for workspace_path in sorted(out.glob("*.m2mrf.zarr")):
+        workspace = Workspace.open(workspace_path, mode="r")
+        arrays[workspace_path.name] = np.asarray(workspace.labels("prediction").levels[0])
+        arrays[workspace_path.name + ":probabilities"] = np.asarray(workspace.probabilities()[0])
+    return arrays
+
+
+def test_one_workspace_and_mask_set_per_input(small_model: Path, images: Path, tmp_path: Path) -> None:
+    result = _predict(str(images), "--model", str(small_model), "--out", str(tmp_path / "out"), "--masks", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 4
+    for summary in lines:
+        workspace = Workspace.open(summary["workspace"], mode="r")
+        assert workspace.has_image and "prediction" in workspace.label_names()
+        assert workspace.provenance["model"] == str(small_model)
+        labels = np.asarray(workspace.labels("prediction").levels[0])
+        stem = Path(summary["input"]).stem
+        for code, value in (("EX", 1), ("HE", 2), ("SE", 3), ("MA", 4)):
+            np.testing.assert_array_equal(read_idrid_mask(tmp_path / "out" / "masks" / f"{stem}_{code}.tif"), labels == value)
+
+
+def test_probability_maps_are_scored_by_evaluate(small_model: Path, images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _predict(str(images), "--model", str(small_model), "--out", str(out), "--probability-maps")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((out / "probabilities").glob("*_MA.tif"))) == 4
+    dataset_root = images.parents[1]
+    scored = subprocess.run(
+        [CLI, "evaluate", str(out / "probabilities"), str(dataset_root), "--format", "json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert scored.returncode == 0, scored.stderr
+    metrics = json.loads(scored.stdout)["metrics"]
+    assert metrics["images"] == 4 and set(metrics["per_class"]) == {"EX", "HE", "SE", "MA"}
+
+
+def test_two_dask_workers_give_the_serial_outputs(small_model: Path, images: Path, tmp_path: Path) -> None:
+    pytest.importorskip("dask.distributed")
+    serial = _predict(str(images), "--model", str(small_model), "--out", str(tmp_path / "serial"))
+    parallel = _predict(str(images), "--model", str(small_model), "--out", str(tmp_path / "dask"), "--workers", "2")
+    assert serial.returncode == 0 and parallel.returncode == 0, parallel.stderr[-2000:]
+    expected, got = _outputs(tmp_path / "serial"), _outputs(tmp_path / "dask")
+    assert len(expected) == 8 and expected.keys() == got.keys()
+    for key in expected:
+        if key.endswith(":probabilities"):
+            np.testing.assert_allclose(got[key].astype(np.float32), expected[key].astype(np.float32), atol=1e-3)
+        else:
+            assert (got[key] == expected[key]).mean() > 0.9999
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("MISSING", "--model", "hrnetv2_w18s", "--out", "OUT"), "no such file"),
+        (("IMAGES", "--model", "no_such_model", "--out", "OUT"), "unknown model"),
+        (("IMAGES", "--model", "hrnetv2_w18s", "--out", "OUT", "--thresholds", "0.5,2"), "--thresholds"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(images: Path, tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    mapping = {"MISSING": str(tmp_path / "missing.jpg"), "IMAGES": str(images), "OUT": str(tmp_path / "out")}
+    result = _predict(*[mapping.get(a, a) for a in args])
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
