@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_m2mrf.models.m2mrf import M2MRF
+from napari_m2mrf.models.m2mrf import M2MRF, assemble_patches, cut_patches, pointwise_conv
 
 
 def unfold_fold_m2mrf(op: M2MRF, x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ CASES = [
     (4, 4, 8.0, 2, 3, 8, 4, 64, 1),
     (16, 8, 0.5, 13, 10, 8, 4, 16, 4),
     (16, 16, 2.0, 7, 6, 8, 4, 16, 2),
-    (8, 6, 0.5, 9, 7, 4, 2, 4, 1),  # alpha < S²: the bottleneck is wider than e, 1x1 convs stay unfolded
+    (8, 6, 0.5, 9, 7, 4, 2, 4, 1),  # alpha < S²: the bottleneck is wider than e
     (8, 6, 2.0, 9, 7, 4, 2, 4, 2),
 ]
 
@@ -66,14 +66,6 @@ def test_matches_unfold_fold_in_float64(case: tuple, channels_last: bool) -> Non
     assert actual.shape == expected.shape == (2, c_out, max(int(height * scale), 1), max(int(width * scale), 1))
     relative = (actual - expected).abs().max() / expected.abs().max()
     assert relative < 1e-10
-
-
-def test_both_folding_paths_are_exercised() -> None:
-    """The default hyper-parameters fold both 1x1 convs; alpha < S² keeps them separate."""
-    folded = M2MRF(8, 8, 0.5)
-    separate = M2MRF(8, 6, 0.5, patch_size=4, compress_rate=2, alpha=4)
-    assert folded.fold_compressor and folded.fold_recover
-    assert not separate.fold_compressor and not separate.fold_recover
 
 
 @pytest.mark.parametrize("t", [1, 2, 3])
@@ -102,11 +94,12 @@ def test_every_parameter_receives_a_gradient(config: dict) -> None:
         assert parameter.grad.abs().sum() > 0, name
 
 
-def test_gradients_match_unfold_fold() -> None:
+@pytest.mark.parametrize("fold", [True, False])
+def test_gradients_match_unfold_fold(fold: bool) -> None:
     generator = torch.Generator().manual_seed(3)
     op = M2MRF(8, 4, 0.5, alpha=16, groups=2).double()
     randomise(op, generator)
-    x = torch.randn(1, 8, 11, 19, generator=generator, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 8, 11, 19, generator=generator, dtype=torch.float64, requires_grad=True)
     grads = []
     for forward in (op, lambda t: unfold_fold_m2mrf(op, t)):
         op.zero_grad()
@@ -130,3 +123,20 @@ def test_official_shapes_for_default_hyper_parameters() -> None:
     assert op.patch_reduce.weight.shape == (12, 768)
     assert op.patch_expand.weight.shape == (49152, 12)
     assert op.recover.weight.shape == (48, 12, 1, 1)
+
+
+def test_patch_cut_and_reassembly_are_adjoint_with_second_derivatives() -> None:
+    """gradcheck/gradgradcheck the custom autograd functions (padding, cropping) in float64."""
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: cut_patches(t, 4), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: cut_patches(t, 4), (x,))
+    rows = torch.randn(2 * 2 * 2, 3 * 16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda r: assemble_patches(r, 2, (2, 2), 4, (7, 5)), (rows,))
+    assert torch.autograd.gradgradcheck(lambda r: assemble_patches(r, 2, (2, 2), 4, (7, 5)), (rows,))
+
+
+def test_pointwise_conv_equals_conv2d() -> None:
+    weight, bias = torch.randn(5, 3, 1, 1), torch.randn(5)
+    for x in (torch.randn(2, 3, 4, 6), torch.randn(2, 3, 4, 6).contiguous(memory_format=torch.channels_last)):
+        assert torch.allclose(pointwise_conv(x, weight, bias), F.conv2d(x, weight, bias), atol=1e-6)
+        assert torch.allclose(pointwise_conv(x, weight, None), F.conv2d(x, weight), atol=1e-6)

@@ -16,13 +16,13 @@ A feature map ``N×C×H×W`` is resampled by ``δ = 2^±t``:
 Flattened patch vectors are ordered channel-major ``(channel, row, column)`` like ``nn.Unfold``; the
 official weights are stored in that order.
 
-Speed: every step is linear, so the compressor is folded into the first patch projection and the
-channel recover into the second whenever that costs fewer multiply-adds (always, for the defaults
-``S=8, α=64``, where ``f ≤ e``). The operator then is pad → reshape → two matmuls → reshape, with no
-``e``-channel intermediate maps and no Unfold/Fold copies; the folded weights are recomputed from
-the parameters on every call (differentiable, and cheap next to the matmuls), so training and
-inference share one exact code path. Input in ``channels_last`` memory gives ``channels_last`` output
-and keeps the patch copies contiguous along channels.
+Speed (measured in ``benchmarks/bench_m2mrf_operator.py``): patch cutting with the zero padding,
+and reassembly with the crop, are each one strided copy (custom autograd functions whose backward
+is the other one), not Unfold/Fold plus pad and crop passes; the 1×1 convs are single GEMMs
+(:func:`pointwise_conv`); the compressor bias is applied as its response after the first patch
+projection, so padding needs no pass of its own. Folding the 1×1 convs into the patch projections,
+or the two projections into one matrix, is exact but was measured slower on CPU: the folded
+matrices are far larger than the low-rank factors (the bottleneck ``f`` is tiny).
 """
 
 from __future__ import annotations
@@ -58,20 +58,20 @@ class PatchLinear(nn.Module):
         nn.init.xavier_uniform_(self.weight)
         nn.init.zeros_(self.bias)
 
-    def dense_weight(self) -> torch.Tensor:
-        """The equivalent ungrouped weight, ``out × in`` (block diagonal when ``groups > 1``)."""
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear map without the bias: ``B×in`` → ``B×out``."""
         if self.groups == 1:
-            return self.weight
-        return torch.block_diag(*self.weight.chunk(self.groups, dim=0))
+            return F.linear(x, self.weight)
+        g = self.groups
+        blocks = x.reshape(x.shape[0], g, self.in_features // g)
+        weight = self.weight.view(g, self.out_features // g, self.in_features // g)
+        return torch.einsum("bgi,goi->bgo", blocks, weight).reshape(x.shape[0], self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``B×in`` → ``B×out``."""
         if self.groups == 1:
             return F.linear(x, self.weight, self.bias)
-        g = self.groups
-        blocks = x.view(x.shape[0], g, self.in_features // g)
-        weight = self.weight.view(g, self.out_features // g, self.in_features // g)
-        return torch.einsum("bgi,goi->bgo", blocks, weight).reshape(x.shape[0], self.out_features) + self.bias
+        return self.project(x) + self.bias
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, groups={self.groups}"
@@ -81,34 +81,103 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def _cut_patches(x: torch.Tensor, size: int, channels_last: bool) -> torch.Tensor:
-    """``N×C×H×W`` (H, W multiples of ``size``) → ``(N·H/size·W/size)×(C·size²)`` patch vectors.
+def _axis_pieces(length: int, size: int) -> list[tuple[slice, int, int]]:
+    """Split an axis of ``length`` pixels into whole blocks of ``size`` plus one partial block.
 
-    Rows run over patches in ``(n, block row, block column)`` order. The vector order is
-    ``(channel, row, column)``, or ``(row, column, channel)`` when ``channels_last``.
+    Each piece is ``(pixel slice, number of blocks, pixels per block)``.
     """
-    n, c, h, w = x.shape
-    hb, wb = h // size, w // size
-    if channels_last:
-        patches = x.permute(0, 2, 3, 1).reshape(n, hb, size, wb, size, c).permute(0, 1, 3, 2, 4, 5)
-    else:
-        patches = x.reshape(n, c, hb, size, wb, size).permute(0, 2, 4, 1, 3, 5)
-    return patches.reshape(n * hb * wb, c * size * size)
+    whole, rest = divmod(length, size)
+    pieces = [(slice(0, whole * size), whole, size)] if whole else []
+    if rest:
+        pieces.append((slice(whole * size, length), 1, rest))
+    return pieces
 
 
-def _assemble_patches(
-    rows: torch.Tensor, n: int, blocks: tuple[int, int], channels: int, size: int, channels_last: bool
+def _blocks_view(rows: torch.Tensor, n: int, channels: int, blocks: tuple[int, int], size: int) -> torch.Tensor:
+    """``rows`` (``(N·Hb·Wb)×(C·size²)``, rows in ``(n, block row, block column)`` order, each row in
+    ``(channel, y, x)`` order) seen as ``N×C×Hb×size×Wb×size`` (a view, no copy)."""
+    return rows.view(n, blocks[0], blocks[1], channels, size, size).permute(0, 3, 1, 4, 2, 5)
+
+
+def _copy_regions(image: torch.Tensor, blocks: torch.Tensor, size: int, into_blocks: bool) -> None:
+    """Copy between an ``N×C×H×W`` image and the top-left ``H×W`` of a blocks view, in ≤ 4 strided copies."""
+    height, width = image.shape[-2:]
+    for rows, row_blocks, row_pixels in _axis_pieces(height, size):
+        for cols, col_blocks, col_pixels in _axis_pieces(width, size):
+            region = image[:, :, rows, cols].unflatten(2, (row_blocks, row_pixels)).unflatten(4, (col_blocks, col_pixels))
+            first_row, first_col = rows.start // size, cols.start // size
+            target = blocks[:, :, first_row : first_row + row_blocks, :row_pixels, first_col : first_col + col_blocks, :col_pixels]
+            if into_blocks:
+                target.copy_(region)
+            else:
+                region.copy_(target)
+
+
+def cut_patches(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``N×C×H×W`` → ``(N·Hb·Wb)×(C·size²)`` patch vectors, zero-padding bottom/right to whole patches.
+
+    ``Hb = ⌈H/size⌉``; one copy of ``x`` (pad and cut together); differentiable (the gradient is
+    :func:`assemble_patches` cropped back to ``H×W``).
+    """
+    return _CutPatches.apply(x, size, (-(-x.shape[2] // size), -(-x.shape[3] // size)))
+
+
+def assemble_patches(
+    rows: torch.Tensor, n: int, blocks: tuple[int, int], size: int, out_size: tuple[int, int]
 ) -> torch.Tensor:
-    """Inverse of :func:`_cut_patches`: ``(N·Hb·Wb)×(C·size²)`` → ``N×C×(Hb·size)×(Wb·size)``.
+    """``(N·Hb·Wb)×(C·size²)`` patches → contiguous ``N×C×H×W`` image cropped to ``out_size``, in one copy."""
+    return _AssemblePatches.apply(rows, n, blocks, size, out_size)
 
-    With ``channels_last`` the result is a ``channels_last`` tensor.
+
+class _CutPatches(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, size: int, blocks: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
+        n, c, height, width = x.shape
+        shape = (n * blocks[0] * blocks[1], c * size * size)
+        padded = height < blocks[0] * size or width < blocks[1] * size
+        rows = x.new_zeros(shape) if padded else x.new_empty(shape)
+        _copy_regions(x, _blocks_view(rows, n, c, blocks, size), size, into_blocks=True)
+        ctx.geometry = (n, blocks, size, (height, width))
+        return rows
+
+    @staticmethod
+    def backward(ctx, grad_rows: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        return assemble_patches(grad_rows.contiguous(), *ctx.geometry), None, None
+
+
+class _AssemblePatches(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, rows: torch.Tensor, n: int, blocks: tuple[int, int], size: int, out_size: tuple[int, int]
+    ) -> torch.Tensor:
+        channels = rows.shape[1] // (size * size)
+        image = rows.new_empty((n, channels, *out_size))
+        _copy_regions(image, _blocks_view(rows, n, channels, blocks, size), size, into_blocks=False)
+        ctx.geometry = (size, blocks)
+        return image
+
+    @staticmethod
+    def backward(ctx, grad_image: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        size, blocks = ctx.geometry
+        return _CutPatches.apply(grad_image, size, blocks), None, None, None, None
+
+
+def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """1×1 convolution as one matrix product: ``N×C×H×W`` → ``N×O×H×W`` (``weight``: ``O×C×1×1``).
+
+    Keeps the input's memory format. A plain GEMM whatever the thread count (PyTorch's own CPU 1×1
+    conv falls back to a slow unfold path single-threaded).
     """
-    hb, wb = blocks
-    if channels_last:
-        grid = rows.view(n, hb, wb, size, size, channels).permute(0, 1, 3, 2, 4, 5)
-        return grid.reshape(n, hb * size, wb * size, channels).permute(0, 3, 1, 2)
-    grid = rows.view(n, hb, wb, channels, size, size).permute(0, 3, 1, 4, 2, 5)
-    return grid.reshape(n, channels, hb * size, wb * size)
+    n, c, height, width = x.shape
+    matrix = weight.view(weight.shape[0], c)
+    if _is_channels_last(x):
+        return F.linear(x.permute(0, 2, 3, 1), matrix, bias).permute(0, 3, 1, 2)
+    flat = x.reshape(n, c, height * width)
+    if bias is None:
+        out = torch.matmul(matrix, flat)
+    else:
+        out = torch.baddbmm(bias.view(1, -1, 1).expand(n, -1, 1), matrix.expand(n, -1, -1), flat)
+    return out.view(n, -1, height, width)
 
 
 def _scale_exponent(scale: float) -> int:
@@ -172,11 +241,6 @@ class M2MRF(nn.Module):
         self.recover = nn.Conv2d(encoded, out_channels, kernel_size=1)
         self.reset_parameters()
 
-        # Fold a 1x1 conv into its neighbouring patch projection when that costs fewer multiply-adds.
-        s2, k2, f = patch_size**2, self.out_patch_size**2, bottleneck
-        self.fold_compressor = in_channels * s2 * f <= in_channels * encoded * s2 + s2 * encoded * f / groups
-        self.fold_recover = f * out_channels * k2 <= f * encoded * k2 / groups + k2 * encoded * out_channels
-
     def reset_parameters(self) -> None:
         """Xavier-uniform weights and zero biases everywhere (the official initialisation)."""
         for conv in (self.compressor, self.recover):
@@ -189,60 +253,26 @@ class M2MRF(nn.Module):
         """Spatial size of the output for an ``height×width`` input (official truncation, at least 1)."""
         return max(int(height * self.scale), 1), max(int(width * self.scale), 1)
 
-    def _encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Compressor folded into ``patch_reduce``: weight ``f×C_in×S²``, bias ``f``."""
-        e = self.encoded_channels
-        reduce = self.patch_reduce.dense_weight().view(-1, e, self.patch_size**2)
-        weight = torch.einsum("fes,ec->fcs", reduce, self.compressor.weight.view(e, self.in_channels))
-        bias = self.patch_reduce.bias + torch.einsum("fes,e->f", reduce, self.compressor.bias)
-        return weight, bias
-
-    def _decoder(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``patch_expand`` then the recover conv: weight ``C_out×k²×f``, bias ``C_out×k²`` (``k = δS``)."""
-        e = self.encoded_channels
-        expand = self.patch_expand.dense_weight().view(e, self.out_patch_size**2, -1)
-        recover = self.recover.weight.view(self.out_channels, e)
-        weight = torch.einsum("oe,epf->opf", recover, expand)
-        bias = torch.einsum("oe,ep->op", recover, self.patch_expand.bias.view(e, -1)) + self.recover.bias[:, None]
-        return weight, bias
+    def _compressor_bias_response(self) -> torch.Tensor:
+        """``patch_reduce`` (without its bias) of a patch holding the compressor bias at every pixel, ``f``."""
+        bias_patch = self.compressor.bias.repeat_interleave(self.patch_size**2)  # (channel, y, x) order
+        return self.patch_reduce.project(bias_patch[None])[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``N×C_in×H×W`` → ``N×C_out×max(⌊δH⌋,1)×max(⌊δW⌋,1)``."""
         n, _, height, width = x.shape
-        size, k = self.patch_size, self.out_patch_size
-        channels_last = _is_channels_last(x)
-        pad_h, pad_w = -height % size, -width % size
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-        blocks = (x.shape[2] // size, x.shape[3] // size)
-
-        # The folded weights are built in float32 even under autocast; the matmuls then autocast.
-        with torch.autocast(x.device.type, enabled=False):
-            encoder = self._encoder() if self.fold_compressor else None
-            decoder = self._decoder() if self.fold_recover else None
-
-        if encoder is not None:
-            weight, bias = encoder
-            if channels_last:  # patch vectors are (y, x, c) ordered
-                weight = weight.transpose(1, 2)
-            bottleneck = F.linear(_cut_patches(x, size, channels_last), weight.flatten(1), bias)
-        else:
-            bottleneck = self.patch_reduce(_cut_patches(self.compressor(x), size, channels_last=False))
-
-        if decoder is not None:
-            weight, bias = decoder
-            if channels_last:  # emit (y, x, c) ordered patches that reassemble into channels_last
-                weight, bias = weight.transpose(0, 1), bias.t()
-            rows = F.linear(bottleneck, weight.flatten(0, 1), bias.flatten())
-            out = _assemble_patches(rows, n, blocks, self.out_channels, k, channels_last)
-        else:
-            patches = _assemble_patches(self.patch_expand(bottleneck), n, blocks, self.encoded_channels, k, False)
-            out = self.recover(patches)
-
-        out_h, out_w = self.output_size(height, width)
-        return out[:, :, :out_h, :out_w]
+        size = self.patch_size
+        blocks = (-(-height // size), -(-width // size))
+        # Compressing without the bias, zero-padding, then adding the bias's response to every patch is
+        # the same as compressing the zero-padded input (padded pixels carry the bias, as officially).
+        encoded = pointwise_conv(x, self.compressor.weight, None)
+        patches = cut_patches(encoded, size)
+        bottleneck = self.patch_reduce(patches) + self._compressor_bias_response()
+        expanded = self.patch_expand(bottleneck)
+        out = assemble_patches(expanded, n, blocks, self.out_patch_size, self.output_size(height, width))
+        if _is_channels_last(x):
+            out = out.contiguous(memory_format=torch.channels_last)
+        return pointwise_conv(out, self.recover.weight, self.recover.bias)
 
     def extra_repr(self) -> str:
         return (
