@@ -60,6 +60,7 @@ def test_real_generic_tiled_pyramid(shared_data: Path) -> None:
     assert meta["multiscale"] and len(data) == 4 and meta["scale"] == (1.0, 1.0)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ome_zarr")
 @pytest.mark.parametrize("version", ["FormatV04", "FormatV05"])
 def test_ome_zarr_written_by_ome_zarr_py(tmp_path: Path, version: str) -> None:
     import ome_zarr.format
@@ -70,7 +71,7 @@ def test_ome_zarr_written_by_ome_zarr_py(tmp_path: Path, version: str) -> None:
     store = tmp_path / "image.ome.zarr"
     group = zarr.open_group(str(store), mode="w", zarr_format=fmt.zarr_format)
     write_image(
-        image, group, fmt=fmt, axes="cyx", scale_factors=[2, 4], scale={"y": 0.3, "x": 0.3},
+        image, group, fmt=fmt, axes="cyx", scale_factors=[2, 4], scale={"c": 1.0, "y": 0.3, "x": 0.3},
         axes_units={"y": "micrometer", "x": "micrometer"},
     )
     pyramid = open_pyramid(store)
