@@ -109,7 +109,8 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     base = baseline(tiff, work / "baseline.zarr")
     print(row(f"baseline: in-memory, OME-TIFF {args.size}²", megabytes, base, None))
     print(row(f"convert OME-TIFF {args.size}² (JPEG tiles)", megabytes, convert(tiff, work / "from_tiff.zarr"), base))
-    print(row(f"convert OME-Zarr {args.size}² (zstd chunks)", megabytes, convert(slide_dir / "slide.ome.zarr", work / "from_zarr.zarr"), base))
+    from_zarr = convert(slide_dir / "slide.ome.zarr", work / "from_zarr.zarr")
+    print(row(f"convert OME-Zarr {args.size}² (zstd chunks)", megabytes, from_zarr, base))
     if IDRID_IMAGE.is_file():
         idrid_mb = 3 * 4288 * 2848 / 1e6
         jpeg_base = baseline(IDRID_IMAGE, work / "idrid_baseline.zarr")

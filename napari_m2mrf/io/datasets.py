@@ -53,7 +53,9 @@ def _layout_of(image: Path) -> tuple[str, Path, str] | None:
     return None
 
 
-def find_ground_truth(image: str | os.PathLike[str], classes: tuple[LesionClass, ...] = FUNDUS_CLASSES) -> GroundTruthFiles | None:
+def find_ground_truth(
+    image: str | os.PathLike[str], classes: tuple[LesionClass, ...] = FUNDUS_CLASSES
+) -> GroundTruthFiles | None:
     """The ground-truth files of ``image`` if it sits in a known layout (None otherwise)."""
     image = Path(image)
     found = _layout_of(image)

@@ -226,7 +226,8 @@ class Workspace:
     ) -> Iterator[Any]:
         """Write a label map piece by piece, then publish it as ``labels/<name>`` in one rename.
 
-        The pyramid gets as many levels as the workspace's image when the shapes match. Yields the level-0 zarr array ``(Y, X)`` uint8 (initially 0) to write regions into; on a
+        The pyramid gets as many levels as the workspace's image when the shapes match. Yields
+        the level-0 zarr array ``(Y, X)`` uint8 (initially 0) to write regions into; on a
         normal exit the coarser levels are built and the finished pyramid replaces any previous
         ``labels/<name>``. On an exception nothing changes.
         """

@@ -19,7 +19,9 @@ from napari_m2mrf.io.idrid_masks import write_idrid_mask
 POINTS_CSV_HEADER = ("y_px", "x_px")
 
 
-def idrid_mask_paths(folder: str | os.PathLike[str], name: str, classes: tuple[LesionClass, ...] = FUNDUS_CLASSES) -> dict[str, Path]:
+def idrid_mask_paths(
+    folder: str | os.PathLike[str], name: str, classes: tuple[LesionClass, ...] = FUNDUS_CLASSES
+) -> dict[str, Path]:
     """Per class code, ``<folder>/<name>_<CODE>.tif``."""
     return {cls.code: Path(folder) / f"{name}_{cls.code}.tif" for cls in classes}
 
@@ -51,7 +53,9 @@ def write_idrid_masks(
     return [write_idrid_mask(paths[cls.code], labels == cls.label) for cls in classes]
 
 
-def write_points_csv(points: np.ndarray, path: str | os.PathLike[str], features: Mapping[str, Sequence[Any]] | None = None) -> Path:
+def write_points_csv(
+    points: np.ndarray, path: str | os.PathLike[str], features: Mapping[str, Sequence[Any]] | None = None
+) -> Path:
     """Write ``points`` ``(N, 2)`` (level-0 pixels, ``y, x``) and optional per-point ``features`` to CSV, atomically."""
     points = np.asarray(points, dtype=np.float64)
     path = Path(path)
@@ -88,7 +92,9 @@ def read_points_csv(path: str | os.PathLike[str]) -> np.ndarray:
         raise UserError(f"{path}: malformed coordinates ({exc})") from None
 
 
-def level0_points(data: np.ndarray, scale: Sequence[float], translate: Sequence[float], level0_scale: Sequence[float]) -> np.ndarray:
+def level0_points(
+    data: np.ndarray, scale: Sequence[float], translate: Sequence[float], level0_scale: Sequence[float]
+) -> np.ndarray:
     """Map napari layer data coordinates ``(N, 2)`` to level-0 pixels of an image whose pixel size is ``level0_scale``.
 
     world = data · scale + translate; level-0 pixel = world / level0_scale.
