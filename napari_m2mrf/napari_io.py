@@ -48,6 +48,8 @@ def read_paths(path: PathOrPaths) -> list[Any]:
             layers += layer_data_for_path(one, progress=_napari_progress(Path(one).name), notify=_notify_info)
         except UserError as exc:
             _notify_error(str(exc))
+        except Exception as exc:  # a decoder's own failure on a broken file: still one message, no traceback
+            _notify_error(f"{one}: cannot be read ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")
     return layers or _NULL_LAYERS
 
 
