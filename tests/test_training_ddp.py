@@ -42,7 +42,8 @@ def write_blob_pairs(folder: Path, count: int) -> list[dict[str, str]]:
     return pairs
 
 
-def run_losses(command: list[str], config: Path) -> list[float]:
+def run_losses(command: list[str], config: Path) -> tuple[list[float], int]:
+    """Iteration losses and world size printed by a training command."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command + [str(config)], cwd=REPO, capture_output=True, text=True, timeout=400, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from napari_m2mrf.classes import LesionClass
+from napari_m2mrf.errors import UserError
 from training import distributed, sources
 from training.checkpointing import (
     BEST_MODEL,
@@ -100,7 +101,12 @@ class Trainer:
         start, best_score, best_iteration = 0, -math.inf, 0
         if self._resume is not None:
             state = load_training_state(self._resume)
-            model.load_state_dict(state["model"])
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError as exc:
+                raise UserError(
+                    f"{self._resume}: does not fit the configured model ({str(exc).splitlines()[0]})"
+                ) from None
             optimizer.load_state_dict(state["optimizer"])
             if scaler is not None and state["scaler"]:
                 scaler.load_state_dict(state["scaler"])
