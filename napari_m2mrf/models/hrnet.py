@@ -64,13 +64,10 @@ class HRNetConfig:
 
 
 def _standard(width: int, modules: tuple[int, int, int], blocks: int, stage1_blocks: int) -> HRNetConfig:
-    widths = tuple(width * 2**i for i in range(4))
-    return HRNetConfig(
-        stage1_blocks=stage1_blocks,
-        stages=tuple(
-            StageConfig(modules[s], (blocks,) * (s + 2), widths[: s + 2]) for s in range(3)
-        ),  # type: ignore[arg-type]
-    )
+    """Branch widths ``width·2^b``; stage ``s`` (2-4) has ``modules[s-2]`` modules of ``blocks`` blocks per branch."""
+    widths = tuple(width * 2**b for b in range(4))
+    stage2, stage3, stage4 = (StageConfig(modules[s], (blocks,) * (s + 2), widths[: s + 2]) for s in range(3))
+    return HRNetConfig(stage1_blocks=stage1_blocks, stages=(stage2, stage3, stage4))
 
 
 HRNET_CONFIGS: dict[str, HRNetConfig] = {

@@ -98,18 +98,15 @@ class KeyMapReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def describe_problems(self) -> str:
-        """One line: ``N missing (k1, k2, …); M unexpected (…); L mis-shaped (key: ours vs official)``."""
+        """One line: ``N missing (k1, k2, …); M unexpected (…); L mis-shaped (key: official shape vs ours)``."""
         groups = (("missing", self.missing), ("unexpected", self.unexpected), ("mis-shaped", self.mismatched))
         return "; ".join(f"{len(keys)} {label} ({', '.join(keys)})" for label, keys in groups if keys)
 
 
-def map_official_state_dict(
-    official: Mapping[str, torch.Tensor], model: nn.Module, prefix: str = ""
-) -> KeyMapReport:
+def map_official_state_dict(official: Mapping[str, torch.Tensor], model: nn.Module) -> KeyMapReport:
     """Convert ``official`` tensors into ``model``'s names and layouts.
 
-    ``prefix`` is prepended to every official key first (``"backbone."`` for a bare ImageNet
-    backbone file). Nothing is loaded into ``model``; the report lists what fits and what does not.
+    Nothing is loaded into ``model``; the report lists what fits and what does not.
     """
     ours = model.state_dict()
     report = KeyMapReport()
@@ -118,7 +115,7 @@ def map_official_state_dict(
         if not isinstance(tensor, torch.Tensor):
             report.unexpected.append(f"{official_key} (not a tensor)")
             continue
-        key = official_to_ours(prefix + official_key)
+        key = official_to_ours(official_key)
         if key not in ours:
             report.unexpected.append(official_key)
             continue
