@@ -69,21 +69,21 @@ def test_short_run_decreases_the_loss_and_writes_checkpoints(generated_root: Pat
         augment={"crop": [48, 48], "scale_range": [1.0, 1.0], "rotate90": False, "hflip": 0.0, "vflip": 0.0,
                  "photometric": False},
         optim={"name": "adam", "lr": 3e-3, "weight_decay": 0.0, "schedule": "constant"},
-        run={"iterations": 12, "batch_size": 3, "eval_every": 6},
+        run={"iterations": 10, "batch_size": 3, "eval_every": 5},
     )
     events = list(Trainer(config).run())
     losses = losses_of(events)
-    assert len(losses) == 12
+    assert len(losses) == 10
     assert losses[-1] < losses[0] - 0.01, losses
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
 
     assert isinstance(events[0], Started) and isinstance(events[-1], Finished) and not events[-1].stopped
     evaluations = [e for e in events if isinstance(e, Evaluated)]
-    assert [e.iteration for e in evaluations] == [6, 12]
+    assert [e.iteration for e in evaluations] == [5, 10]
     assert 0.0 <= evaluations[-1].mean["aupr_official_11pt"] <= 1.0
     assert set(evaluations[-1].per_class) == {"EX", "HE", "SE", "MA"}
     kinds = {(e.kind, e.iteration) for e in events if isinstance(e, CheckpointSaved)}
-    assert ("last", 12) in kinds and {k for k in kinds if k[0] == "best"} <= {("best", 6), ("best", 12)}
+    assert ("last", 10) in kinds and {k for k in kinds if k[0] == "best"} <= {("best", 5), ("best", 10)}
     assert any(kind == "best" for kind, _ in kinds)
 
     run_dir = tmp_path / "run"
@@ -244,11 +244,11 @@ def test_bad_label_file_is_a_user_error(tmp_path: Path) -> None:
 def test_cli_entry_points(generated_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from napari_m2mrf.cli import main
 
-    config = tiny_config(generated_root, tmp_path / "run", run={"iterations": 1})
+    config = tiny_config(generated_root, tmp_path / "run", run={"iterations": 5})
     path = save_config(config, tmp_path / "config.yaml")
-    assert main(["train", str(path), "--set", "run.iterations=2", "--output-dir", str(tmp_path / "other")]) == 0
+    assert main(["train", str(path), "--set", "run.iterations=1", "--output-dir", str(tmp_path / "other")]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["event"] for r in records][-1] == "finished" and records[-1]["iteration"] == 2
+    assert [r["event"] for r in records][-1] == "finished" and records[-1]["iteration"] == 1
     assert (tmp_path / "other" / "last.pt").is_file() and not (tmp_path / "run").exists()
 
     assert main(["train", str(tmp_path / "absent.yaml")]) == 2
@@ -257,3 +257,34 @@ def test_cli_entry_points(generated_root: Path, tmp_path: Path, capsys: pytest.C
     bad.write_text("run:\n  batch_size: 0\n")
     result = subprocess.run([sys.executable, "-m", "training", str(bad)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "run.batch_size" in result.stderr
+
+
+def test_stop_file_ends_the_cli_run_with_a_resumable_checkpoint(generated_root: Path, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from training.cli import STOP_FILE, main as train_main
+
+    output = tmp_path / "run"
+    config = tiny_config(generated_root, output, run={"iterations": 1000})
+    path = save_config(config, tmp_path / "config.yaml")
+    (output).mkdir()
+    (output / STOP_FILE).write_text("left from an earlier run")  # removed at start, not obeyed
+
+    def press_stop() -> None:
+        events = output / "events.jsonl"
+        for _ in range(6000):
+            if events.is_file() and events.read_text().count('"event": "iteration"') >= 3:
+                (output / STOP_FILE).touch()
+                return
+            time.sleep(0.05)
+
+    presser = threading.Thread(target=press_stop)
+    presser.start()
+    assert train_main([str(path)]) == 0
+    presser.join()
+    records = [json.loads(line) for line in (output / "events.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "finished" and records[-1]["stopped"] is True
+    stopped_at = records[-1]["iteration"]
+    assert 3 <= stopped_at < 1000  # the stale STOP file did not stop it at iteration 1
+    assert torch.load(output / "last.pt", weights_only=True)["iteration"] == stopped_at
