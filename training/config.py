@@ -21,7 +21,8 @@ from napari_m2mrf.errors import UserError
 IDRID_MEAN = [116.513, 56.437, 16.309]
 IDRID_STD = [80.206, 41.232, 13.293]
 
-DATA_KINDS = ("idrid", "ddr", "folder", "pairs", "generated", "slides")
+DATA_KINDS = ("idrid", "ddr", "folder", "pairs", "generated", "slides", "workspaces")
+PYRAMID_KINDS = ("slides", "workspaces")
 LOSSES = ("dice", "bce", "cross_entropy", "focal")
 MULTILABEL_LOSSES = ("dice", "bce")
 OPTIMIZERS = ("sgd", "adam")
@@ -43,8 +44,10 @@ class DataConfig:
     ``generated_val`` images, or ``val_slides``; none named: no evaluation. ``slides``: pyramidal
     slides with a label pyramid named ``slide_labels`` (OME-Zarr ``labels/<name>`` or OME-TIFF
     ``ground_truth``), each read whole at the coarsest level whose long side is at least
-    ``slide_level_size`` pixels. ``classes``: in model-channel order, lesion codes (fundus) or the
-    label pyramid's class names (slides).
+    ``slide_level_size`` pixels. ``workspaces``: plugin workspaces (``<name>.m2mrf.zarr``) listed
+    in ``slides``/``val_slides``, trained on their ``slide_labels`` pyramid (e.g. ``corrected``,
+    the user's corrections) with fundus label values. ``classes``: in model-channel order, lesion
+    codes (fundus, workspaces) or the label pyramid's class names (slides).
     ``mean``/``std``: RGB normalisation on the 0-255 scale.
     """
 
@@ -303,7 +306,7 @@ def validate(config: TrainingConfig, source: str = "config") -> None:
     check(data.kind in DATA_KINDS, f"data.kind must be one of {', '.join(DATA_KINDS)}, got {data.kind!r}")
     check(data.kind not in ("idrid", "ddr", "folder") or bool(data.root), f"data.root is needed for kind {data.kind!r}")
     check(data.kind != "pairs" or bool(data.pairs), "data.pairs must list {image, labels} files for kind 'pairs'")
-    check(data.kind != "slides" or bool(data.slides), "data.slides must list slide files for kind 'slides'")
+    check(data.kind not in PYRAMID_KINDS or bool(data.slides), f"data.slides must list the files for kind {data.kind!r}")
     check(data.slide_level_size > 0, "data.slide_level_size must be > 0")
     for pair in data.pairs + data.val_pairs:
         check(set(pair) == {"image", "labels"}, f"each data pair needs exactly 'image' and 'labels', got {pair}")

@@ -9,7 +9,8 @@ a plain folder has no splits. A class without a mask file for an image has no le
 ``generated``: semi-synthetic fundus images with exact masks (``sample_data.fundus``), written
 once in IDRiD layout into the sample-data cache: ``generated_train`` images of series
 ``generated_seed`` for training, ``generated_val`` of series ``generated_seed + 1`` for validation.
-``slides``: pyramidal slides with label pyramids (:mod:`training.slide_samples`).
+``slides``: pyramidal slides with label pyramids (:mod:`training.slide_samples`); ``workspaces``:
+the plugin's workspaces read the same way, e.g. their ``corrected`` labels.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from napari_m2mrf.classes import LesionClass, class_by_code
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.datasets import list_dataset
 from napari_m2mrf.io.idrid_masks import IDRID_IMAGES_FOLDER, IDRID_SPLITS
-from training.config import DataConfig
+from training.config import PYRAMID_KINDS, DataConfig
 from training.datasets import SampleRecord
 from training.slide_samples import SlideRecord, slide_classes
 
@@ -32,7 +33,7 @@ def records(
     config: DataConfig, classes: tuple[LesionClass, ...], split: str, validation: bool
 ) -> list[SampleRecord] | list[SlideRecord]:
     """The records of ``split`` for training or (``validation``) for evaluation."""
-    if config.kind == "slides":
+    if config.kind in PYRAMID_KINDS:
         return slide_records(config, validation)
     if config.kind == "pairs":
         return pair_records(config.val_pairs if validation else config.pairs)
@@ -44,8 +45,8 @@ def records(
 
 
 def run_classes(config: DataConfig) -> tuple[LesionClass, ...]:
-    """The classes of the model's channels: fundus lesions by code, or a slide label pyramid's
-    classes by name (read from the first training slide)."""
+    """The classes of the model's channels: fundus lesions by code (workspaces included), or a
+    slide label pyramid's classes by name (read from the first training slide)."""
     if config.kind == "slides":
         return slide_classes(slide_records(config, validation=False)[0], config.classes)
     try:
@@ -62,7 +63,7 @@ def slide_records(config: DataConfig, validation: bool) -> list[SlideRecord]:
 
 def has_validation(config: DataConfig) -> bool:
     """Whether the config names validation images."""
-    if config.kind == "slides":
+    if config.kind in PYRAMID_KINDS:
         return bool(config.val_slides)
     if config.kind == "pairs":
         return bool(config.val_pairs)
