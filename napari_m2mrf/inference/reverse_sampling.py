@@ -30,6 +30,9 @@ from scipy.spatial import cKDTree
 Factors = float | tuple[float, float]
 
 _BLOCK = 1024  # regions are filled in blocks of at most this many pixels per side
+_DIRECT = 4  # blocks this small, with at most _DIRECT_CANDIDATES candidates, compare all pairs
+_DIRECT_CANDIDATES = 16
+_DIRECT_BATCH = 1 << 20  # pixel × candidate pairs per batch of that comparison
 
 
 def _factors(downsample: Factors) -> tuple[float, float]:
@@ -101,7 +104,7 @@ class ReverseSampler:
         out = np.empty((*self.values.shape[:-1], *shape), dtype=self.values.dtype)
 
         def write(window: tuple[slice, slice], index: np.ndarray) -> None:
-            np.take(self.values, index, axis=-1, out=out[(..., *window)])
+            out[(..., *window)] = np.take(self.values, index, axis=-1)
 
         self._for_each_block(rows, cols, downsample, write)
         return out
@@ -190,7 +193,8 @@ class ReverseSampler:
     def _refine(
         self, out: np.ndarray, first: _Group, local_y: np.ndarray, local_x: np.ndarray, fy: float, fx: float
     ) -> None:
-        """Split blocks into quarters until each has one candidate, writing finished blocks into ``out``.
+        """Split blocks into quarters until each has one candidate, writing finished blocks into ``out``;
+        small blocks with few candidates compare every pixel with every candidate.
 
         Distances are measured in level-0 units: level-pixel offsets scaled by ``(fy, fx)``.
         """
@@ -199,8 +203,11 @@ class ReverseSampler:
         stack = [first]
         while stack:
             group = stack.pop()
-            half = group.size // 2
             cand = group.candidates
+            if group.size == 1 or (group.size <= _DIRECT and cand.shape[1] <= _DIRECT_CANDIDATES):
+                self._assign_pixels(out, group, local_y, local_x, sy, sx)
+                continue
+            half = group.size // 2
             c = (half - 1) / 2
             # offsets from the top (left) quarters' centres and from the bottom (right) ones
             top = local_y[cand] - (group.rows[:, None] + c).astype(np.float32)
@@ -221,9 +228,6 @@ class ReverseSampler:
             quarter = np.tile(np.arange(4), len(cand))
             rows = group.rows[parent] + (quarter >> 1) * half
             cols = group.cols[parent] + (quarter & 1) * half
-            if half == 1:
-                out[rows, cols] = cand[parent, d2.argmin(axis=1)]
-                continue
             reach = np.float32(2 * c * math.hypot(fy, fx))
             bound = (np.sqrt(d2.min(axis=1)) + reach) * np.float32(1 + 1e-5) + np.float32(1e-3)
             keep = d2 <= (bound * bound)[:, None]
@@ -246,6 +250,28 @@ class ReverseSampler:
                 narrowed[r, slot] = cand[parent[chosen[r]], k]
                 stack.append(_Group(half, rows[chosen], cols[chosen], narrowed))
                 several, width = several[~bucket], 2 * width
+
+    @staticmethod
+    def _assign_pixels(
+        out: np.ndarray, group: _Group, local_y: np.ndarray, local_x: np.ndarray, sy: np.float32, sx: np.float32
+    ) -> None:
+        """Every pixel of each block gets its nearest candidate (squared distances are separable in y, x)."""
+        size, width = group.size, group.candidates.shape[1]
+        offsets = np.arange(size, dtype=np.float32)
+        blocks = out.reshape(out.shape[0] // size, size, out.shape[1] // size, size)
+        step = max(1, _DIRECT_BATCH // (size * size * width))
+        for start in range(0, len(group.rows), step):
+            cand = group.candidates[start : start + step]
+            rows, cols = group.rows[start : start + step], group.cols[start : start + step]
+            dy = local_y[cand][:, None, :] - (rows[:, None, None] + offsets[None, :, None]).astype(np.float32)
+            dx = local_x[cand][:, None, :] - (cols[:, None, None] + offsets[None, :, None]).astype(np.float32)
+            dy *= dy
+            dy *= sy
+            dx *= dx
+            dx *= sx
+            d2 = dy[:, :, None, :] + dx[:, None, :, :]  # blocks × size × size × K
+            nearest = np.take_along_axis(cand[:, None, None, :], d2.argmin(axis=-1)[..., None], axis=-1)[..., 0]
+            blocks[rows // size, :, cols // size, :] = nearest
 
 
 class ReverseFilledLevel:
