@@ -69,9 +69,13 @@ def stop(processes: Processes) -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: nn.Module, processes: Processes, sync_batchnorm: bool) -> nn.Module:
+def wrap_model(
+    model: nn.Module, processes: Processes, sync_batchnorm: bool, find_unused_parameters: bool = False
+) -> nn.Module:
     """``model`` on its device; under torchrun with synchronised BatchNorm (so the statistics are
-    those of the global batch, as in one process) inside DistributedDataParallel."""
+    those of the global batch, as in one process) inside DistributedDataParallel.
+    ``find_unused_parameters``: some parameters get no gradient (e.g. a deformation module in
+    front of the uniform sampler without edge loss)."""
     model.to(processes.device)
     if not processes.distributed:
         return model
@@ -81,7 +85,9 @@ def wrap_model(model: nn.Module, processes: Processes, sync_batchnorm: bool) -> 
         else:
             model = convert_batchnorm(model)
     device_ids = [processes.device.index] if processes.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def unwrap(model: nn.Module) -> nn.Module:

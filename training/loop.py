@@ -92,7 +92,9 @@ class Trainer:
         classes = sources.run_classes(config.data)
         loss_fn = SegmentationLoss(config.loss)
         model = self._model if self._model is not None else build_network(config, classes, loss_fn.multilabel)
-        network = distributed.wrap_model(model, processes, config.model.sync_batchnorm)
+        deform = config.deform
+        unused = deform.enabled and deform.sampler == "uniform" and config.loss.edge_weight == 0
+        network = distributed.wrap_model(model, processes, config.model.sync_batchnorm, find_unused_parameters=unused)
         model = distributed.unwrap(network)
         optimizer = build_optimizer(model.parameters(), config.optim)
         use_amp = run.amp and processes.device.type == "cuda"

@@ -12,8 +12,29 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_functional
 from torch import nn
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """``all_reduce(SUM)`` whose gradient is the sum of every process's gradient (the backward of
+    a sum that each process uses)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of ``tensor`` over all processes of the default group."""
+    return _SumOverProcesses.apply(tensor)
 
 
 class ProcessSyncBatchNorm2d(nn.BatchNorm2d):
@@ -25,11 +46,11 @@ class ProcessSyncBatchNorm2d(nn.BatchNorm2d):
             return super().forward(input)
         dims = (0, 2, 3)
         count = torch.full((1,), input.numel() / input.shape[1], dtype=input.dtype, device=input.device)
-        totals = dist_functional.all_reduce(torch.cat([input.sum(dim=dims), count]))
+        totals = sum_over_processes(torch.cat([input.sum(dim=dims), count]))
         pixels = totals[-1]
         mean = totals[:-1] / pixels
         centred = input - mean[None, :, None, None]
-        variance = dist_functional.all_reduce(centred.square().sum(dim=dims)) / pixels
+        variance = sum_over_processes(centred.square().sum(dim=dims)) / pixels
         output = centred * torch.rsqrt(variance + self.eps)[None, :, None, None]
         if self.affine:
             output = output * self.weight[None, :, None, None] + self.bias[None, :, None, None]
