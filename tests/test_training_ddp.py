@@ -52,6 +52,7 @@ def run_losses(command: list[str], config: Path) -> tuple[list[float], int]:
     return [r["losses"]["loss"] for r in records if r["event"] == "iteration"], records[0]["world_size"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.is_file() and shutil.which("torchrun") is None, reason="torchrun not installed")
 def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     pairs = write_blob_pairs(tmp_path, 6)

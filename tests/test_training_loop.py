@@ -130,6 +130,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run_bit_for_bit(
     assert all(torch.equal(final[name], reference_weights[name]) for name in reference_weights)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(
     generated_root: Path, tmp_path: Path, uninterrupted: tuple[list[float], dict]
 ) -> None:
