@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
-import time
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 
+from napari_m2mrf.cli.text_progress import TextProgress
 from napari_m2mrf.errors import UserError
 
 
@@ -54,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
     truth = _ground_truth(args.input, info.kind, source.shape[1:])
     workspace = _prepare_output(args.output, args.input, args.ngff, args.overwrite)
     level0_bytes = int(np.prod(source.shape)) * source.dtype.itemsize
-    bar = ProgressBar(sys.stderr, f"{args.input.name} → {args.output.name}", total_bytes=level0_bytes)
+    bar = TextProgress(f"{args.input.name} → {args.output.name}", total_bytes=level0_bytes)
     workspace.write_image(
         source.levels[0],
         pixel_size_um=source.pixel_size_um,
         name=source.name,
         chunk=args.chunk,
-        progress=None if args.quiet else bar.update,
+        progress=None if args.quiet else bar,
     )
     bar.finish()
     if truth is not None:
@@ -107,36 +105,3 @@ def _ground_truth(path: Path, kind: str, shape: tuple[int, int]):
     if not stored or tuple(stored[0].shape) != tuple(shape):
         return None
     return stored[0].levels[0], stored[0].colors, stored[0].names
-
-
-class ProgressBar:
-    """A one-line text progress bar on ``stream``; the rate is input (level-0) megabytes per second."""
-
-    def __init__(self, stream: TextIO, label: str, total_bytes: int, width: int = 30) -> None:
-        self.stream = stream
-        self.label = label
-        self.total_bytes = total_bytes
-        self.width = width
-        self.started = time.monotonic()
-        self.last_drawn = 0.0
-        self.drawn = False
-
-    def update(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last_drawn < 0.2:
-            return
-        self.last_drawn = now
-        fraction = done / total if total else 1.0
-        filled = int(round(self.width * fraction))
-        rate = fraction * self.total_bytes / max(now - self.started, 1e-6) / 1e6
-        self.stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {100 * fraction:5.1f}% "
-            f"{done}/{total} blocks {rate:6.1f} MB/s"
-        )
-        self.stream.flush()
-        self.drawn = True
-
-    def finish(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
