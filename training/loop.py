@@ -53,6 +53,18 @@ from training.schedules import build_optimizer, learning_rate, set_learning_rate
 from training.transforms import training_transform
 
 
+def _optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """Back-propagate ``loss`` and step (through the gradient scaler under float16 autocast)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 class Trainer:
     """One training run of ``config`` (see the module docstring)."""
 
@@ -155,18 +167,16 @@ class Trainer:
             began = time.perf_counter()
             lr = learning_rate(step, run.iterations, config.optim)
             set_learning_rate(optimizer, lr)
-            images = images.to(processes.device, non_blocking=True)
-            targets = targets.to(processes.device, non_blocking=True)
             with torch.autocast(processes.device.type, dtype=torch.float16, enabled=use_amp):
-                losses = forward_losses(network, model, images, targets, loss_fn, config.deform.edge_normalize)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(losses["loss"]).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                losses["loss"].backward()
-                optimizer.step()
+                losses = forward_losses(
+                    network,
+                    model,
+                    images.to(processes.device, non_blocking=True),
+                    targets.to(processes.device, non_blocking=True),
+                    loss_fn,
+                    config.deform.edge_normalize,
+                )
+            _optimise(losses["loss"], optimizer, scaler)
             done = step + 1
             reported = distributed.mean_over_processes(losses, processes)
             yield IterationDone(done, lr, reported, time.perf_counter() - began)
@@ -178,9 +188,8 @@ class Trainer:
                 yield Evaluated(done, score, metrics["mean"], metrics["per_class"])
                 if score > best_score:
                     best_score, best_iteration = score, done
-                    path = export_model(
-                        self.output_dir / BEST_MODEL, model, model_metadata(config, classes, loss_fn.multilabel, done, metrics["mean"])
-                    )
+                    meta = model_metadata(config, classes, loss_fn.multilabel, done, metrics["mean"])
+                    path = export_model(self.output_dir / BEST_MODEL, model, meta)
                     yield CheckpointSaved(done, "best", str(path), str(path))
             distributed.barrier(processes)
 
@@ -192,8 +201,9 @@ class Trainer:
             if stopped:
                 break
 
-        best = [p for p in (self.output_dir / BEST_MODEL, (self.output_dir / BEST_MODEL).with_suffix(".model.pt")) if p.exists()]
-        yield Finished(done, stopped, str(self.output_dir / LAST_STATE), str(best[0]) if best else "")
+        best_files = (self.output_dir / BEST_MODEL, (self.output_dir / BEST_MODEL).with_suffix(".model.pt"))
+        best = next((str(p) for p in best_files if p.exists()), "")
+        yield Finished(done, stopped, str(self.output_dir / LAST_STATE), best)
 
     def _evaluate(
         self,
