@@ -1,0 +1,379 @@
+"""Deformed-downsample segmentation of a whole slide (Jin et al.), written into the slide's workspace.
+
+One run, Qt-free (the Segment widget runs it in a worker thread, a script can call it directly):
+
+1. **Low-resolution view**: the coarsest pyramid level with both sides at least twice the
+   deformation module's input size is read whole and resized (antialiased) to that size.
+2. **Density → grid**: the deformation module gives the sampling density ``h_d×w_d``; the sampler
+   turns it into an ``h×w`` grid, i.e. ``h·w`` sampling locations in level-0 pixels ``(y, x)``.
+   ``sampler="uniform"`` is the uniform baseline at the same budget, through the same steps.
+3. **Deformed image**: the slide is sampled at those locations by
+   :func:`~napari_m2mrf.inference.pyramid_sampling.sample_pyramid` (each sample from the coarsest
+   level that resolves the local spacing, only the chunks under samples are decoded), in bands of
+   grid rows so a cancel is seen between bands.
+4. **Segmentation** of the ``h×w`` deformed image (float32 on CPU, autocast on GPU; on CUDA
+   out-of-memory the image is segmented in overlapping tiles of half the size, with a notice).
+5. **Reverse mapping**: the low-resolution labels become the lazy label map Π∘G⁻¹ (nearest
+   sample, :class:`~napari_m2mrf.inference.reverse_sampling.ReverseSampler`); level 0 is filled
+   block by block into the workspace's ``labels/prediction``, whose coarser levels are then built
+   (2×2 mode, as corrections are) and the pyramid is published in one rename. Sampling points
+   (``(N, 2)`` level-0 pixels), the deformation map and provenance are written too.
+
+``labels/corrected`` is never touched. A cancel (``CancelToken``) is honoured within one band,
+one network layer, one 2048² block or one pyramid block — well under 2 s — and leaves the
+workspace as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_m2mrf.errors import UserError
+from napari_m2mrf.inference.devices import choose_device, inference_precision
+from napari_m2mrf.inference.fundus import blend_ramp, checks_cancel_in_every_layer, probabilities_to_labels, tile_starts
+from napari_m2mrf.inference.progress import CancelToken, ProgressCallback, no_progress
+from napari_m2mrf.inference.pyramid_sampling import ReadStats, local_spacing, sample_pyramid
+from napari_m2mrf.inference.reverse_sampling import ReverseSampler
+from napari_m2mrf.io.pyramid import Pyramid
+from napari_m2mrf.models.deform import DeformedSegmenter, UniformSampler, grid_to_pixels, low_resolution_view
+
+PREDICTION = "prediction"
+CORRECTED = "corrected"
+SAMPLERS = ("learned", "uniform")
+BAND_SAMPLES = 16_384  # grid samples read per pyramid-sampling call (a cancel check between calls)
+WRITE_BLOCK = 2048  # level-0 pixels per side of one reverse-fill block written to the workspace
+MIN_OOM_TILE = 64
+# share of the progress bar per stage
+_STAGES = {"model": 2, "density": 3, "sample": 30, "segment": 15, "fill": 40, "levels": 10}
+
+
+@dataclass
+class SlideRequest:
+    """What to run.
+
+    ``model``: a model source for :func:`~napari_m2mrf.inference.model_source.resolve_model` that
+    holds a deformed-downsampling segmenter. ``sampler``: ``"learned"`` (the model's sampler) or
+    ``"uniform"`` (baseline). ``output_size``: ``(h, w)`` of the deformed image (default: the
+    checkpoint's). ``thresholds``: per class, for sigmoid models (default 0.5). ``workspace``:
+    where to write (default: beside the slide, see ``Workspace.for_source``).
+    """
+
+    model: str
+    device: str = "auto"
+    sampler: str = "learned"
+    output_size: tuple[int, int] | None = None
+    thresholds: Sequence[float] | None = None
+    workspace: Path | None = None
+    workers: int = 2
+
+
+@dataclass
+class SlideResult:
+    """What a run produced (everything level-0 is in the workspace; these are the small parts).
+
+    ``points``: ``h×w×2`` float32 sampling locations, level-0 pixels ``(y, x)``;
+    ``relative_density``: ``h×w`` local sample density over the uniform one (1 = uniform);
+    ``density``: ``h_d×w_d`` deformation map (sums to 1), each pixel ``density_downsample``
+    ``(f_y, f_x)`` level-0 pixels; ``deformed_image``: ``h×w×3`` uint8; ``labels``: ``h×w`` uint8
+    low-resolution prediction; ``read``: chunks and bytes decoded while sampling.
+    """
+
+    workspace: Path
+    image_shape: tuple[int, int]
+    pixel_size_um: float | None
+    points: np.ndarray
+    relative_density: np.ndarray
+    density: np.ndarray
+    density_downsample: tuple[float, float]
+    deformed_image: np.ndarray
+    labels: np.ndarray
+    class_names: dict[int, str]
+    class_colors: dict[int, tuple[float, ...]]
+    read: ReadStats
+    meta: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _Progress:
+    """Maps each stage's own ``(done, total)`` onto one 0…1000 bar, and checks for cancel."""
+
+    def __init__(self, callback: ProgressCallback, cancel: CancelToken | None) -> None:
+        self.callback, self.cancel = callback, cancel
+        self._starts, start = {}, 0
+        for name, share in _STAGES.items():
+            self._starts[name] = start
+            start += share
+        self._total = start
+
+    def __call__(self, stage: str, done: int, total: int, message: str) -> None:
+        if self.cancel is not None:
+            self.cancel.check()
+        fraction = (self._starts[stage] + _STAGES[stage] * done / max(total, 1)) / self._total
+        self.callback(int(round(1000 * fraction)), 1000, message)
+
+
+def relative_sample_density(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Local density ``h×w`` of a sampling grid ``h×w×2`` (level-0 ``(y, x)``) over the uniform density.
+
+    The area one sample stands for is the absolute Jacobian determinant of grid index → position
+    (central differences); a uniform ``h×w`` grid over an ``H×W`` image gives 1 everywhere.
+    """
+    points = np.asarray(points, np.float64)
+    h, w = points.shape[:2]
+    d_row = np.gradient(points, axis=0) if h > 1 else np.zeros_like(points)
+    d_col = np.gradient(points, axis=1) if w > 1 else np.zeros_like(points)
+    area = np.abs(d_row[..., 0] * d_col[..., 1] - d_row[..., 1] * d_col[..., 0])
+    uniform_area = image_size[0] * image_size[1] / (h * w)
+    return (uniform_area / np.maximum(area, 1e-6 * uniform_area)).astype(np.float32)
+
+
+def low_resolution_level(pyramid: Pyramid, size: tuple[int, int]) -> int:
+    """The coarsest level with both sides at least twice ``size`` (level 0 if none is that large)."""
+    usable = [k for k, level in enumerate(pyramid.levels) if min(a // b for a, b in zip(level.shape[-2:], size)) >= 2]
+    return usable[-1] if usable else 0
+
+
+def _value_scale(dtype: np.dtype, source: Path) -> float:
+    """Factor taking a slide's pixel values to the 0–255 scale of the normalisation."""
+    if dtype == np.uint8:
+        return 1.0
+    if dtype == np.uint16:
+        return 255.0 / 65535.0
+    raise UserError(f"{source}: slides must be 8- or 16-bit; this one is {dtype}")
+
+
+def _rgb(values: np.ndarray, source: Path) -> np.ndarray:
+    """``(…, C)`` → ``(…, 3)``: grey repeated, alpha dropped."""
+    channels = values.shape[-1]
+    if channels == 1:
+        return np.repeat(values, 3, axis=-1)
+    if channels in (3, 4):
+        return values[..., :3]
+    raise UserError(f"{source}: expected a grey or RGB(A) slide, found {channels} channels")
+
+
+def _normalise(rgb: np.ndarray, meta: dict) -> torch.Tensor:
+    """``h×w×3`` float on the 0–255 scale → ``1×3×h×w`` normalised with the checkpoint's mean/std."""
+    norm = meta["normalization"]
+    mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    return (tensor - mean) / std
+
+
+class _DeviceModel:
+    """A model on its device, run under the device's precision and the cancel hooks."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        self.device = device
+        self.model = model.eval().to(device)
+
+    def __call__(self, module: nn.Module, *inputs: torch.Tensor, cancel: CancelToken | None) -> torch.Tensor:
+        with inference_precision(self.device), checks_cancel_in_every_layer(module, cancel):
+            return module(*(x.to(self.device) for x in inputs))
+
+
+def _segment(
+    runner: _DeviceModel, seg_net: nn.Module, image: torch.Tensor, cancel: CancelToken | None,
+    notify: Callable[[str], None],
+) -> torch.Tensor:
+    """``K×h×w`` float32 CPU logits of the normalised deformed image ``1×3×h×w``.
+
+    Whole image first; on CUDA out-of-memory, overlapping tiles of half the previous size with
+    linearly blended logits (the notice says so), down to ``MIN_OOM_TILE`` px.
+    """
+    h, w = image.shape[-2:]
+    tile = max(h, w)
+    while True:
+        try:
+            if tile >= max(h, w):
+                return runner(seg_net, image, cancel=cancel).float().cpu()[0]
+            return _segment_tiles(runner, seg_net, image, tile, cancel)
+        except torch.OutOfMemoryError:
+            if tile // 2 < MIN_OOM_TILE:
+                raise UserError(f"out of GPU memory even with {tile} px tiles; choose the CPU") from None
+            torch.cuda.empty_cache()
+            tile //= 2
+            notify(f"out of GPU memory: segmenting the deformed image in {tile}×{tile} px tiles")
+
+
+def _segment_tiles(
+    runner: _DeviceModel, seg_net: nn.Module, image: torch.Tensor, tile: int, cancel: CancelToken | None
+) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    overlap = max(8, tile // 8)
+    blended, weight_sum = None, torch.zeros(h, w)
+    for y in tile_starts(h, tile, overlap):
+        for x in tile_starts(w, tile, overlap):
+            patch = image[..., y : y + tile, x : x + tile]
+            ph, pw = patch.shape[-2:]
+            logits = runner(seg_net, patch, cancel=cancel).float().cpu()[0]
+            if blended is None:
+                blended = torch.zeros(logits.shape[0], h, w)
+            weights = torch.from_numpy(
+                np.outer(blend_ramp(ph, overlap, y > 0, y + ph < h), blend_ramp(pw, overlap, x > 0, x + pw < w))
+            )
+            blended[:, y : y + ph, x : x + pw] += logits * weights
+            weight_sum[y : y + ph, x : x + pw] += weights
+    return blended / weight_sum
+
+
+def logits_to_labels(logits: torch.Tensor, meta: dict, thresholds: Sequence[float] | None = None) -> np.ndarray:
+    """``K×h×w`` logits → ``h×w`` uint8 label values of the checkpoint's classes.
+
+    ``output == "softmax"``: the most probable channel; ``"sigmoid"``: the most probable class
+    above its threshold (default 0.5), else background. NaN logits count as background.
+    """
+    logits = torch.nan_to_num(logits.float(), nan=-1e4)
+    values = np.array([int(c["label"]) for c in meta["classes"]], np.uint8)
+    if meta.get("output", "sigmoid") == "softmax":
+        return values[logits.argmax(dim=0).numpy()]
+    probabilities = torch.sigmoid(logits).numpy()
+    thresholds = thresholds if thresholds is not None else [0.5] * len(values)
+    return np.concatenate(([0], values)).astype(np.uint8)[probabilities_to_labels(probabilities, thresholds)]
+
+
+def label_style(meta: dict) -> tuple[dict[int, str], dict[int, tuple[float, ...]]]:
+    """Names and RGBA colours of the checkpoint's non-background classes, by label value."""
+    classes = [c for c in meta["classes"] if int(c["label"]) != 0]
+    return {int(c["label"]): str(c["name"]) for c in classes}, {int(c["label"]): tuple(c["color"]) for c in classes}
+
+
+def _open_workspace(source: Path, requested: Path | None):
+    from napari_m2mrf.io.workspace import Workspace
+
+    if requested is None and Workspace.is_workspace(source):
+        return Workspace.open(source)
+    return Workspace.for_source(source, requested)
+
+
+def _sample_deformed_image(
+    pyramid: Pyramid, points: np.ndarray, workers: int, progress: _Progress
+) -> tuple[np.ndarray, ReadStats]:
+    """``h×w×C`` float32 samples of the slide at ``points`` ``h×w×2``, band by band of grid rows."""
+    spacing = local_spacing(points)
+    h, w = points.shape[:2]
+    rows_per_band = max(1, BAND_SAMPLES // w)
+    values, stats = None, ReadStats()
+    for start in range(0, h, rows_per_band):
+        band = slice(start, min(h, start + rows_per_band))
+        progress("sample", start, h, f"sampling the slide: grid rows {start}–{band.stop} of {h}")
+        sampled = sample_pyramid(pyramid.levels, pyramid.downsamples, points[band], 0, spacing[band], workers)
+        if values is None:
+            values = np.empty((h, w, sampled.values.shape[-1]), np.float32)
+        values[band] = sampled.values
+        for level, chunks in sampled.stats.chunks_per_level.items():
+            stats.chunks_per_level[level] = stats.chunks_per_level.get(level, 0) + chunks
+        stats.bytes_decoded += sampled.stats.bytes_decoded
+    return values, stats
+
+
+def _write_prediction(workspace, sampler: ReverseSampler, shape: tuple[int, int], pixel_size_um, names, colors,
+                      progress: _Progress) -> None:
+    """Fill level 0 of ``labels/prediction`` block by block from the reverse sampler; build, publish."""
+    height, width = shape
+    blocks = [(y, x) for y in range(0, height, WRITE_BLOCK) for x in range(0, width, WRITE_BLOCK)]
+
+    def level_progress(done: int, total: int) -> None:
+        progress("levels", done, total, f"building coarser levels: block {done}/{total}")
+
+    with workspace.new_labels(
+        PREDICTION, shape, colors=colors, names=names, pixel_size_um=pixel_size_um, progress=level_progress
+    ) as level0:
+        for index, (y, x) in enumerate(blocks):
+            progress("fill", index, len(blocks), f"reverse mapping: block {index + 1}/{len(blocks)}")
+            rows, cols = slice(y, min(height, y + WRITE_BLOCK)), slice(x, min(width, x + WRITE_BLOCK))
+            level0[rows, cols] = sampler.fill(rows, cols)
+
+
+def run_slide_segmentation(
+    source: str | Path,
+    request: SlideRequest,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    notify: Callable[[str], None] = lambda message: None,
+) -> SlideResult:
+    """Segment the slide at ``source`` (any format ``open_pyramid`` reads) as ``request`` asks.
+
+    Raises ``Cancelled`` when cancelled (the workspace is then unchanged) and ``UserError`` for a
+    model that is not a deformed-downsampling segmenter or a slide it cannot read.
+    """
+    from napari_m2mrf.inference.model_source import resolve_model
+    from napari_m2mrf.io.slides import ensure_pyramid
+    from napari_m2mrf.models.checkpoints import file_sha256
+
+    start = time.perf_counter()
+    source = Path(source)
+    if request.sampler not in SAMPLERS:
+        raise UserError(f"sampler must be one of {', '.join(SAMPLERS)}; got {request.sampler!r}")
+    step = _Progress(progress, cancel)
+    step("model", 0, 1, f"loading {request.model}")
+    model, meta = resolve_model(request.model)
+    if not isinstance(model, DeformedSegmenter):
+        raise UserError(f"{request.model}: a fundus model; a slide needs a deformed-downsampling (slide) model")
+    pyramid = ensure_pyramid(source)
+    height, width = (int(s) for s in pyramid.shape[-2:])
+    scale = _value_scale(pyramid.dtype, source)
+    runner = _DeviceModel(model, choose_device(request.device))
+    output_size = tuple(request.output_size or model.output_size)
+
+    level = low_resolution_level(pyramid, model.density_size)
+    step("density", 0, 1, f"deformation map from level {level}")
+    overview = _rgb(np.moveaxis(np.asarray(pyramid.levels[level][:], np.float32), 0, -1), source) * scale
+    view = low_resolution_view(_normalise(overview, meta), model.density_size)
+    density = runner(model.deformation, view, cancel=cancel).float()
+    sampler = UniformSampler() if request.sampler == "uniform" else model.sampler
+    with torch.inference_mode():
+        grid = sampler(density, output_size).float().cpu()
+    points = grid_to_pixels(grid[0], (height, width)).double().numpy()
+
+    values, read = _sample_deformed_image(pyramid, points, request.workers, step)
+    rgb = _rgb(values, source) * scale
+    step("segment", 0, 1, f"segmenting the {output_size[0]}×{output_size[1]} deformed image")
+    logits = _segment(runner, model.seg_net, _normalise(rgb, meta), cancel, notify)
+    labels = logits_to_labels(logits, meta, request.thresholds)
+    names, colors = label_style(meta)
+
+    workspace = _open_workspace(source, request.workspace)
+    reverse = ReverseSampler(points, labels, workers=request.workers)
+    _write_prediction(workspace, reverse, (height, width), pyramid.pixel_size_um, names, colors, step)
+    density_map = density[0, 0].cpu().numpy()
+    density_downsample = (height / density_map.shape[0], width / density_map.shape[1])
+    workspace.write_sampling_points(points.reshape(-1, 2))
+    workspace.write_deformation(density_map, downsample=density_downsample[0])
+    checkpoint = Path(request.model)
+    workspace.record_provenance(
+        model=request.model,
+        arch=meta.get("arch"),
+        checkpoint_sha256=file_sha256(checkpoint) if checkpoint.is_file() else None,
+        kind="deformed downsampling",
+        sampler=request.sampler,
+        output_size=list(output_size),
+        density_size=list(model.density_size),
+        density_downsample=list(density_downsample),
+        device=str(runner.device),
+    )
+    progress(1000, 1000, "done")
+    return SlideResult(
+        workspace=workspace.path,
+        image_shape=(height, width),
+        pixel_size_um=pyramid.pixel_size_um,
+        points=points.astype(np.float32),
+        relative_density=relative_sample_density(points, (height, width)),
+        density=density_map,
+        density_downsample=density_downsample,
+        deformed_image=np.clip(rgb + 0.5, 0, 255).astype(np.uint8),
+        labels=labels,
+        class_names=names,
+        class_colors=colors,
+        read=read,
+        meta=meta,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,216 @@
+"""Checkpoints of deformed-downsampling segmenters (Jin et al.) and one loader for every model file.
+
+A deformed checkpoint is the same container as :mod:`napari_m2mrf.models.checkpoints` (one
+``.safetensors`` file: tensors plus the ``"napari_m2mrf"`` JSON metadata entry) holding the whole
+:class:`~napari_m2mrf.models.deform.DeformedSegmenter` state (``seg_net.*`` and ``deformation.*``).
+``arch``/``model`` describe the segmentation network (registry name and build kwargs) and two
+entries are added::
+
+    "kind": "deformed",
+    "deformed": {"output_size": [h, w], "density_size": [h_d, w_d], "sampler": "deformed" | "uniform",
+                 "sigma": σ (density pixels), "truncate": t, "aspect_ratio": 1.0 | "grid",
+                 "deformation": "paper" | "official", "edge_weight": γ}
+
+``output`` says how logits become probabilities: ``"softmax"`` (channel 0 is background, as the
+trainer's slide models) or ``"sigmoid"`` (one channel per class). Fundus checkpoints have no
+``kind`` (or ``"fundus"``).
+
+:func:`load_model_file` opens any model file: a fundus or deformed ``.safetensors`` checkpoint,
+or the trainer's ``<stem>.model.pt`` export of a deformed model (``{"model": state_dict, "meta":
+meta}``, read with ``torch.load(weights_only=True)``; its build settings come from the training
+config in ``meta["provenance"]["config"]``). Loading never executes code from a file.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from napari_m2mrf.errors import UserError
+from napari_m2mrf.io.atomic import atomic_path
+from napari_m2mrf.models.checkpoints import (
+    FORMAT,
+    FORMAT_VERSION,
+    METADATA_KEY,
+    _check_metadata,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    weights_sha256,
+)
+from napari_m2mrf.models.deform import DeformationModule, DeformedSampler, DeformedSegmenter, UniformSampler
+from napari_m2mrf.models.registry import build_uninitialised
+
+DEFORMED_KIND = "deformed"
+TRAINER_EXPORT_SUFFIX = ".model.pt"
+
+
+def is_deformed(meta: Mapping[str, Any]) -> bool:
+    """True when checkpoint metadata describes a deformed-downsampling segmenter."""
+    return meta.get("kind") == DEFORMED_KIND
+
+
+def deformed_settings(model: DeformedSegmenter) -> dict[str, Any]:
+    """The JSON ``"deformed"`` entry describing ``model``'s sizes, sampler and deformation module."""
+    sampler = model.sampler
+    settings: dict[str, Any] = {
+        "output_size": list(model.output_size),
+        "density_size": list(model.density_size),
+        "deformation": getattr(model.deformation, "variant", "paper"),
+        "edge_weight": model.edge_weight,
+    }
+    if isinstance(sampler, DeformedSampler):
+        settings.update(sampler="deformed", sigma=sampler.sigma, truncate=sampler.truncate,
+                        aspect_ratio=sampler.aspect_ratio)
+    elif isinstance(sampler, UniformSampler):
+        settings["sampler"] = "uniform"
+    else:
+        raise ValueError(f"cannot describe sampler {type(sampler).__name__}")
+    return settings
+
+
+def build_deformed(seg_net: nn.Module, settings: Mapping[str, Any]) -> DeformedSegmenter:
+    """A :class:`DeformedSegmenter` around ``seg_net`` as the ``"deformed"`` entry ``settings`` says."""
+    if settings.get("sampler", "deformed") == "uniform":
+        sampler: nn.Module = UniformSampler()
+    else:
+        aspect = settings.get("aspect_ratio", 1.0)
+        sampler = DeformedSampler(
+            sigma=float(settings["sigma"]), truncate=float(settings.get("truncate", 1.0)),
+            aspect_ratio=aspect if aspect == "grid" else float(aspect),
+        )
+    return DeformedSegmenter(
+        seg_net,
+        output_size=tuple(settings["output_size"]),
+        density_size=tuple(settings.get("density_size") or settings["output_size"]),
+        sampler=sampler,
+        deformation=DeformationModule(settings.get("deformation", "paper")),
+        edge_weight=float(settings.get("edge_weight", 0.0)),
+    )
+
+
+def save_deformed_checkpoint(
+    path: str | Path, model: DeformedSegmenter, meta: Mapping[str, Any], dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
+    """Write ``model`` (its ``seg_net`` built by ``build_model``) and ``meta`` to one ``.safetensors`` file.
+
+    ``meta`` needs ``classes`` (one per output channel), ``normalization``, ``input_size`` and
+    ``provenance``, as fundus checkpoints, plus ``output`` (``"softmax"`` or ``"sigmoid"``).
+    Returns the metadata written.
+    """
+    config = dict(getattr(model.seg_net, "build_config", {}))
+    if "arch" not in config:
+        raise ValueError("the segmentation network must come from build_model (it has no build_config)")
+    if meta.get("output") not in ("softmax", "sigmoid"):
+        raise ValueError("meta['output'] must be 'softmax' or 'sigmoid'")
+    arch = config.pop("arch")
+    _check_metadata(meta, int(config["num_classes"]), str(path))
+    state = {
+        name: (t.to(dtype) if t.is_floating_point() else t).detach().cpu().contiguous()
+        for name, t in model.state_dict().items()
+    }
+    full = {
+        **meta,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": DEFORMED_KIND,
+        "arch": arch,
+        "model": config,
+        "deformed": deformed_settings(model),
+        "weights_sha256": weights_sha256(state),
+        "weights_dtype": str(dtype).removeprefix("torch."),
+    }
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(full)})
+    return full
+
+
+def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: Path, arch: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        problems = ([f"missing: {k}" for k in missing[:3]] + [f"unexpected: {k}" for k in unexpected[:3]]
+                    + [f"shape mismatch: {k}" for k in mismatched[:3]])
+        raise UserError(f"{where}: weights do not fit a deformed {arch}: {'; '.join(problems)}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def load_deformed_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DeformedSegmenter, dict]:
+    """Rebuild a deformed segmenter from a file written by :func:`save_deformed_checkpoint` (eval mode)."""
+    path = Path(path)
+    meta = read_checkpoint_metadata(path)
+    if not is_deformed(meta) or not isinstance(meta.get("deformed"), dict):
+        raise UserError(f"{path}: not a deformed-downsampling checkpoint")
+    seg_net = build_uninitialised(meta["arch"], **meta["model"])
+    _check_metadata(meta, seg_net.num_classes, str(path))
+    model = build_deformed(seg_net, meta["deformed"])
+    with safe_open(str(path), framework="pt") as handle:
+        state = {name: handle.get_tensor(name) for name in handle.keys()}
+    if weights_sha256(state) != meta.get("weights_sha256"):
+        raise UserError(f"{path}: weights do not match their sha256 in the metadata (file corrupted or edited)")
+    _load_state(model, state, path, meta["arch"])
+    return model.to(device).eval(), meta
+
+
+def load_trainer_export(path: str | Path, device: str | torch.device = "cpu") -> tuple[DeformedSegmenter, dict]:
+    """A deformed model exported by the trainer as ``<stem>.model.pt``; its metadata gains the
+    ``kind``, ``arch``, ``model`` and ``deformed`` entries of a deformed checkpoint."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise UserError(f"{path}: not a readable model export ({str(exc).splitlines()[0]})") from None
+    try:
+        state, meta = payload["model"], dict(payload["meta"])
+        config = meta["provenance"]["config"]
+        arch, options = config["model"]["name"], dict(config["model"].get("options") or {})
+        deform = config["deform"]
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: not a trainer export of a deformed model (no model, meta or training config)") from None
+    if not deform.get("enabled"):
+        raise UserError(f"{path}: the training config of this export has no deformed downsampling")
+    settings = {
+        "output_size": list(deform["output_size"]),
+        "density_size": list(deform.get("density_size") or deform["output_size"]),
+        "sampler": deform.get("sampler", "deformed"),
+        "sigma": float(deform.get("sigma", 10.0)),
+        "truncate": 1.0,
+        "aspect_ratio": 1.0,
+        "deformation": deform.get("deformation", "paper"),
+        "edge_weight": float(config.get("loss", {}).get("edge_weight", 0.0)),
+    }
+    seg_net = build_uninitialised(arch, **{**options, "num_classes": len(meta.get("classes", []))})
+    _check_metadata(meta, seg_net.num_classes, str(path))
+    model = build_deformed(seg_net, settings)
+    _load_state(model, state, path, arch)
+    meta.update(kind=DEFORMED_KIND, arch=arch, model={**options, "num_classes": seg_net.num_classes}, deformed=settings)
+    return model.to(device).eval(), meta
+
+
+def read_model_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of any model file, reading no weights for ``.safetensors`` files."""
+    path = Path(path)
+    if path.name.endswith(TRAINER_EXPORT_SUFFIX):
+        return load_trainer_export(path)[1]
+    return read_checkpoint_metadata(path)
+
+
+def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """``(model in eval mode, metadata)`` from a fundus or deformed checkpoint, or a trainer ``.model.pt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint file not found: {path}")
+    if path.name.endswith(TRAINER_EXPORT_SUFFIX):
+        return load_trainer_export(path, device)
+    if is_deformed(read_checkpoint_metadata(path)):
+        return load_deformed_checkpoint(path, device)
+    return load_checkpoint(path, device)
