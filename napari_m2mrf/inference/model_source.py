@@ -31,18 +31,22 @@ def model_choices() -> list[str]:
 
 
 def resolve_model(source: str | Path) -> tuple[nn.Module, dict]:
-    """(model, metadata) for a bundled name, a checkpoint path or a registry name; ``UserError`` otherwise."""
-    from napari_m2mrf.models import build_model, fundus_metadata, list_models, load_checkpoint
+    """(model, metadata) for a bundled name, a checkpoint path or a registry name; ``UserError`` otherwise.
+
+    Checkpoint files may hold a fundus model or a deformed-downsampling slide model (metadata
+    ``kind == "deformed"``; also the trainer's ``.model.pt`` exports), see
+    :mod:`napari_m2mrf.models.deformed_checkpoints`.
+    """
+    from napari_m2mrf.models import build_model, fundus_metadata, list_models
+    from napari_m2mrf.models.deformed_checkpoints import load_model_file
 
     bundled = bundled_models()
     name = str(source)
     if name in bundled:
-        return load_checkpoint(bundled[name])
+        return load_model_file(bundled[name])
     path = Path(name).expanduser()
-    if path.suffix == CHECKPOINT_SUFFIX or path.exists():
-        if not path.is_file():
-            raise UserError(f"checkpoint file not found: {path}")
-        return load_checkpoint(path)
+    if path.suffix in (CHECKPOINT_SUFFIX, ".pt") or path.exists():
+        return load_model_file(path)
     if name in list_models():
         model = build_model(name, num_classes=len(FUNDUS_CLASSES))
         return model, {"arch": name, **fundus_metadata("idrid", {"weights": "untrained"})}

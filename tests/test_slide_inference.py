@@ -1,0 +1,194 @@
+"""Deformed-downsample slide inference on a real (small, synthetic) pyramid, written into a real workspace."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_m2mrf.classes import LesionClass
+from napari_m2mrf.errors import UserError
+from napari_m2mrf.inference.progress import CancelToken, Cancelled
+from napari_m2mrf.inference.pyramid_sampling import level_bytes
+from napari_m2mrf.inference.slide import (
+    CORRECTED,
+    PREDICTION,
+    SlideRequest,
+    logits_to_labels,
+    relative_sample_density,
+    run_slide_segmentation,
+)
+from napari_m2mrf.io.workspace import Workspace
+from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
+from napari_m2mrf.models.deformed_checkpoints import is_deformed, load_model_file
+from slide_helpers import save_slide_model, small_slide
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    return small_slide(tmp_path_factory.mktemp("slide"))
+
+
+@pytest.fixture(scope="module")
+def slide_model(tmp_path_factory) -> Path:
+    return save_slide_model(tmp_path_factory.mktemp("model") / "slide.safetensors")
+
+
+def _run(slide, model: Path, workspace: Path, **kwargs):
+    request = SlideRequest(str(model), device="cpu", workspace=workspace, **kwargs)
+    return run_slide_segmentation(slide.ome_zarr, request)
+
+
+def test_deformed_checkpoint_round_trip_gives_the_same_model(slide_model, tmp_path) -> None:
+    model, meta = load_model_file(slide_model)
+    assert is_deformed(meta) and meta["deformed"]["sampler"] == "deformed" and meta["deformed"]["sigma"] == 4.0
+    image = torch.rand(1, 3, 96, 80)
+    again, _ = load_model_file(slide_model)
+    with torch.no_grad():
+        first, second = model(image), again(image)
+    torch.testing.assert_close(first.logits, second.logits)
+    torch.testing.assert_close(first.grid, second.grid)
+    damaged = tmp_path / "damaged.safetensors"
+    payload = bytearray(slide_model.read_bytes())
+    payload[-100] ^= 0xFF
+    damaged.write_bytes(bytes(payload))
+    with pytest.raises(UserError, match="sha256"):
+        load_model_file(damaged)
+
+
+def test_trainer_export_of_a_deformed_model_loads(tmp_path) -> None:
+    from training.checkpointing import export_model, model_metadata
+    from training.config import TrainingConfig
+    from training.networks import deformed
+
+    config = TrainingConfig()
+    config.model.name, config.model.options = "hrnetv2_w18s", {}
+    config.deform.enabled, config.deform.output_size, config.deform.sigma = True, [32, 48], 3.0
+    classes = (LesionClass(1, "T", "tumour", (1.0, 0.5, 0.0, 1.0)),)
+    model = deformed(build_model("hrnetv2_w18s", num_classes=2), config.deform, 100.0).eval()
+    path = export_model(tmp_path / "best.safetensors", model, model_metadata(config, classes, False, 10, None))
+    assert path.name == "best.model.pt"
+    loaded, meta = load_model_file(path)
+    assert is_deformed(meta) and meta["deformed"]["output_size"] == [32, 48]
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image).logits, model(image).logits)
+
+
+def test_slide_run_writes_prediction_pyramid_points_and_deformation(slide, slide_model, tmp_path) -> None:
+    workspace_path = tmp_path / "slide.m2mrf.zarr"
+    result = _run(slide, slide_model, workspace_path)
+    workspace = Workspace.open(workspace_path, mode="r")
+    prediction = workspace.labels(PREDICTION)
+    assert prediction.shape == (2048, 2048) and len(prediction.levels) >= 3
+    assert prediction.levels[1].shape == (1024, 1024)
+    assert prediction.names == {1: "tumour", 2: "vessel", 3: "necrosis"}
+    level0 = np.asarray(prediction.levels[0][:])
+    # every sample's own pixel carries that sample's low-resolution label (nearest-sample fill)
+    rows = np.clip(np.rint(result.points[..., 0]).astype(int), 0, 2047)
+    cols = np.clip(np.rint(result.points[..., 1]).astype(int), 0, 2047)
+    np.testing.assert_array_equal(level0[rows, cols], result.labels)
+    assert set(np.unique(level0)) == set(np.unique(result.labels))
+    np.testing.assert_allclose(workspace.sampling_points(), result.points.reshape(-1, 2))
+    density, downsample = workspace.deformation()
+    assert density.shape == (32, 32) and downsample == 64.0
+    assert density.sum() == pytest.approx(1.0, abs=1e-4)
+    assert workspace.provenance["sampler"] == "learned" and workspace.provenance["model"] == str(slide_model)
+    assert result.deformed_image.shape == (64, 64, 3) and result.deformed_image.dtype == np.uint8
+    # the 64×64 samples are ~32 px apart: read from a coarse level, far less than level 0
+    from napari_m2mrf.io.slides import open_pyramid
+
+    assert result.read.bytes_decoded < level_bytes(open_pyramid(slide.ome_zarr).levels[0]) / 4
+
+
+def test_uniform_baseline_samples_the_pixel_centres_of_a_uniform_grid(slide, slide_model, tmp_path) -> None:
+    result = _run(slide, slide_model, tmp_path / "uniform.m2mrf.zarr", sampler="uniform", output_size=(16, 32))
+    centres_y = (np.arange(16) + 0.5) * 2048 / 16 - 0.5
+    centres_x = (np.arange(32) + 0.5) * 2048 / 32 - 0.5
+    np.testing.assert_allclose(result.points[:, 0, 0], centres_y, atol=1e-2)
+    np.testing.assert_allclose(result.points[0, :, 1], centres_x, atol=1e-2)
+    np.testing.assert_allclose(result.relative_density, 1.0, atol=1e-3)
+
+
+def test_a_new_prediction_never_touches_corrections(slide, slide_model, tmp_path) -> None:
+    workspace_path = tmp_path / "kept.m2mrf.zarr"
+    workspace = Workspace.create(workspace_path, source=slide.ome_zarr)
+    edits = np.zeros((2048, 2048), np.uint8)
+    edits[100:300, 200:260] = 2
+    workspace.write_labels(CORRECTED, edits, colors={2: (0, 1, 1, 1)}, names={2: "vessel"})
+    _run(slide, slide_model, workspace_path)
+    np.testing.assert_array_equal(np.asarray(Workspace.open(workspace_path).labels(CORRECTED).levels[0][:]), edits)
+
+
+def test_cancel_stops_within_two_seconds_and_leaves_the_workspace_unchanged(slide, tmp_path) -> None:
+    model = save_slide_model(tmp_path / "bigger.safetensors", output_size=(256, 256), density_size=(64, 64))
+    workspace_path = tmp_path / "cancel.m2mrf.zarr"
+    stages: list[str] = []
+    token = CancelToken()
+    cancelled_at: list[float] = []
+
+    def cancel_when_segmenting() -> None:
+        while not any(s.startswith("segmenting") for s in stages):
+            time.sleep(0.01)
+        time.sleep(0.2)  # inside the network's forward pass
+        cancelled_at.append(time.perf_counter())
+        token.set()
+
+    watcher = threading.Thread(target=cancel_when_segmenting, daemon=True)
+    watcher.start()
+    request = SlideRequest(str(model), device="cpu", workspace=workspace_path)
+    with pytest.raises(Cancelled):
+        run_slide_segmentation(slide.ome_zarr, request, progress=lambda d, t, m: stages.append(m), cancel=token)
+    stopped_after = time.perf_counter() - cancelled_at[0]
+    assert stopped_after <= 2.0
+    assert not (workspace_path / "labels" / PREDICTION).exists()
+
+
+def test_cancel_while_building_levels_keeps_the_previous_prediction(slide, slide_model, tmp_path) -> None:
+    workspace_path = tmp_path / "previous.m2mrf.zarr"
+    _run(slide, slide_model, workspace_path)
+    before = np.asarray(Workspace.open(workspace_path).labels(PREDICTION).levels[1][:])
+    token = CancelToken()
+
+    def progress(done: int, total: int, message: str) -> None:
+        if message.startswith("building coarser levels"):
+            token.set()
+
+    other = save_slide_model(tmp_path / "other.safetensors", seed=5)
+    with pytest.raises(Cancelled):
+        run_slide_segmentation(slide.ome_zarr, SlideRequest(str(other), device="cpu", workspace=workspace_path),
+                               progress=progress, cancel=token)
+    after = Workspace.open(workspace_path).labels(PREDICTION)
+    np.testing.assert_array_equal(np.asarray(after.levels[1][:]), before)
+
+
+def test_a_fundus_model_or_a_non_slide_is_a_user_error(slide, tmp_path) -> None:
+    fundus = tmp_path / "fundus.safetensors"
+    save_checkpoint(fundus, build_model("hrnetv2_w18s", num_classes=4), fundus_metadata("idrid"))
+    with pytest.raises(UserError, match="fundus model"):
+        run_slide_segmentation(slide.ome_zarr, SlideRequest(str(fundus), device="cpu", workspace=tmp_path / "w"))
+    not_a_slide = tmp_path / "notes.tif"
+    not_a_slide.write_bytes(b"not a tiff at all")
+    model = save_slide_model(tmp_path / "slide.safetensors")
+    with pytest.raises(UserError, match="notes.tif"):
+        run_slide_segmentation(not_a_slide, SlideRequest(str(model), device="cpu", workspace=tmp_path / "w2"))
+
+
+def test_logits_become_the_checkpoint_label_values() -> None:
+    logits = torch.tensor([[[5.0, -5.0]], [[-5.0, 0.0]], [[-5.0, 6.0]]])  # 3 channels, 1×2 pixels
+    softmax_meta = {"output": "softmax", "classes": [{"label": 0}, {"label": 7}, {"label": 9}]}
+    np.testing.assert_array_equal(logits_to_labels(logits, softmax_meta), [[0, 9]])
+    sigmoid_meta = {"output": "sigmoid", "classes": [{"label": 1}, {"label": 2}, {"label": 4}]}
+    np.testing.assert_array_equal(logits_to_labels(logits, sigmoid_meta), [[1, 4]])
+    np.testing.assert_array_equal(logits_to_labels(logits, sigmoid_meta, thresholds=[0.5, 0.5, 0.999]), [[1, 0]])
+
+
+def test_relative_density_is_one_on_a_uniform_grid_and_four_where_twice_as_dense() -> None:
+    ys, xs = np.meshgrid(np.arange(8) * 16.0 + 8, np.arange(8) * 16.0 + 8, indexing="ij")
+    uniform = np.stack((ys, xs), axis=-1)
+    np.testing.assert_allclose(relative_sample_density(uniform, (128, 128)), 1.0)
+    np.testing.assert_allclose(relative_sample_density(uniform / 2, (128, 128)), 4.0)
