@@ -13,8 +13,10 @@ the samples gives each tile the samples within ``d₁ + 2ρ`` of its centre (``d
 distance of the centre, ``ρ``: half-diagonal of the tile) — a superset of the nearest samples of all
 its pixels, because the nearest-sample distance is 1-Lipschitz. Tiles are then split into quarters;
 each quarter keeps only the candidates within its own bound, and a quarter left with a single
-candidate is filled with it at once. Only pixels near Voronoi edges reach the per-pixel comparison.
-Memory is the output block plus the samples and their tree.
+candidate is filled with it at once. Only 4×4 blocks near Voronoi edges reach the per-pixel
+comparison with their few remaining candidates. Regions are filled in blocks of 1024² pixels
+(optionally on several threads), so memory is the output plus a bounded working set, the samples
+and their tree.
 """
 
 from __future__ import annotations
@@ -104,7 +106,11 @@ class ReverseSampler:
         out = np.empty((*self.values.shape[:-1], *shape), dtype=self.values.dtype)
 
         def write(window: tuple[slice, slice], index: np.ndarray) -> None:
-            out[(..., *window)] = np.take(self.values, index, axis=-1)
+            if self.values.ndim == 1:
+                out[window] = np.take(self.values, index)
+            else:
+                for channel, values in enumerate(self.values):  # one channel at a time: no C×block temporary
+                    out[(channel, *window)] = np.take(values, index)
 
         self._for_each_block(rows, cols, downsample, write)
         return out
@@ -175,19 +181,19 @@ class ReverseSampler:
         rows, cols = rows.ravel(), cols.ravel()
         centre = (tile - 1) / 2
         centres = np.stack(((y0 + rows + centre + 0.5) * fy - 0.5, (x0 + cols + centre + 0.5) * fx - 0.5), axis=1)
-        nearest, _ = self.tree.query(centres, k=1)
-        bound = nearest + 2 * centre * math.hypot(fy, fx) + 1e-6 * (1 + nearest)
-        groups, todo, k = [], np.arange(len(rows)), 8
         n = self.num_samples
+        groups, todo, k = [], np.arange(len(rows)), min(8, n)
+        bound = None
         while len(todo):
-            k = min(k, n)
             dist, idx = self.tree.query(centres[todo], k=k)
             dist, idx = dist.reshape(len(todo), k), idx.reshape(len(todo), k)
+            if bound is None:  # first pass, every tile: its centre's nearest sample gives the bound
+                bound = dist[:, 0] + 2 * centre * math.hypot(fy, fx) + 1e-6 * (1 + dist[:, 0])
             complete = (dist[:, -1] > bound[todo]) | (k == n)
             done = todo[complete]
             candidates = np.where(dist[complete] <= bound[done, None], idx[complete], n)
             groups.append(_Group(tile, rows[done], cols[done], candidates))
-            todo, k = todo[~complete], 2 * k
+            todo, k = todo[~complete], min(2 * k, n)
         return groups
 
     def _refine(
