@@ -257,10 +257,10 @@ def test_a_pickle_with_code_is_refused_without_running_it(tmp_path: Path) -> Non
 
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:
-        pickle.dump({"state_dict": {"x": torch.zeros(1)}, "meta": Payload()}, handle, protocol=2)
+        pickle.dump({"state_dict": {"x": [0.0]}, "meta": Payload()}, handle, protocol=2)
     with torch.device("meta"):
         model = _w48("vanilla")
-    with pytest.raises(UserError, match="refused to load"):
+    with pytest.raises(UserError, match=r"refused to load: the file holds a Python object \(\S*open\)"):
         load_official_weights(model, path)
     assert not marker.exists()
 

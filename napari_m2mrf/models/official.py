@@ -141,8 +141,13 @@ def read_official_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: refused to load: the file holds objects other than tensors and plain data ({first_line})") from exc
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise UserError(
+                f"{path}: refused to load: the file holds a Python object ({unsafe.group(1)}) beyond tensors and plain data, "
+                "which could run code"
+            ) from exc
+        raise UserError(f"{path}: not a PyTorch checkpoint (unreadable pickle)") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(content, dict):
