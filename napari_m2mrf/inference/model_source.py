@@ -24,10 +24,11 @@ def bundled_models() -> dict[str, Path]:
 
 
 def model_choices() -> list[str]:
-    """Bundled checkpoints first, then registry names (untrained)."""
+    """Bundled checkpoints first, then the user's trained models, then registry names (untrained)."""
+    from napari_m2mrf.inference.trained_models import trained_models
     from napari_m2mrf.models import list_models
 
-    return list(bundled_models()) + list_models()
+    return list(bundled_models()) + list(trained_models()) + list_models()
 
 
 def resolve_model(source: str | Path) -> tuple[nn.Module, dict]:
@@ -40,7 +41,9 @@ def resolve_model(source: str | Path) -> tuple[nn.Module, dict]:
     from napari_m2mrf.models import build_model, fundus_metadata, list_models
     from napari_m2mrf.models.deformed_checkpoints import load_model_file
 
-    bundled = bundled_models()
+    from napari_m2mrf.inference.trained_models import trained_models
+
+    bundled = {**bundled_models(), **trained_models()}
     name = str(source)
     if name in bundled:
         return load_model_file(bundled[name])
