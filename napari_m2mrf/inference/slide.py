@@ -119,6 +119,24 @@ class _Progress:
         self.callback(int(round(1000 * fraction)), 1000, message)
 
 
+def is_slide_model(source: str) -> bool:
+    """True when ``source`` (bundled name or checkpoint file) holds a deformed-downsampling slide model.
+
+    Reads only the metadata of a ``.safetensors`` file; anything unreadable counts as False (the
+    run that follows reports the problem).
+    """
+    from napari_m2mrf.inference.model_source import bundled_models
+    from napari_m2mrf.models.deformed_checkpoints import is_deformed, read_model_metadata
+
+    path = bundled_models().get(str(source), Path(str(source)).expanduser())
+    if not path.is_file():
+        return False
+    try:
+        return is_deformed(read_model_metadata(path))
+    except UserError:
+        return False
+
+
 def relative_sample_density(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """Local density ``h×w`` of a sampling grid ``h×w×2`` (level-0 ``(y, x)``) over the uniform density.
 

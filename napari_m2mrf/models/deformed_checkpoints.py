@@ -46,10 +46,20 @@ from napari_m2mrf.models.checkpoints import (
     weights_sha256,
 )
 from napari_m2mrf.models.deform import DeformationModule, DeformedSampler, DeformedSegmenter, UniformSampler
-from napari_m2mrf.models.registry import build_uninitialised
+from napari_m2mrf.models.registry import build_model
 
 DEFORMED_KIND = "deformed"
 TRAINER_EXPORT_SUFFIX = ".model.pt"
+
+
+def _seg_net(arch: str, **options: Any) -> nn.Module:
+    """The segmentation network to load weights into.
+
+    Built on the CPU (its random initialisation is overwritten) rather than on the ``meta``
+    device: the first ``meta`` build in a process imports torch's reference kernels while holding
+    the GIL for 0.1–0.4 s at a time, which would freeze a GUI whose worker thread loads the model.
+    """
+    return build_model(arch, **options)
 
 
 def is_deformed(meta: Mapping[str, Any]) -> bool:
@@ -150,7 +160,7 @@ def load_deformed_checkpoint(path: str | Path, device: str | torch.device = "cpu
     meta = read_checkpoint_metadata(path)
     if not is_deformed(meta) or not isinstance(meta.get("deformed"), dict):
         raise UserError(f"{path}: not a deformed-downsampling checkpoint")
-    seg_net = build_uninitialised(meta["arch"], **meta["model"])
+    seg_net = _seg_net(meta["arch"], **meta["model"])
     _check_metadata(meta, seg_net.num_classes, str(path))
     model = build_deformed(seg_net, meta["deformed"])
     with safe_open(str(path), framework="pt") as handle:
@@ -188,7 +198,7 @@ def load_trainer_export(path: str | Path, device: str | torch.device = "cpu") ->
         "deformation": deform.get("deformation", "paper"),
         "edge_weight": float(config.get("loss", {}).get("edge_weight", 0.0)),
     }
-    seg_net = build_uninitialised(arch, **{**options, "num_classes": len(meta.get("classes", []))})
+    seg_net = _seg_net(arch, **{**options, "num_classes": len(meta.get("classes", []))})
     _check_metadata(meta, seg_net.num_classes, str(path))
     model = build_deformed(seg_net, settings)
     _load_state(model, state, path, arch)

@@ -19,6 +19,7 @@ from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.progress import CancelToken, Cancelled
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
 from napari_m2mrf.inference.segment_job import TILES, WHOLE, SegmentRequest, SegmentResult, run_segmentation
+from napari_m2mrf.inference.slide import SlideRequest, SlideResult, is_slide_model, run_slide_segmentation
 from napari_m2mrf.widgets.view import canvas_corners_world
 from napari_m2mrf.widgets.result_layers import LESIONS, PREDICTION_KEY, find_result_layer, show_lesions, show_probabilities
 
@@ -66,7 +67,7 @@ class SegmentWidget(Container):
         self._viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.model = ComboBox(label="model", choices=model_choices() + [CHECKPOINT_FILE])
-        self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", visible=False)
+        self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors *.pt", visible=False)
         self.device = ComboBox(label="device", choices=["auto"] + available_devices(), value="auto")
         self.region = ComboBox(label="region", choices=[REGION_WHOLE, REGION_TILES, REGION_VIEW, REGION_SHAPES])
         self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
@@ -153,8 +154,8 @@ class SegmentWidget(Container):
         if layer is None:
             self._notify("open an image first")
             return
-        if layer.multiscale:
-            self._notify(f"{layer.name!r} is a multiscale slide: use a slide model")
+        if layer.multiscale or is_slide_model(self._model_source()):
+            self._run_slide(layer)
             return
         try:
             request = self._request(layer)
@@ -220,3 +221,42 @@ class SegmentWidget(Container):
         show_probabilities(self._viewer, layer, result.probabilities)
         show_lesions(self._viewer, layer, labels)
         self.status.value = f"done in {result.seconds:.1f} s"
+
+    # -- slides: deformed-downsampling models (napari_m2mrf.inference.slide, widgets.slide_layers) --
+
+    def _run_slide(self, layer) -> None:
+        """Run a slide model on the file behind ``layer`` in a worker thread; show the slide layers."""
+        from superqt.utils import create_worker
+
+        path = layer.metadata.get("source") or layer.source.path
+        if not path:
+            self._notify(f"{layer.name!r} has no file behind it: a slide model reads the slide file")
+            return
+        request = SlideRequest(model=self._model_source(), device=str(self.device.value))
+        self._cancel = CancelToken()
+        signals = self._signals
+        self.worker = create_worker(
+            run_in_background,
+            run_slide_segmentation,
+            path,
+            request,
+            progress=lambda done, total, message: signals.progressed.emit(done, total, message),
+            cancel=self._cancel,
+            notify=signals.noticed.emit,
+            _start_thread=False,
+            _connect={
+                "returned": lambda result: self._show_slide(layer, result),
+                "errored": self._on_error,
+                "finished": self._on_finished,
+            },
+        )
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.value = 0
+        self.status.value = f"running {request.model} on the slide {layer.name}…"
+        self.worker.start()
+
+    def _show_slide(self, layer, result: SlideResult) -> None:
+        from napari_m2mrf.widgets.slide_layers import show_slide_results
+
+        dots = show_slide_results(self._viewer, layer, result)
+        self.status.value = f"done in {result.seconds:.1f} s; {dots.layer.metadata['m2mrf']['shown']}"

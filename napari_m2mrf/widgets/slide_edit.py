@@ -1,0 +1,202 @@
+"""The Edit region widget: correct a slide's label pyramid one region at a time.
+
+napari cannot paint multiscale Labels. "Edit region" copies a region of a label pyramid (the
+visible field of view, or the bounding box of the first shape in a Shapes layer) at level 0 into a
+single-level Labels layer, ``edit region``, placed exactly over the slide, where napari's brush,
+fill, eraser and undo work as usual. "Write back" stores that region into the workspace's
+``labels/corrected`` — created from ``labels/prediction`` on first use — and refreshes the
+coarser levels there (``Workspace.write_labels_region``), in a worker thread; the corrected
+pyramid is then shown (fresh reads). ``labels/prediction`` is never changed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, PushButton
+
+from napari_m2mrf.errors import UserError
+from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
+from napari_m2mrf.widgets.slide_layers import LABEL_PYRAMID, show_label_pyramid
+from napari_m2mrf.widgets.view import canvas_corners_world
+
+if TYPE_CHECKING:
+    import napari
+
+EDIT_REGION = "edit region"
+REGION_VIEW = "visible field of view"
+REGION_SHAPE = "first shape in a Shapes layer"
+MAX_EDIT_PIXELS = 4096 * 4096
+ORIGINAL_KEY = "original"  # metadata key: the region as it was read (to tell unsaved edits)
+
+
+def region_from_view(viewer: Any, pyramid_layer: Any) -> Box | None:
+    """Level-0 ``(y0, x0, y1, x1)`` of the part of ``pyramid_layer`` on the canvas, or None."""
+    corners = np.array([pyramid_layer.world_to_data(c) for c in canvas_corners_world(viewer)])[:, -2:]
+    height, width = pyramid_layer.level_shapes[0][-2:]
+    return clip_box((*corners.min(axis=0), *corners.max(axis=0)), height, width)
+
+
+def region_from_shapes(shapes: Any, pyramid_layer: Any) -> Box | None:
+    """Level-0 bounding box of the first shape of ``shapes`` over ``pyramid_layer``, or None."""
+    if shapes is None or len(shapes.data) == 0:
+        raise UserError("draw a rectangle in a Shapes layer first")
+    vertices = np.array([pyramid_layer.world_to_data(shapes.data_to_world(v)) for v in shapes.data[0]])
+    height, width = pyramid_layer.level_shapes[0][-2:]
+    boxes = boxes_from_polygons([vertices], height, width)
+    return boxes[0] if boxes else None
+
+
+def read_region(workspace: str, box: Box) -> tuple[np.ndarray, str]:
+    """Level-0 labels of ``box`` from ``labels/corrected`` if it exists, else ``labels/prediction``."""
+    from napari_m2mrf.inference.slide import CORRECTED, PREDICTION
+    from napari_m2mrf.io.workspace import Workspace
+
+    store = Workspace.open(workspace, mode="r")
+    name = CORRECTED if CORRECTED in store.label_names() else PREDICTION
+    y0, x0, y1, x1 = box
+    return np.array(store.labels(name).levels[0][y0:y1, x0:x1], dtype=np.uint8), name
+
+
+def write_region(workspace: str, region: np.ndarray, y0: int, x0: int) -> str:
+    """Store ``region`` at level-0 ``(y0, x0)`` in ``labels/corrected`` (copied from the prediction first
+    if absent) with its coarser levels updated; returns the workspace path."""
+    from napari_m2mrf.inference.slide import CORRECTED, PREDICTION
+    from napari_m2mrf.io.workspace import Workspace
+
+    store = Workspace.open(workspace)
+    if CORRECTED not in store.label_names():
+        prediction = store.labels(PREDICTION)
+        store.write_labels(CORRECTED, prediction.levels[0], colors=prediction.colors, names=prediction.names)
+    store.write_labels_region(CORRECTED, region, y0, x0)
+    return workspace
+
+
+class SlideEditWidget(Container):
+    """Label pyramid, region choice, "Edit region" and "Write back"."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self._viewer = viewer
+        self.pyramid = ComboBox(label="labels", choices=self._pyramid_layers)
+        self.region = ComboBox(label="region", choices=[REGION_VIEW, REGION_SHAPE])
+        self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
+        self.edit_button = PushButton(text="Edit region")
+        self.write_button = PushButton(text="Write back")
+        self.status = Label(value="")
+        super().__init__(
+            widgets=[self.pyramid, self.region, self.shapes, self.edit_button, self.write_button, self.status]
+        )
+        self.region.changed.connect(lambda value: setattr(self.shapes, "visible", value == REGION_SHAPE))
+        self.edit_button.clicked.connect(self.edit)
+        self.write_button.clicked.connect(self.write_back)
+        self.worker = None
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+
+    def _pyramid_layers(self, _widget=None) -> list:
+        return [layer for layer in self._viewer.layers if layer.metadata.get("m2mrf", {}).get("role") == LABEL_PYRAMID]
+
+    def _shapes_layers(self, _widget=None) -> list:
+        import napari
+
+        return [layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Shapes)]
+
+    def _notify(self, message: str) -> None:
+        from napari.utils.notifications import show_info
+
+        self.status.value = message
+        show_info(message)
+
+    @property
+    def edit_layer(self) -> Any | None:
+        """The current ``edit region`` Labels layer, if any."""
+        for layer in self._viewer.layers:
+            if layer.metadata.get("m2mrf", {}).get("role") == EDIT_REGION:
+                return layer
+        return None
+
+    def _box(self, pyramid_layer: Any) -> Box:
+        if self.region.value == REGION_VIEW:
+            box = region_from_view(self._viewer, pyramid_layer)
+        else:
+            box = region_from_shapes(self.shapes.value, pyramid_layer)
+        if box is None:
+            raise UserError(f"the region does not overlap {pyramid_layer.name!r}")
+        y0, x0, y1, x1 = box
+        if (y1 - y0) * (x1 - x0) > MAX_EDIT_PIXELS:
+            raise UserError(
+                f"the region is {y1 - y0}×{x1 - x0} level-0 pixels; zoom in or draw a smaller rectangle "
+                f"(at most {MAX_EDIT_PIXELS:,} pixels)"
+            )
+        return box
+
+    def edit(self) -> None:
+        """Copy the chosen region of the label pyramid into a paintable ``edit region`` layer."""
+        pyramid_layer = self.pyramid.value
+        if pyramid_layer is None:
+            self._notify("run a slide model first: there is no label pyramid to edit")
+            return
+        current = self.edit_layer
+        if current is not None and not np.array_equal(current.data, current.metadata[ORIGINAL_KEY]):
+            self._notify("the current edit region has unsaved changes: write it back or delete its layer first")
+            return
+        tag = pyramid_layer.metadata["m2mrf"]
+        try:
+            box = self._box(pyramid_layer)
+            region, read_from = read_region(tag["workspace"], box)
+        except UserError as exc:
+            self._notify(str(exc))
+            return
+        if current is not None:
+            self._viewer.layers.remove(current)
+        y0, x0, y1, x1 = box
+        scale = np.asarray(pyramid_layer.scale[-2:], float)
+        layer = self._viewer.add_labels(
+            region,
+            name=EDIT_REGION,
+            colormap=pyramid_layer.colormap,
+            scale=scale,
+            translate=np.asarray(pyramid_layer.translate[-2:], float) + scale * (y0, x0),
+            metadata={
+                "m2mrf": {**tag, "role": EDIT_REGION, "origin": (y0, x0)},
+                ORIGINAL_KEY: region.copy(),
+            },
+        )
+        self._viewer.layers.selection.active = layer
+        layer.mode = "paint"
+        self._notify(f"editing {y1 - y0}×{x1 - x0} px at ({y0}, {x0}) from labels/{read_from}")
+
+    def write_back(self) -> None:
+        """Write the edit region into ``labels/corrected`` in a worker thread, then show it."""
+        from superqt.utils import create_worker
+
+        layer = self.edit_layer
+        if layer is None:
+            self._notify("nothing to write back: press Edit region first")
+            return
+        tag = layer.metadata["m2mrf"]
+        region = np.array(layer.data, dtype=np.uint8, copy=True)
+        y0, x0 = tag["origin"]
+        self.write_button.enabled = False
+        self.status.value = "writing back…"
+        self.worker = create_worker(
+            write_region, tag["workspace"], region, y0, x0,
+            _start_thread=False,
+            _connect={
+                "returned": lambda workspace: self._written(layer, region, workspace),
+                "errored": lambda exc: self._notify(f"write back failed: {exc}"),
+                "finished": lambda: setattr(self.write_button, "enabled", True),
+            },
+        )
+        self.worker.start()
+
+    def _written(self, layer: Any, region: np.ndarray, workspace: str) -> None:
+        from napari_m2mrf.inference.slide import CORRECTED
+
+        tag = layer.metadata["m2mrf"]
+        layer.metadata[ORIGINAL_KEY] = region
+        frame = self.pyramid.value if self.pyramid.value is not None else layer
+        show_label_pyramid(self._viewer, frame, tag["source"], workspace, CORRECTED)
+        y0, x0 = tag["origin"]
+        self._notify(f"wrote {region.shape[0]}×{region.shape[1]} px at ({y0}, {x0}) into labels/{CORRECTED}")

@@ -1,0 +1,259 @@
+"""napari layers for a slide run: sampling dots, deformation map, deformed image, label pyramids.
+
+All layers sit in the slide layer's world coordinates (its level-0 pixel size as ``scale``, its
+``translate``) and carry ``metadata["m2mrf"] = {"role", "source", …}``, so a new run replaces them.
+
+**Sampling dots.** napari slows down badly with 10⁵–10⁶ Points (every data change, highlight and
+redraw walks all of them), and a 512×512 grid has 262,144 samples. :class:`SamplingDots` keeps
+all positions in numpy and gives the Points layer only the dots in the field of view (plus a
+margin), thinned by a power-of-two *grid stride* so that at most ``MAX_DOTS`` are drawn: every
+``s``-th row and column of the sampling grid, so each dot is a real sampling location and dense
+regions still look dense (all densities thinned by the same ``s²``). Zoomed in far enough, the
+stride is 1 and every sample in view is drawn. It re-selects on camera changes, throttled. Dots are
+coloured by the local sample density relative to uniform sampling (its value is in the layer's
+``features``); the layer's ``metadata["m2mrf"]["shown"]`` says what is drawn.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_DOTS = 16_384
+VIEW_MARGIN = 0.5  # fraction of the view's size added on every side
+UPDATE_THROTTLE_MS = 80
+DOT_CANVAS_PX = (3, 7)  # on-screen dot diameter limits
+DENSITY_COLORMAP = "plasma"
+
+DOTS = "sampling dots"
+DEFORMATION = "deformation map"
+DEFORMED_IMAGE = "deformed image"
+LABEL_PYRAMID = "slide labels"
+
+_controllers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tag(role: str, source: str, **extra: Any) -> dict[str, Any]:
+    return {"m2mrf": {"role": role, "source": source, "code": None, **extra}}
+
+
+def _find(viewer: Any, role: str, source: str, **match: Any) -> Any | None:
+    for layer in viewer.layers:
+        tag = layer.metadata.get("m2mrf", {})
+        if tag.get("role") == role and tag.get("source") == source and all(tag.get(k) == v for k, v in match.items()):
+            return layer
+    return None
+
+
+def world_frame(image_layer: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, translate)`` ``(y, x)`` of the slide layer: world = translate + scale · level-0 pixel."""
+    return np.asarray(image_layer.scale[-2:], float), np.asarray(image_layer.translate[-2:], float)
+
+
+def grid_stride(count: int, limit: int = MAX_DOTS) -> int:
+    """Smallest power of two ``s`` with ``count / s² ≤ limit``."""
+    stride = 1
+    while count > limit * stride * stride:
+        stride *= 2
+    return stride
+
+
+def density_colors(values: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+    """RGBA ``(N, 4)`` of relative densities on a log scale between ``limits``."""
+    from napari.utils.colormaps import ensure_colormap
+
+    low, high = np.log2(limits[0]), np.log2(limits[1])
+    scaled = (np.log2(np.maximum(values, 1e-6)) - low) / max(high - low, 1e-6)
+    return ensure_colormap(DENSITY_COLORMAP).map(np.clip(scaled, 0, 1).ravel())
+
+
+class SamplingDots:
+    """Feeds a Points layer with the sampling locations in view (see the module docstring).
+
+    Args:
+        layer: the Points layer to drive (2-D, data in level-0 pixels; its scale/translate map to world).
+        points: ``h×w×2`` sampling locations, level-0 pixels ``(y, x)``.
+        relative_density: ``h×w`` local sample density over uniform sampling.
+        viewer: whose camera decides the field of view.
+    """
+
+    def __init__(self, layer: Any, points: np.ndarray, relative_density: np.ndarray, viewer: Any) -> None:
+        from superqt.utils import qthrottled
+
+        from napari_m2mrf.widgets.view import camera
+
+        self.layer = layer
+        self.viewer = viewer
+        self.points = np.asarray(points, np.float32)
+        self.grid_rows, self.grid_cols = np.indices(self.points.shape[:2])
+        self.flat = self.points.reshape(-1, 2)
+        self.density = np.asarray(relative_density, np.float32).reshape(-1)
+        low, high = np.percentile(self.density, [1, 99])
+        self.limits = (float(min(low, 1.0) * 0.999), float(max(high, 1.0) * 1.001))
+        self.stride = 0
+        self.update_throttled = qthrottled(self.update, timeout=UPDATE_THROTTLE_MS, leading=True)
+        self._camera = camera(viewer)
+        self._camera.events.zoom.connect(self.update_throttled)
+        self._camera.events.center.connect(self.update_throttled)
+        viewer.layers.events.removed.connect(self._on_removed)
+        _controllers[layer] = self
+        self.update()
+
+    @property
+    def total(self) -> int:
+        return len(self.flat)
+
+    def view_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """Level-0 ``(y, x)`` corners of the field of view with ``VIEW_MARGIN`` added."""
+        from napari_m2mrf.widgets.view import canvas_corners_world
+
+        top_left, bottom_right = canvas_corners_world(self.viewer)
+        scale = np.asarray(self.layer.scale[-2:], float)
+        translate = np.asarray(self.layer.translate[-2:], float)
+        low, high = (top_left - translate) / scale, (bottom_right - translate) / scale
+        margin = (high - low) * VIEW_MARGIN
+        return low - margin, high + margin
+
+    def select(self) -> tuple[np.ndarray, int]:
+        """Flat indices of the dots to draw and the grid stride used."""
+        low, high = self.view_box()
+        inside = np.all((self.flat >= low) & (self.flat <= high), axis=1)
+        stride = grid_stride(int(np.count_nonzero(inside)))
+        if stride > 1:
+            on_grid = ((self.grid_rows % stride == 0) & (self.grid_cols % stride == 0)).reshape(-1)
+            inside &= on_grid
+        return np.flatnonzero(inside), stride
+
+    def update(self, *_: Any) -> None:
+        """Show the dots in view (called on camera changes, throttled)."""
+        if self.layer not in self.viewer.layers:
+            return
+        index, stride = self.select()
+        density = self.density[index]
+        layer = self.layer
+        with layer.events.blocker_all():
+            layer.data = self.flat[index]
+            layer.features = {"relative density": density}
+            layer.face_color = density_colors(density, self.limits) if len(index) else "white"
+        self.stride = stride
+        layer.metadata["m2mrf"]["shown"] = self.description(len(index), stride)
+        layer.refresh()
+
+    def description(self, shown: int, stride: int) -> str:
+        thinning = "every sample in view" if stride == 1 else f"every {stride}th grid row and column in view"
+        return f"{shown:,} of {self.total:,} sampling dots drawn ({thinning})"
+
+    def _on_removed(self, event: Any) -> None:
+        if event.value is self.layer:
+            self.disconnect()
+
+    def disconnect(self) -> None:
+        """Stop following the camera."""
+        self._camera.events.zoom.disconnect(self.update_throttled)
+        self._camera.events.center.disconnect(self.update_throttled)
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
+        self.update_throttled.cancel()
+        _controllers.pop(self.layer, None)
+
+
+def show_sampling_dots(
+    viewer: Any, image_layer: Any, points: np.ndarray, relative_density: np.ndarray
+) -> SamplingDots:
+    """Add (or refill) the ``sampling dots`` layer of ``image_layer``; returns its controller."""
+    scale, translate = world_frame(image_layer)
+    source = image_layer.name
+    layer = _find(viewer, DOTS, source)
+    spacing = float(np.sqrt(np.prod(np.ptp(points.reshape(-1, 2), axis=0) + 1) / points[..., 0].size))
+    if layer is not None:
+        _controllers[layer].disconnect()
+    else:
+        layer = viewer.add_points(
+            np.empty((0, 2)),
+            name=DOTS,
+            size=max(spacing / 3, 1.0),
+            border_width=0,
+            canvas_size_limits=DOT_CANVAS_PX,
+            scale=scale,
+            translate=translate,
+            metadata=_tag(DOTS, source),
+        )
+    layer.size = max(spacing / 3, 1.0)
+    return SamplingDots(layer, points, relative_density, viewer)
+
+
+def show_deformation_map(
+    viewer: Any, image_layer: Any, density: np.ndarray, downsample: tuple[float, float]
+) -> Any:
+    """The density map as a hidden Image layer over the slide (each pixel ``downsample`` level-0 px)."""
+    scale, translate = world_frame(image_layer)
+    factors = np.asarray(downsample, float)
+    source = image_layer.name
+    layer = _find(viewer, DEFORMATION, source)
+    pixel_scale = scale * factors
+    offset = translate + scale * (factors - 1) / 2  # pixel k's centre over level-0 ((k + ½)·f − ½)
+    if layer is None:
+        return viewer.add_image(
+            density, name=DEFORMATION, colormap="inferno", opacity=0.6, blending="additive", visible=False,
+            scale=pixel_scale, translate=offset, metadata=_tag(DEFORMATION, source),
+        )
+    layer.data, layer.scale, layer.translate = density, pixel_scale, offset
+    layer.reset_contrast_limits()
+    return layer
+
+
+def show_deformed_image(viewer: Any, image_layer: Any, deformed: np.ndarray, image_shape: tuple[int, int]) -> Any:
+    """The low-resolution deformed image (what the network saw), beside the slide at the same extent."""
+    scale, translate = world_frame(image_layer)
+    source = image_layer.name
+    factors = np.asarray(image_shape, float) / np.asarray(deformed.shape[:2], float)
+    pixel_scale = scale * factors
+    offset = translate + scale * (factors - 1) / 2 + np.array([0.0, 1.05 * image_shape[1] * scale[1]])
+    layer = _find(viewer, DEFORMED_IMAGE, source)
+    if layer is None:
+        return viewer.add_image(
+            deformed, name=DEFORMED_IMAGE, rgb=True, scale=pixel_scale, translate=offset,
+            metadata=_tag(DEFORMED_IMAGE, source),
+        )
+    layer.data, layer.scale, layer.translate = deformed, pixel_scale, offset
+    return layer
+
+
+def show_label_pyramid(viewer: Any, frame_layer: Any, source: str, workspace: str | Path, name: str) -> Any:
+    """The workspace's ``labels/<name>`` as a lazy multiscale Labels layer (fresh reads of the store).
+
+    ``frame_layer`` (the slide, or a layer aligned with it) gives scale and translate; ``source``
+    is the slide layer's name, for the result tag.
+    """
+    from napari_m2mrf.io.workspace import Workspace
+
+    pyramid = Workspace.open(workspace, mode="r").labels(name)
+    scale, translate = world_frame(frame_layer)
+    levels = pyramid.lazy_levels()
+    colormap: dict[int | None, tuple[float, ...]] = {0: (0.0, 0.0, 0.0, 0.0), None: (0.0, 0.0, 0.0, 0.0)}
+    colormap.update({value: tuple(color) for value, color in pyramid.colors.items()})
+    layer = _find(viewer, LABEL_PYRAMID, source, labels=name)
+    if layer is None:
+        return viewer.add_labels(
+            levels, name=name, multiscale=True, colormap=colormap, opacity=0.6, scale=scale, translate=translate,
+            metadata={**_tag(LABEL_PYRAMID, source, labels=name, workspace=str(workspace)), "class_names": pyramid.names},
+        )
+    layer.data = levels
+    layer.refresh()
+    return layer
+
+
+def show_slide_results(viewer: Any, image_layer: Any, result: Any) -> SamplingDots:
+    """All layers of a :class:`~napari_m2mrf.inference.slide.SlideResult` (replacing an earlier run's)."""
+    from napari_m2mrf.inference.slide import CORRECTED, PREDICTION
+    from napari_m2mrf.io.workspace import Workspace
+
+    show_deformation_map(viewer, image_layer, result.density, result.density_downsample)
+    show_deformed_image(viewer, image_layer, result.deformed_image, result.image_shape)
+    source = image_layer.name
+    show_label_pyramid(viewer, image_layer, source, result.workspace, PREDICTION)
+    if CORRECTED in Workspace.open(result.workspace, mode="r").label_names():
+        show_label_pyramid(viewer, image_layer, source, result.workspace, CORRECTED)
+    return show_sampling_dots(viewer, image_layer, result.points, result.relative_density)

@@ -1,0 +1,146 @@
+"""Slides on a real napari viewer: open a pyramid, run a slide model from the Segment widget (the GUI
+keeps answering), check the result layers, edit a region, write it back, reopen the workspace."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+pytestmark = pytest.mark.gui
+pytest.importorskip("napari_m2mrf.models.registry")
+
+from napari_m2mrf.io.workspace import Workspace  # noqa: E402
+from napari_m2mrf.widgets.segment import CHECKPOINT_FILE, SegmentWidget  # noqa: E402
+from napari_m2mrf.widgets.slide_edit import EDIT_REGION, REGION_SHAPE, SlideEditWidget  # noqa: E402
+from napari_m2mrf.widgets.slide_layers import DEFORMATION, DEFORMED_IMAGE, DOTS, MAX_DOTS  # noqa: E402
+from napari_m2mrf.widgets.view import camera  # noqa: E402
+from slide_helpers import save_slide_model, small_slide  # noqa: E402
+
+
+@pytest.fixture
+def slide_viewer(make_napari_viewer, tmp_path):
+    slide = small_slide(tmp_path / "slide")
+    viewer = make_napari_viewer()
+    viewer.open(str(slide.ome_zarr), plugin="napari-m2mrf")
+    return viewer, slide, tmp_path
+
+
+def _segment(viewer, model: str | Path) -> SegmentWidget:
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment lesions")
+    widget.image.value = viewer.layers["slide"]
+    if isinstance(model, Path):
+        widget.model.value = CHECKPOINT_FILE
+        widget.checkpoint.value = model
+    else:
+        widget.model.value = model
+    widget.device.value = "cpu"
+    return widget
+
+
+def test_slide_run_shows_layers_and_a_region_edit_is_written_back(slide_viewer, qtbot) -> None:
+    viewer, slide, tmp_path = slide_viewer
+    slide_layer = viewer.layers["slide"]
+    assert slide_layer.multiscale
+    widget = _segment(viewer, save_slide_model(tmp_path / "slide_model.safetensors", output_size=(128, 128)))
+    ticks: list[float] = []
+
+    def tick() -> None:  # while the job runs (napari's own adding of the result layers comes after)
+        if widget.progress.value < widget.progress.max or not ticks:
+            ticks.append(time.perf_counter())
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    timer.start()
+    widget.run()
+    with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
+        pass
+    timer.stop()
+    stalls = np.diff(ticks)
+    assert len(stalls) > 20
+    assert stalls.max() <= 0.100, f"the event loop stalled for {stalls.max() * 1000:.0f} ms during the slide run"
+    assert widget.status.value.startswith("done"), widget.status.value
+
+    # result layers, aligned with the slide
+    prediction = viewer.layers["prediction"]
+    assert prediction.multiscale and prediction.level_shapes[0].tolist() == [2048, 2048]
+    np.testing.assert_allclose(prediction.scale, slide_layer.scale)
+    deformation = viewer.layers[DEFORMATION]
+    assert deformation.data.shape == (32, 32) and not deformation.visible
+    np.testing.assert_allclose(deformation.scale, np.asarray(slide_layer.scale) * 64)
+    assert viewer.layers[DEFORMED_IMAGE].data.shape == (128, 128, 3)
+    dots = viewer.layers[DOTS]
+    workspace = Workspace.open(slide.ome_zarr.parent / "slide.m2mrf.zarr", mode="r")
+    samples = workspace.sampling_points()
+    assert len(samples) == 128 * 128 and 0 < len(dots.data) <= MAX_DOTS
+    assert "relative density" in dots.features
+    # every drawn dot is a real sampling location
+    drawn = {tuple(p) for p in np.round(dots.data, 3)}
+    assert drawn <= {tuple(p) for p in np.round(samples, 3)}
+
+    # zoomed in, every sample in view is drawn
+    cam = camera(viewer)
+    viewer.reset_view()
+    cam.zoom *= 8
+    cam.center = tuple(np.asarray(slide_layer.scale) * (1024, 1024))
+    qtbot.waitUntil(lambda: "every sample in view" in dots.metadata["m2mrf"]["shown"], timeout=5_000)
+
+    # edit a rectangle of the prediction, paint, write back
+    editor = SlideEditWidget(viewer)
+    viewer.window.add_dock_widget(editor, name="Edit slide region")
+    scale = np.asarray(slide_layer.scale)
+    rectangle = np.array([[300, 400], [300, 700], [500, 700], [500, 400]]) * scale
+    viewer.add_shapes([rectangle], shape_type="rectangle", name="roi")
+    editor.reset_choices()
+    editor.pyramid.value = prediction
+    editor.region.value = REGION_SHAPE
+    editor.shapes.value = viewer.layers["roi"]
+    editor.edit_button.clicked.emit()
+    region = viewer.layers[EDIT_REGION]
+    assert not region.multiscale and region.data.shape == (201, 301)  # vertices inclusive, as the Segment widget
+    np.testing.assert_allclose(region.translate, np.asarray(slide_layer.translate) + scale * (300, 400))
+    before = np.asarray(workspace.labels("prediction").levels[0][300:501, 400:701])
+    np.testing.assert_array_equal(region.data, before)
+    region.selected_label, region.brush_size = 2, 40
+    region.paint((70, 140), 2, refresh=True)  # a brush stroke of class 2
+    editor.write_button.clicked.emit()
+    with qtbot.waitSignal(editor.worker.finished, timeout=60_000):
+        pass
+    assert "wrote 201×301 px" in editor.status.value, editor.status.value
+    assert viewer.layers["corrected"].multiscale
+
+    # reopen the workspace from disk: the edit is in labels/corrected at level 0 and level 1
+    reopened = Workspace.open(slide.ome_zarr.parent / "slide.m2mrf.zarr", mode="r")
+    corrected = reopened.labels("corrected")
+    assert (np.asarray(corrected.levels[0][358:382, 528:552]) == 2).all()
+    assert (np.asarray(corrected.levels[1][180:190, 265:275]) == 2).all()
+    np.testing.assert_array_equal(np.asarray(reopened.labels("prediction").levels[0][300:501, 400:701]), before)
+    outside = np.asarray(corrected.levels[0][1000:1200, 1000:1200])
+    np.testing.assert_array_equal(outside, np.asarray(reopened.labels("prediction").levels[0][1000:1200, 1000:1200]))
+
+
+def test_running_a_slide_again_replaces_its_layers(slide_viewer, qtbot) -> None:
+    viewer, _, tmp_path = slide_viewer
+    widget = _segment(viewer, save_slide_model(tmp_path / "slide_model.safetensors"))
+    for _ in range(2):
+        widget.run()
+        with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
+            pass
+        assert widget.status.value.startswith("done"), widget.status.value
+        names = [layer.name for layer in viewer.layers]
+    assert sorted(names) == sorted(["slide", "ground_truth", "prediction", DEFORMATION, DEFORMED_IMAGE, DOTS])
+
+
+def test_a_fundus_model_on_a_slide_is_a_notice(slide_viewer, qtbot) -> None:
+    viewer, _, _ = slide_viewer
+    widget = _segment(viewer, "hrnetv2_w18s")
+    widget.run()
+    with qtbot.waitSignal(widget.worker.finished, timeout=60_000):
+        pass
+    assert "fundus model" in widget.status.value
+    assert DOTS not in viewer.layers
