@@ -1,0 +1,125 @@
+"""The Train widget on a real viewer: training in a separate process with live plots, Stop keeping the
+last checkpoint, the trained model offered by the Segment widget; and the human-in-the-loop cycle
+segment → correct → add to training set → fine-tune → segment again, which raises the corrected
+region's IoU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_m2mrf._samples import fundus_labels_layer
+from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
+from napari_m2mrf.widgets.segment import REGION_WHOLE, SegmentWidget
+from napari_m2mrf.widgets.train_widget import TrainWidget
+from sample_data.fundus import fundus_lesions
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+CROP = (slice(560, 752), slice(420, 612))  # a 192×192 part of fundus_lesions index 0 with EX and HE
+
+
+@pytest.fixture
+def lesion_crop() -> tuple[np.ndarray, np.ndarray]:
+    sample = fundus_lesions(index=0)
+    return sample.image[CROP].copy(), sample.labels[CROP].copy()
+
+
+@pytest.fixture
+def untrained_checkpoint(tmp_path: Path) -> Path:
+    """A real HRNetV2-W18-small with random weights that runs images at their own 192 px size."""
+    path = tmp_path / "start.safetensors"
+    meta = {**fundus_metadata("idrid", {"purpose": "test"}), "input_size": [192, 192]}
+    save_checkpoint(path, build_model("hrnetv2_w18s", num_classes=4), meta)
+    return path
+
+
+def _train(widget: TrainWidget, qtbot, timeout_ms: int = 600_000) -> None:
+    widget.start()
+    assert widget.process is not None, widget.status.value
+    with qtbot.waitSignal(widget.process.finished, timeout=timeout_ms):
+        pass
+
+
+def _iou(prediction: np.ndarray, truth: np.ndarray) -> float:
+    union = ((prediction > 0) | (truth > 0)).sum()
+    return float(((prediction == truth) & (truth > 0)).sum() / union) if union else 1.0
+
+
+def test_training_runs_in_a_process_plots_and_registers_the_model(make_napari_viewer, qtbot, private_cache, lesion_crop) -> None:
+    image, truth = lesion_crop
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="crop", rgb=True)
+    data, kwargs, _ = fundus_labels_layer(truth, "truth")
+    viewer.add_labels(data, **kwargs)
+    widget = TrainWidget(viewer)
+    widget.image_layer.value, widget.labels_layer.value = viewer.layers["crop"], viewer.layers["truth"]
+    widget.add_to_training_set()
+    assert widget.status.value == "1 pairs in the training set"
+    widget.model.value = "hrnetv2_w18s"
+    widget.iterations.value, widget.batch_size.value, widget.crop.value, widget.device.value = 4, 2, 96, "cpu"
+    _train(widget, qtbot)
+    assert widget.registered is not None, widget.status.value
+    assert len(widget.loss_plot.series[0].x) == 4
+    assert len(widget.metric_plot.series[0].x) >= 1
+    segment = SegmentWidget(viewer)
+    assert widget.registered in segment.model.choices
+
+
+def test_stop_ends_the_run_and_keeps_the_last_checkpoint(make_napari_viewer, qtbot, private_cache, lesion_crop) -> None:
+    image, truth = lesion_crop
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="crop", rgb=True)
+    data, kwargs, _ = fundus_labels_layer(truth, "truth")
+    viewer.add_labels(data, **kwargs)
+    widget = TrainWidget(viewer)
+    widget.image_layer.value, widget.labels_layer.value = viewer.layers["crop"], viewer.layers["truth"]
+    widget.add_to_training_set()
+    widget.model.value = "hrnetv2_w18s"
+    widget.iterations.value, widget.batch_size.value, widget.crop.value, widget.device.value = 10_000, 1, 64, "cpu"
+    widget.start()
+    qtbot.waitUntil(lambda: any(e.get("event") == "iteration" for e in widget.events), timeout=300_000)
+    widget.stop_button.clicked.emit()
+    with qtbot.waitSignal(widget.process.finished, timeout=120_000):
+        pass
+    finished = [e for e in widget.events if e.get("event") == "finished"]
+    assert finished and finished[-1]["stopped"]
+    assert Path(finished[-1]["last"]).is_file()
+    assert widget.registered is not None
+
+
+def test_human_in_the_loop_fine_tuning_raises_iou_in_the_corrected_region(
+    make_napari_viewer, qtbot, private_cache, lesion_crop, untrained_checkpoint
+) -> None:
+    image, truth = lesion_crop
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="fundus", rgb=True)
+    segment = SegmentWidget(viewer)
+    segment.model.value = "checkpoint file…"
+    segment.checkpoint.value = untrained_checkpoint
+    segment.device.value, segment.region.value = "cpu", REGION_WHOLE
+
+    def run_segment() -> np.ndarray:
+        segment.run()
+        with qtbot.waitSignal(segment.worker.finished, timeout=120_000):
+            pass
+        return np.asarray(viewer.layers["lesions"].data).copy()
+
+    before = _iou(run_segment(), truth)
+    lesions = viewer.layers["lesions"]
+    lesions.data_setitem(np.nonzero(lesions.data != truth), truth[lesions.data != truth])  # the user's correction
+    train = TrainWidget(viewer)
+    train.image_layer.value, train.labels_layer.value = viewer.layers["fundus"], lesions
+    train.add_to_training_set()
+    train.init.value = str(untrained_checkpoint)
+    train.iterations.value, train.batch_size.value, train.crop.value, train.device.value = 60, 2, 128, "cpu"
+    train.lr.value = 3e-3
+    _train(train, qtbot)
+    assert train.registered is not None, train.status.value
+    segment.reset_choices()
+    segment.model.value = train.registered
+    after_prediction = run_segment()
+    after = _iou(np.asarray(lesions.metadata["prediction"]), truth)
+    assert after > before + 0.1, f"IoU in the corrected region {before:.3f} → {after:.3f}"
+    assert after_prediction.shape == truth.shape
