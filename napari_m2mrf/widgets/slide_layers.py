@@ -168,7 +168,9 @@ def show_sampling_dots(
     layer = _find(viewer, DOTS, source)
     spacing = float(np.sqrt(np.prod(np.ptp(points.reshape(-1, 2), axis=0) + 1) / points[..., 0].size))
     if layer is not None:
-        _controllers[layer].disconnect()
+        previous = _controllers.get(layer)
+        if previous is not None:
+            previous.disconnect()
     else:
         layer = viewer.add_points(
             np.empty((0, 2)),
