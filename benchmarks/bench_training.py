@@ -9,10 +9,11 @@ whose peak resident set (CPU, ``ru_maxrss``) or peak CUDA allocation (GPU) is it
 figure reported is that peak minus the same child's resident set before the first step (model
 and optimiser state included in both). On a GPU use ``--device cuda --amp --batch 4``.
 
-Part 2 (``ddp``): the trainer's CLI on the same config and global batch, once as one process
-(``python -m training``, ``threads`` CPU threads) and once as ``torchrun --nproc_per_node 2``
-(gloo, ``threads / 2`` threads each); seconds per iteration are the median of the iteration
-events after the first two.
+Part 2 (``ddp``): the trainer's CLI on the same config and global batch as one process with 1
+thread and with ``threads`` threads (``python -m training``) and as ``torchrun --nproc_per_node 2``
+(gloo, ``threads / 2`` threads each) with and without synchronised BatchNorm, the four
+alternated ``--ddp-repeats`` times; seconds per
+iteration are the median of the iteration events after the first two of each run.
 
 Run: ``.venv/bin/python benchmarks/bench_training.py [--size 960 1440] [--batch 2] [--steps 3]
 [--variant A] [--parts models ddp]``
@@ -151,33 +152,38 @@ def ddp_part(args: argparse.Namespace) -> None:
     from training.config import TrainingConfig, save_config
 
     torchrun = str(Path(sys.executable).with_name("torchrun"))
+    # (processes, threads each, synchronised BatchNorm)
+    layouts = [(1, 1, True), (1, args.threads, True), (2, args.threads // 2, True), (2, args.threads // 2, False)]
+    results: dict[tuple[int, int, bool], list[float]] = {layout: [] for layout in layouts}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         pairs = write_ddp_data(folder, 8, args.ddp_size)
-        results = {}
-        for processes in (1, 2):
-            config = TrainingConfig.from_dict({
-                "data": {"kind": "pairs", "pairs": pairs},
-                "augment": {"resize": [args.ddp_size] * 2, "crop": [args.ddp_size] * 2, "scale_range": [1.0, 1.0],
-                            "rotate90": False, "hflip": 0.0, "vflip": 0.0, "photometric": False},
-                "model": {"name": args.ddp_model, "options": {}},
-                "run": {"iterations": args.ddp_iterations, "batch_size": 4, "device": "cpu",
-                        "threads": args.threads // processes, "checkpoint_every": 0,
-                        "output_dir": str(folder / f"run{processes}")},
-            })
-            path = save_config(config, folder / f"config{processes}.yaml")
-            command = [sys.executable, "-m", "training"] if processes == 1 else \
-                [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "training"]
-            results[processes] = ddp_seconds(command, path, args.threads // processes)
-    print(f"\nDDP scaling on CPU ({args.ddp_model}, global batch 4 of {args.ddp_size}², gloo, "
-          f"{args.threads} threads in all), median of iterations 3..{args.ddp_iterations}")
-    print("| processes | threads each | s/iteration | iterations/s | speed-up |")
+        for repeat in range(args.ddp_repeats):
+            for processes, threads, sync in layouts:
+                config = TrainingConfig.from_dict({
+                    "data": {"kind": "pairs", "pairs": pairs},
+                    "augment": {"resize": [args.ddp_size] * 2, "crop": [args.ddp_size] * 2,
+                                "scale_range": [1.0, 1.0], "rotate90": False, "hflip": 0.0, "vflip": 0.0,
+                                "photometric": False},
+                    "model": {"name": args.ddp_model, "options": {}, "sync_batchnorm": sync},
+                    "run": {"iterations": args.ddp_iterations, "batch_size": 4, "device": "cpu", "threads": threads,
+                            "checkpoint_every": 0, "output_dir": str(folder / f"run{processes}x{threads}{sync}-{repeat}")},
+                })
+                path = save_config(config, folder / f"config{processes}x{threads}{sync}-{repeat}.yaml")
+                command = [sys.executable, "-m", "training"] if processes == 1 else \
+                    [torchrun, "--standalone", "--nproc_per_node", str(processes), "-m", "training"]
+                results[(processes, threads, sync)] += ddp_seconds(command, path, threads)[2:]
+    print(f"\nDDP scaling on CPU ({args.ddp_model}, global batch 4 of {args.ddp_size}², gloo), runs alternated "
+          f"{args.ddp_repeats}×, median of iterations 3..{args.ddp_iterations} of every run")
+    print("| processes × threads | BatchNorm | s/iteration | iterations/s | speed-up vs 1 × 1 |")
     print("|---|---|---|---|---|")
-    base = statistics.median(results[1][2:])
-    for processes, seconds in results.items():
-        median = statistics.median(seconds[2:])
-        print(f"| {processes} | {args.threads // processes} | {median:.2f} | {1 / median:.2f} | {base / median:.2f} |")
-    print("all iteration times:", {k: [round(t, 2) for t in v] for k, v in results.items()})
+    base = statistics.median(results[layouts[0]])
+    for (processes, threads, sync), seconds in results.items():
+        median = statistics.median(seconds)
+        norm = "per process" if not sync else ("synchronised" if processes > 1 else "plain")
+        print(f"| {processes} × {threads} | {norm} | {median:.2f} | {1 / median:.2f} | {base / median:.2f} |")
+    print("all iteration times:", {f"{p}x{t}{'' if s else ' no sync'}": [round(x, 2) for x in v]
+                                   for (p, t, s), v in results.items()})
 
 
 def main() -> None:
@@ -193,6 +199,7 @@ def main() -> None:
     parser.add_argument("--ddp-model", default="hrnetv2_w18s")
     parser.add_argument("--ddp-size", type=int, default=192)
     parser.add_argument("--ddp-iterations", type=int, default=8)
+    parser.add_argument("--ddp-repeats", type=int, default=2)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

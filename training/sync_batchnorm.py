@@ -1,9 +1,9 @@
 """BatchNorm whose batch statistics span all processes, on any device (gloo on CPU included).
 
 ``torch.nn.SyncBatchNorm`` only runs on GPUs. :class:`ProcessSyncBatchNorm2d` computes the global
-mean and (biased) variance of the channels over every process's batch with two differentiable
-all-reduces (sums, then squared deviations from the global mean), so forward and backward equal
-plain BatchNorm on the concatenated global batch; running statistics are updated with the global
+mean and (biased) variance of the channels over every process's batch from each process's own
+mean and variance, combined in float64 by one differentiable all-reduce per layer (one more in
+backward), so forward and backward equal plain BatchNorm on the concatenated global batch; running statistics are updated with the global
 values (unbiased variance) exactly as ``nn.BatchNorm2d`` would. Outside a multi-process run, or in
 eval mode, it is ``nn.BatchNorm2d``. Its state-dict keys are those of ``nn.BatchNorm2d``.
 """
@@ -44,18 +44,24 @@ class ProcessSyncBatchNorm2d(nn.BatchNorm2d):
         """input (N, C, H, W) → same shape."""
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        dims = (0, 2, 3)
-        count = torch.full((1,), input.numel() / input.shape[1], dtype=input.dtype, device=input.device)
-        totals = sum_over_processes(torch.cat([input.sum(dim=dims), count]))
+        channels, pixels_here = input.shape[1], input.numel() / input.shape[1]
+        local_variance, local_mean = torch.var_mean(input, dim=(0, 2, 3), unbiased=False)
+        mean64 = local_mean.double()
+        count = torch.full((1,), pixels_here, dtype=torch.float64, device=input.device)
+        # One collective: Σ n·mean, Σ n·(variance + mean²), Σ n in float64 (no cancellation).
+        totals = sum_over_processes(
+            torch.cat([mean64 * pixels_here, (local_variance.double() + mean64.square()) * pixels_here, count])
+        )
         pixels = totals[-1]
-        mean = totals[:-1] / pixels
+        mean = totals[:channels] / pixels
+        variance = (totals[channels : 2 * channels] / pixels - mean.square()).clamp_min(0)
+        mean, variance = mean.to(input.dtype), variance.to(input.dtype)
         centred = input - mean[None, :, None, None]
-        variance = sum_over_processes(centred.square().sum(dim=dims)) / pixels
         output = centred * torch.rsqrt(variance + self.eps)[None, :, None, None]
         if self.affine:
             output = output * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         if self.track_running_stats:
-            self._update_running_stats(mean.detach(), variance.detach() * pixels / (pixels - 1))
+            self._update_running_stats(mean.detach(), variance.detach() * float(pixels) / float(pixels - 1))
         return output
 
     @torch.no_grad()
