@@ -63,10 +63,11 @@ class SegmentWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from napari_m2mrf.inference.devices import available_devices
         from napari_m2mrf.inference.model_source import model_choices
+        from napari_m2mrf.inference.trained_models import registry_changed
 
         self._viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_layers)
-        self.model = ComboBox(label="model", choices=model_choices() + [CHECKPOINT_FILE])
+        self.model = ComboBox(label="model", choices=lambda _widget: model_choices() + [CHECKPOINT_FILE])
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors *.pt", visible=False)
         self.device = ComboBox(label="device", choices=["auto"] + available_devices(), value="auto")
         self.region = ComboBox(label="region", choices=[REGION_WHOLE, REGION_TILES, REGION_VIEW, REGION_SHAPES])
@@ -97,6 +98,9 @@ class SegmentWidget(Container):
         self.worker = None
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
+        refresh_models = self.model.reset_choices
+        registry_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
+        self.native.destroyed.connect(lambda: registry_changed.disconnect(refresh_models))
 
     def _image_layers(self, _widget=None) -> list:
         import napari

@@ -13,6 +13,7 @@ a pair the trainer reads; "fine-tune from" starts from a bundled or trained chec
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ FROM_SCRATCH = "(train from scratch)"
 LAYOUTS = ("idrid", "ddr", "folder")
 LOSS_COLOR = (0.9, 0.9, 0.9, 1.0)
 METRIC_COLOR = (0.3, 0.8, 1.0, 1.0)
+OFFICIAL_INPUT_SIZE = (960, 1440)
 
 
 def training_config(
@@ -49,21 +51,26 @@ def training_config(
     output_dir: Path,
 ) -> dict[str, Any]:
     """A trainer config (as nested dicts) for the widget's choices: Adam with poly decay, Dice loss,
-    the M2MRF augmentations, evaluation four times per run when there is validation data."""
+    the M2MRF augmentations, evaluation four times per run when there is validation data. Images are
+    fitted into the input size the Segment widget will use: the official 1440×960 from scratch, the
+    starting checkpoint's when fine-tuning."""
     options = {"variant": variant} if model.startswith("m2mrf_") else {}
+    input_size = list(OFFICIAL_INPUT_SIZE)
     if init_checkpoint:
         from napari_m2mrf.models import read_checkpoint_metadata
 
         meta = read_checkpoint_metadata(init_checkpoint)
         model, options = meta["arch"], {k: v for k, v in meta["model"].items() if k != "num_classes"}
+        input_size = list(meta["input_size"])  # fine-tune at the scale the model segments at
     return {
         "data": data,
-        "augment": {"crop": [crop, crop], "scale_range": [0.75, 1.5], "rotate90": True, "hflip": 0.5, "vflip": 0.5,
-                    "photometric": True},
+        "augment": {"resize": input_size, "crop": [crop, crop], "scale_range": [0.75, 1.5], "rotate90": True,
+                    "hflip": 0.5, "vflip": 0.5, "photometric": True},
         "model": {"name": model, "options": options, "init_checkpoint": init_checkpoint, "sync_batchnorm": False},
         "loss": {"name": "dice"},
         "optim": {"name": "adam", "lr": lr, "weight_decay": 1e-4, "schedule": "poly", "min_lr": lr / 100},
         "run": {"iterations": iterations, "batch_size": batch_size, "device": device, "amp": True,
+                "threads": max(1, (os.cpu_count() or 2) - 1),  # leave a core to the viewer
                 "eval_every": max(1, iterations // 4), "checkpoint_every": max(1, iterations // 4),
                 "output_dir": str(output_dir)},
     }
