@@ -37,6 +37,19 @@ def untrained_checkpoint(tmp_path: Path) -> Path:
     return path
 
 
+def _widget_with_one_pair(make_napari_viewer, lesion_crop) -> tuple:
+    """A viewer with the crop and its ground truth, and a Train widget whose training set holds that pair."""
+    image, truth = lesion_crop
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="crop", rgb=True)
+    data, kwargs, _ = fundus_labels_layer(truth, "truth")
+    viewer.add_labels(data, **kwargs)
+    widget = TrainWidget(viewer)
+    widget.image_layer.value, widget.labels_layer.value = viewer.layers["crop"], viewer.layers["truth"]
+    widget.add_to_training_set()
+    return viewer, widget
+
+
 def _train(widget: TrainWidget, qtbot, timeout_ms: int = 600_000) -> None:
     widget.start()
     assert widget.process is not None, widget.status.value
@@ -53,14 +66,7 @@ def _mean_iou(viewer, truth: np.ndarray) -> float:
 
 
 def test_training_runs_in_a_process_plots_and_registers_the_model(make_napari_viewer, qtbot, private_cache, lesion_crop) -> None:
-    image, truth = lesion_crop
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="crop", rgb=True)
-    data, kwargs, _ = fundus_labels_layer(truth, "truth")
-    viewer.add_labels(data, **kwargs)
-    widget = TrainWidget(viewer)
-    widget.image_layer.value, widget.labels_layer.value = viewer.layers["crop"], viewer.layers["truth"]
-    widget.add_to_training_set()
+    viewer, widget = _widget_with_one_pair(make_napari_viewer, lesion_crop)
     assert widget.status.value == "1 pairs in the training set"
     widget.model.value = "hrnetv2_w18s"
     widget.iterations.value, widget.batch_size.value, widget.crop.value, widget.device.value = 4, 2, 96, "cpu"
@@ -73,14 +79,7 @@ def test_training_runs_in_a_process_plots_and_registers_the_model(make_napari_vi
 
 
 def test_stop_ends_the_run_and_keeps_the_last_checkpoint(make_napari_viewer, qtbot, private_cache, lesion_crop) -> None:
-    image, truth = lesion_crop
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="crop", rgb=True)
-    data, kwargs, _ = fundus_labels_layer(truth, "truth")
-    viewer.add_labels(data, **kwargs)
-    widget = TrainWidget(viewer)
-    widget.image_layer.value, widget.labels_layer.value = viewer.layers["crop"], viewer.layers["truth"]
-    widget.add_to_training_set()
+    viewer, widget = _widget_with_one_pair(make_napari_viewer, lesion_crop)
     widget.model.value = "hrnetv2_w18s"
     widget.iterations.value, widget.batch_size.value, widget.crop.value, widget.device.value = 10_000, 1, 64, "cpu"
     widget.start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from training.config import DataConfig

@@ -116,16 +116,31 @@ def save_checkpoint(
         raise ValueError("save_checkpoint needs a model built by build_model (it has no build_config)")
     arch = config.pop("arch")
     _check_metadata(meta, int(config["num_classes"]), str(path))
+    return write_checkpoint_file(path, model.state_dict(), meta, arch, config, dtype)
+
+
+def write_checkpoint_file(
+    path: str | Path,
+    state_dict: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    arch: str,
+    model_config: Mapping[str, Any],
+    dtype: torch.dtype = torch.float32,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write ``state_dict`` (floating-point tensors cast to ``dtype``) and the full metadata — ``meta``,
+    format, ``arch``, ``model`` config, ``extra`` keys and the weights' sha256 — to ``path`` atomically."""
     state = {
         name: (t.to(dtype) if t.is_floating_point() else t).detach().cpu().contiguous()
-        for name, t in model.state_dict().items()
+        for name, t in state_dict.items()
     }
     full = {
         **meta,
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        **extra,
         "arch": arch,
-        "model": config,
+        "model": dict(model_config),
         "weights_sha256": weights_sha256(state),
         "weights_dtype": str(dtype).removeprefix("torch."),
     }

@@ -23,7 +23,6 @@ config in ``meta["provenance"]["config"]``). Loading never executes code from a 
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,19 +30,15 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.io.atomic import atomic_path
 from napari_m2mrf.models.checkpoints import (
-    FORMAT,
-    FORMAT_VERSION,
-    METADATA_KEY,
     _check_metadata,
     load_checkpoint,
     read_checkpoint_metadata,
     weights_sha256,
+    write_checkpoint_file,
 )
 from napari_m2mrf.models.deform import DeformationModule, DeformedSampler, DeformedSegmenter, UniformSampler
 from napari_m2mrf.models.registry import build_model
@@ -122,24 +117,9 @@ def save_deformed_checkpoint(
         raise ValueError("meta['output'] must be 'softmax' or 'sigmoid'")
     arch = config.pop("arch")
     _check_metadata(meta, int(config["num_classes"]), str(path))
-    state = {
-        name: (t.to(dtype) if t.is_floating_point() else t).detach().cpu().contiguous()
-        for name, t in model.state_dict().items()
-    }
-    full = {
-        **meta,
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": DEFORMED_KIND,
-        "arch": arch,
-        "model": config,
-        "deformed": deformed_settings(model),
-        "weights_sha256": weights_sha256(state),
-        "weights_dtype": str(dtype).removeprefix("torch."),
-    }
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(full)})
-    return full
+    return write_checkpoint_file(
+        path, model.state_dict(), meta, arch, config, dtype, kind=DEFORMED_KIND, deformed=deformed_settings(model)
+    )
 
 
 def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: Path, arch: str) -> None:

@@ -152,8 +152,6 @@ class SegmentWidget(Container):
 
     def run(self) -> None:
         """Start a run in a worker thread (the GUI stays responsive); errors become notifications."""
-        from superqt.utils import create_worker
-
         layer = self.image.value
         if layer is None:
             self._notify("open an image first")
@@ -167,30 +165,33 @@ class SegmentWidget(Container):
             self._notify(str(exc))
             return
         image = np.asarray(layer.data)
+        self._start(run_segmentation, image, request, lambda result: self._show(layer, result),
+                    f"running {request.model} on {layer.name}…")
+
+    def _start(self, job, source, request, on_result, status: str) -> None:
+        """Run ``job(source, request, progress=, cancel=, notify=)`` in a background worker thread."""
+        from superqt.utils import create_worker
+
         self._cancel = CancelToken()
-        signals, cancel = self._signals, self._cancel
+        signals = self._signals
         self.worker = create_worker(
             run_in_background,
-            run_segmentation,
-            image,
+            job,
+            source,
             request,
             progress=lambda done, total, message: signals.progressed.emit(done, total, message),
-            cancel=cancel,
+            cancel=self._cancel,
             notify=signals.noticed.emit,
             _start_thread=False,
-            _connect={
-                "returned": lambda result: self._show(layer, result),
-                "errored": self._on_error,
-                "finished": self._on_finished,
-            },
+            _connect={"returned": on_result, "errored": self._on_error, "finished": self._on_finished},
         )
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.progress.value = 0
-        self.status.value = f"running {request.model} on {layer.name}…"
+        self.status.value = status
         self.worker.start()
 
     def cancel(self) -> None:
-        """Ask the running job to stop at its next tile."""
+        """Ask the running job to stop (within one network layer or one chunk of work)."""
         if self._cancel is not None:
             self._cancel.set()
             self.status.value = "cancelling…"
@@ -230,34 +231,14 @@ class SegmentWidget(Container):
 
     def _run_slide(self, layer) -> None:
         """Run a slide model on the file behind ``layer`` in a worker thread; show the slide layers."""
-        from superqt.utils import create_worker
 
         path = layer.metadata.get("source") or layer.source.path
         if not path:
             self._notify(f"{layer.name!r} has no file behind it: a slide model reads the slide file")
             return
         request = SlideRequest(model=self._model_source(), device=str(self.device.value))
-        self._cancel = CancelToken()
-        signals = self._signals
-        self.worker = create_worker(
-            run_in_background,
-            run_slide_segmentation,
-            path,
-            request,
-            progress=lambda done, total, message: signals.progressed.emit(done, total, message),
-            cancel=self._cancel,
-            notify=signals.noticed.emit,
-            _start_thread=False,
-            _connect={
-                "returned": lambda result: self._show_slide(layer, result),
-                "errored": self._on_error,
-                "finished": self._on_finished,
-            },
-        )
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.progress.value = 0
-        self.status.value = f"running {request.model} on the slide {layer.name}…"
-        self.worker.start()
+        self._start(run_slide_segmentation, path, request, lambda result: self._show_slide(layer, result),
+                    f"running {request.model} on the slide {layer.name}…")
 
     def _show_slide(self, layer, result: SlideResult) -> None:
         from napari_m2mrf.widgets.slide_layers import show_slide_results

@@ -23,7 +23,6 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import QProcess
 
-from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.widgets.plot import LinePlot, Series
 
 if TYPE_CHECKING:
