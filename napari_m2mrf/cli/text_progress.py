@@ -11,8 +11,8 @@ class TextProgress:
     """``label [#####.....]  40% 4/10 message``, redrawn in place on ``stream``; with ``total_bytes``
     (the size of all the work) also the throughput in MB/s."""
 
-    def __init__(self, label: str, stream: TextIO = sys.stderr, width: int = 30, total_bytes: int | None = None) -> None:
-        self.label, self.stream, self.width = label, stream, width
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30, total_bytes: int | None = None) -> None:
+        self.label, self.stream, self.width = label, stream or sys.stderr, width
         self.total_bytes = total_bytes
         self.started = time.monotonic()
         self.last_drawn = 0.0
