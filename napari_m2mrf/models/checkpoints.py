@@ -150,6 +150,7 @@ def write_checkpoint_file(
     os.close(handle)
     try:
         save_file(state, temporary, metadata={METADATA_KEY: json.dumps(full)})
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a checkpoint is shared like any data file
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
