@@ -35,7 +35,8 @@ def bundle(run_dir: Path, name: str) -> Path:
         **meta.get("provenance", {}),
         "trained_iterations": max(steps) if steps else 0,
         "selected_checkpoint": source.name,
-        "validation": evaluations[-1] if evaluations else None,
+        "validation": (max(evaluations, key=lambda e: e["score"]) if source.name.startswith("best") else evaluations[-1])
+        if evaluations else None,
         "config": yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None,
     }
     kept = {k: v for k, v in meta.items() if k in ("classes", "normalization", "input_size")}
