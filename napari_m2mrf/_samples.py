@@ -10,19 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_m2mrf.classes import FUNDUS_CLASSES, label_colormap
+from napari_m2mrf.classes import label_colormap, lesion_features
 
 LayerData = tuple[Any, dict[str, Any], str]
 
 
 def fundus_labels_layer(labels: np.ndarray, name: str) -> LayerData:
     """A Labels layer of fundus lesion classes with the paper's colours and class names as features."""
-    features = {
-        "index": [0] + [cls.label for cls in FUNDUS_CLASSES],
-        "class": ["background"] + [cls.code for cls in FUNDUS_CLASSES],
-        "name": ["background"] + [cls.name for cls in FUNDUS_CLASSES],
-    }
-    return labels, {"name": name, "colormap": label_colormap(), "features": features, "opacity": 0.8}, "labels"
+    return labels, {"name": name, "colormap": label_colormap(), "features": lesion_features(), "opacity": 0.8}, "labels"
 
 
 def retina_layers() -> list[LayerData]:

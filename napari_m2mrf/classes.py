@@ -43,6 +43,15 @@ def label_colormap(classes: tuple[LesionClass, ...] = FUNDUS_CLASSES) -> dict[in
     return colors
 
 
+def lesion_features(classes: tuple[LesionClass, ...] = FUNDUS_CLASSES) -> dict[str, list]:
+    """Labels-layer features: one row per label value (background first) with class code and name."""
+    return {
+        "index": [0] + [cls.label for cls in classes],
+        "class": ["background"] + [cls.code for cls in classes],
+        "name": ["background"] + [cls.name for cls in classes],
+    }
+
+
 def class_by_code(code: str, classes: tuple[LesionClass, ...] = FUNDUS_CLASSES) -> LesionClass:
     """The class with short code ``code`` (case-insensitive); ``KeyError`` naming the valid codes otherwise."""
     for cls in classes:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_m2mrf.classes import FUNDUS_CLASSES, label_colormap
+from napari_m2mrf.classes import FUNDUS_CLASSES, label_colormap, lesion_features
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.formats import SourceInfo
 
@@ -88,14 +88,10 @@ def fundus_layer_data(path: str | os.PathLike[str], *, notify: Callable[[str], N
 
 
 def _fundus_labels(labels: np.ndarray, name: str, layout: str) -> LayerData:
-    features = {
-        "index": [0] + [cls.label for cls in FUNDUS_CLASSES],
-        "class": ["background"] + [cls.code for cls in FUNDUS_CLASSES],
-    }
     meta = {
         "name": name,
         "colormap": label_colormap(),
-        "features": features,
+        "features": lesion_features(),
         "opacity": 0.8,
         "metadata": {"layout": layout},
     }
@@ -113,7 +109,11 @@ def slide_layer_data(
     Works for OME-TIFF, SVS, NDPI, generic tiled TIFF, OME-Zarr and workspaces. A large
     single-resolution image gets a pyramid built into its workspace first (``progress(done, total)``).
     """
-    from napari_m2mrf.io.slides import check_pyramid_readable, ensure_pyramid, open_label_pyramids
+    from napari_m2mrf.io.slides import (
+        check_pyramid_readable,
+        ensure_pyramid,
+        open_label_pyramids,
+    )
 
     path = Path(path)
     pyramid = ensure_pyramid(path, info=info, progress=progress)

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_m2mrf.classes import label_colormap
+from napari_m2mrf.classes import label_colormap, lesion_features
 from napari_m2mrf.io.idrid_masks import read_idrid_mask
 from napari_m2mrf.io.workspace import Workspace
 from napari_m2mrf.widgets.correct import CorrectWidget
-from napari_m2mrf.widgets.result_layers import lesion_features
 
 pytestmark = pytest.mark.gui
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_m2mrf.classes import FUNDUS_CLASSES, LesionClass, label_colormap
+from napari_m2mrf.classes import FUNDUS_CLASSES, label_colormap, lesion_features
 
 LESIONS = "lesions"
 PROBABILITY = "probability"
@@ -26,15 +26,6 @@ def find_result_layer(viewer: Any, role: str, source: str, code: str | None = No
         if tag.get("role") == role and tag.get("source") == source and tag.get("code") == code:
             return layer
     return None
-
-
-def lesion_features(classes: tuple[LesionClass, ...] = FUNDUS_CLASSES) -> dict[str, list]:
-    """Labels-layer features: one row per label value with the class code and name."""
-    return {
-        "index": [0] + [cls.label for cls in classes],
-        "class": ["background"] + [cls.code for cls in classes],
-        "name": ["background"] + [cls.name for cls in classes],
-    }
 
 
 def corrections_carried_over(layer: Any, new_prediction: np.ndarray) -> np.ndarray:
