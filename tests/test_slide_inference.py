@@ -9,23 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from slide_helpers import save_slide_model, small_slide
 
 from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.progress import CancelToken, Cancelled
+from napari_m2mrf.inference.progress import Cancelled, CancelToken
 from napari_m2mrf.inference.pyramid_sampling import level_bytes
 from napari_m2mrf.inference.slide import (
     CORRECTED,
     PREDICTION,
     SlideRequest,
+    class_probabilities,
     logits_to_labels,
+    probability_downsample,
     relative_sample_density,
     run_slide_segmentation,
 )
 from napari_m2mrf.io.workspace import Workspace
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
 from napari_m2mrf.models.deformed_checkpoints import is_deformed, load_model_file
-from slide_helpers import save_slide_model, small_slide
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +101,17 @@ def test_slide_run_writes_prediction_pyramid_points_and_deformation(slide, slide
     assert density.sum() == pytest.approx(1.0, abs=1e-4)
     assert workspace.provenance["sampler"] == "learned" and workspace.provenance["model"] == str(slide_model)
     assert result.deformed_image.shape == (64, 64, 3) and result.deformed_image.dtype == np.uint8
+    # probability pyramid: float16, 16 level-0 px per pixel (two per sample spacing), background left out
+    maps, factor, codes = workspace.probability_pyramid()
+    assert factor == result.probability_downsample == 16 and codes == ["tumour", "vessel", "necrosis"]
+    assert [level.shape for level in maps.levels] == [(3, 128, 128)] and maps.levels[0].dtype == np.float16
+    assert maps.pixel_size_um == pytest.approx(16 * slide.pixel_size_um)
+    finest = np.asarray(maps.levels[0][:], np.float32)
+    assert 0.0 <= finest.min() and finest.sum(axis=0).max() <= 1.0 + 1e-2
+    # the most probable class of each map pixel (background = 1 − the rest) is the prediction under its centre
+    with_background = np.concatenate((1.0 - finest.sum(axis=0, keepdims=True), finest))
+    under_centres = level0[8::16, 8::16]
+    assert (with_background.argmax(axis=0) == under_centres).mean() > 0.95
     # the 64×64 samples are ~32 px apart: read from a coarse level, far less than level 0
     from napari_m2mrf.io.slides import open_pyramid
 
@@ -182,9 +195,32 @@ def test_logits_become_the_checkpoint_label_values() -> None:
     logits = torch.tensor([[[5.0, -5.0]], [[-5.0, 0.0]], [[-5.0, 6.0]]])  # 3 channels, 1×2 pixels
     softmax_meta = {"output": "softmax", "classes": [{"label": 0}, {"label": 7}, {"label": 9}]}
     np.testing.assert_array_equal(logits_to_labels(logits, softmax_meta), [[0, 9]])
-    sigmoid_meta = {"output": "sigmoid", "classes": [{"label": 1}, {"label": 2}, {"label": 4}]}
+    sigmoid_meta = {"output": "sigmoid", "classes": [{"label": 1, "code": "A"}, {"label": 2, "code": "B"},
+                                                     {"label": 4, "code": "D"}]}
     np.testing.assert_array_equal(logits_to_labels(logits, sigmoid_meta), [[1, 4]])
     np.testing.assert_array_equal(logits_to_labels(logits, sigmoid_meta, thresholds=[0.5, 0.5, 0.999]), [[1, 0]])
+    # the checkpoint's calibrated thresholds are the default; given ones override them
+    calibrated = {**sigmoid_meta, "thresholds": {"D": 0.999}}
+    np.testing.assert_array_equal(logits_to_labels(logits, calibrated), [[1, 0]])
+    np.testing.assert_array_equal(logits_to_labels(logits, calibrated, thresholds=[0.5] * 3), [[1, 4]])
+    with pytest.raises(UserError, match="2 thresholds given for the model's 3 classes"):
+        logits_to_labels(logits, sigmoid_meta, thresholds=[0.5, 0.5])
+    with pytest.raises(UserError, match="between 0 and 1"):
+        logits_to_labels(logits, {**sigmoid_meta, "thresholds": {"A": 1.5}})
+    # softmax: every channel's probability, background left out; sigmoid: every channel's sigmoid
+    probabilities, classes = class_probabilities(logits, softmax_meta)
+    assert [c["label"] for c in classes] == [7, 9]
+    np.testing.assert_allclose(probabilities, torch.softmax(logits, dim=0)[1:].numpy(), rtol=1e-6)
+    probabilities, classes = class_probabilities(logits, sigmoid_meta)
+    assert len(classes) == 3
+    np.testing.assert_allclose(probabilities, torch.sigmoid(logits).numpy(), rtol=1e-6)
+
+
+def test_probability_maps_have_two_to_four_pixels_per_sample_spacing() -> None:
+    assert probability_downsample((2048, 2048), 64 * 64) == 16  # samples 32 px apart
+    assert probability_downsample((32768, 32768), 512 * 512) == 32  # 64 px apart
+    assert probability_downsample((100_000, 100_000), 512 * 512) == 64  # 195 px apart
+    assert probability_downsample((500, 500), 512 * 512) == 1
 
 
 def test_relative_density_is_one_on_a_uniform_grid_and_four_where_twice_as_dense() -> None:

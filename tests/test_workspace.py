@@ -115,6 +115,28 @@ def test_probabilities_sampling_deformation_provenance(workspace: Workspace) -> 
     assert provenance["variant"] == "A" and "time" in provenance
 
 
+def test_probability_pyramid_is_published_whole_or_not_at_all(workspace: Workspace) -> None:
+    workspace.write_probabilities(RNG.random((4, 75, 88)), downsample=8, class_names=["EX", "HE", "SE", "MA"])
+    with pytest.raises(UserError, match="no probability pyramid"):
+        workspace.probability_pyramid()  # a fundus run's single map is not a pyramid
+    maps = RNG.random((2, 700, 600)).astype(np.float16)
+    with workspace.new_probabilities((2, 700, 600), downsample=4, class_codes=["T", "V"], pixel_size_um=2.5,
+                                     chunk=256) as level0:
+        level0[:, :400] = maps[:, :400]
+        level0[:, 400:] = maps[:, 400:]
+    pyramid, downsample, codes = workspace.probability_pyramid()
+    assert downsample == 4.0 and codes == ["T", "V"] and pyramid.pixel_size_um == pytest.approx(10.0)
+    assert [level.shape for level in pyramid.levels] == [(2, 700, 600), (2, 350, 300), (2, 175, 150)]
+    np.testing.assert_array_equal(pyramid.levels[0][...], maps)
+    np.testing.assert_allclose(pyramid.levels[1][:, 10, 20], maps[:, 20:22, 40:42].astype(np.float32).mean(axis=(1, 2)),
+                               atol=1e-3)
+    with pytest.raises(RuntimeError), workspace.new_probabilities((1, 10, 10), downsample=1, class_codes=["T"]) as level0:
+        level0[...] = 1.0
+        raise RuntimeError("interrupted")
+    assert workspace.probability_pyramid()[2] == ["T", "V"]
+    assert not list(workspace.path.glob(".probabilities.tmp-*"))
+
+
 def test_missing_chunk_in_a_complete_store_is_reported(workspace: Workspace) -> None:
     chunk = next(p for p in sorted((workspace.path / "1").rglob("*")) if p.is_file() and not p.name.startswith((".", "zarr")))
     chunk.unlink()

@@ -1,6 +1,9 @@
 """One segmentation run on a fundus image: load the model, run it on the chosen region, threshold.
 
 Qt-free: the segment widget runs ``run_segmentation`` in a worker thread, and so can a script.
+``model_metadata`` and ``class_thresholds`` tell a widget or the CLI, before any weights are read,
+which classes a model has and the thresholds it was calibrated with (checkpoint metadata
+``"thresholds": {"EX": 0.35, …}`` per class code; 0.5 for a class it does not name).
 """
 
 from __future__ import annotations
@@ -8,14 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing, probabilities_to_labels
+from napari_m2mrf.inference.fundus import (
+    FundusPredictor,
+    Preprocessing,
+    probabilities_to_labels,
+)
 from napari_m2mrf.inference.progress import CancelToken, ProgressCallback, no_progress
 from napari_m2mrf.inference.regions import Box, box_mask
 
+DEFAULT_THRESHOLD = 0.5
 WHOLE = "whole"  # the official protocol: whole image rescaled to the model's input size
 TILES = "tiles"  # full-resolution sliding window
 
@@ -42,6 +51,51 @@ class SegmentResult:
     computed: np.ndarray | None
     meta: dict = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def model_metadata(source: str | Path) -> dict | None:
+    """The metadata of the model ``source`` names, reading no weights; None when it names nothing readable.
+
+    A bundled or registered (trained) model or a checkpoint file gives its own metadata; a bare
+    registry name the untrained default's (fundus classes, IDRiD settings).
+    """
+    from napari_m2mrf.inference.model_source import bundled_models
+    from napari_m2mrf.inference.trained_models import trained_models
+    from napari_m2mrf.models.deformed_checkpoints import read_model_metadata
+
+    name = str(source)
+    path = {**bundled_models(), **trained_models()}.get(name, Path(name).expanduser())
+    if path.is_file():
+        try:
+            return read_model_metadata(path)
+        except UserError:
+            return None
+    from napari_m2mrf.models import fundus_metadata, list_models
+
+    return fundus_metadata("idrid") if name in list_models() else None
+
+
+def uses_thresholds(meta: dict) -> bool:
+    """True for sigmoid (multi-label) models; softmax models take the most probable class (argmax)."""
+    return meta.get("output", "sigmoid") != "softmax"
+
+
+def class_thresholds(meta: dict) -> dict[str, float]:
+    """Per thresholded class code (every class of a sigmoid model, none of a softmax one), in channel
+    order, its threshold from the checkpoint's ``"thresholds"`` (default 0.5).
+
+    ``UserError`` when ``"thresholds"`` is not a mapping of class codes to numbers in (0, 1).
+    """
+    if not uses_thresholds(meta):
+        return {}
+    stored = meta.get("thresholds") or {}
+    codes = [str(c["code"]) for c in meta["classes"]]
+    if not isinstance(stored, dict) or not set(stored) <= set(codes):
+        raise UserError(f"checkpoint thresholds {stored!r} must map class codes ({', '.join(codes)}) to numbers")
+    for code, value in stored.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+            raise UserError(f"checkpoint threshold of {code} must be a number between 0 and 1, got {value!r}")
+    return {code: float(stored.get(code, DEFAULT_THRESHOLD)) for code in codes}
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:

@@ -16,12 +16,18 @@ One run, Qt-free (the Segment widget runs it in a worker thread, a script can ca
 5. **Reverse mapping**: the low-resolution labels become the lazy label map Π∘G⁻¹ (nearest
    sample, :class:`~napari_m2mrf.inference.reverse_sampling.ReverseSampler`); level 0 is filled
    block by block into the workspace's ``labels/prediction``, whose coarser levels are then built
-   (2×2 mode, as corrections are) and the pyramid is published in one rename. Sampling points
-   (``(N, 2)`` level-0 pixels), the deformation map and provenance are written too.
+   (2×2 mode, as corrections are) and the pyramid is published in one rename. The per-class
+   probabilities (softmax without the background channel, or sigmoid) are reverse-mapped the same
+   way into ``probabilities/``: float16 in 0…1, a pyramid whose finest level has
+   ``probability_downsample`` level-0 pixels per pixel (two to four pixels per mean sample spacing,
+   so at most (4h)×(4w) pixels per class whatever the slide's size), coarser levels by 2×2 average.
+   Sampling points (``(N, 2)`` level-0 pixels), the deformation map and provenance are written too.
 
 ``labels/corrected`` is never touched. A cancel (``CancelToken``) is honoured within one band,
-one network layer, one 2048² block or one pyramid block — well under 2 s — and leaves the
-workspace as it was.
+one network layer, one 2048² block or one pyramid block — well under 2 s — up to the moment the
+new prediction is published; it leaves the workspace as it was. After that moment the run
+finishes without checking (the probability pyramid's coarser levels, points, deformation map and
+provenance take well under a second), so a cancelled run never leaves a half-replaced workspace.
 """
 
 from __future__ import annotations
@@ -37,12 +43,26 @@ from torch import nn
 
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.devices import choose_device, inference_precision
-from napari_m2mrf.inference.fundus import blend_ramp, checks_cancel_in_every_layer, probabilities_to_labels, tile_starts
+from napari_m2mrf.inference.fundus import (
+    blend_ramp,
+    checks_cancel_in_every_layer,
+    probabilities_to_labels,
+    tile_starts,
+)
 from napari_m2mrf.inference.progress import CancelToken, ProgressCallback, no_progress
-from napari_m2mrf.inference.pyramid_sampling import ReadStats, local_spacing, sample_pyramid
+from napari_m2mrf.inference.pyramid_sampling import (
+    ReadStats,
+    local_spacing,
+    sample_pyramid,
+)
 from napari_m2mrf.inference.reverse_sampling import ReverseSampler
 from napari_m2mrf.io.pyramid import Pyramid
-from napari_m2mrf.models.deform import DeformedSegmenter, UniformSampler, grid_to_pixels, low_resolution_view
+from napari_m2mrf.models.deform import (
+    DeformedSegmenter,
+    UniformSampler,
+    grid_to_pixels,
+    low_resolution_view,
+)
 
 PREDICTION = "prediction"
 CORRECTED = "corrected"
@@ -51,7 +71,8 @@ BAND_SAMPLES = 16_384  # grid samples read per pyramid-sampling call (a cancel c
 WRITE_BLOCK = 2048  # level-0 pixels per side of one reverse-fill block written to the workspace
 MIN_OOM_TILE = 64
 # share of the progress bar per stage
-_STAGES = {"model": 2, "density": 3, "sample": 30, "segment": 15, "fill": 40, "levels": 10}
+PROBABILITY_PIXELS_PER_SPACING = 2  # probability-map pixels per mean sample spacing (per side), at most
+_STAGES = {"model": 2, "density": 3, "sample": 30, "segment": 15, "probabilities": 5, "fill": 40, "levels": 10}
 
 
 @dataclass
@@ -61,7 +82,9 @@ class SlideRequest:
     ``model``: a model source for :func:`~napari_m2mrf.inference.model_source.resolve_model` that
     holds a deformed-downsampling segmenter. ``sampler``: ``"learned"`` (the model's sampler) or
     ``"uniform"`` (baseline). ``output_size``: ``(h, w)`` of the deformed image (default: the
-    checkpoint's). ``thresholds``: per class, for sigmoid models (default 0.5). ``workspace``:
+    checkpoint's). ``thresholds``: per class in the checkpoint's order, for sigmoid (multi-label)
+    models (default: the checkpoint's calibrated thresholds, else 0.5); softmax models take the most
+    probable class and ignore them. ``workspace``:
     where to write (default: beside the slide, see ``Workspace.for_source``).
     """
 
@@ -82,7 +105,9 @@ class SlideResult:
     ``relative_density``: ``h×w`` local sample density over the uniform one (1 = uniform);
     ``density``: ``h_d×w_d`` deformation map (sums to 1), each pixel ``density_downsample``
     ``(f_y, f_x)`` level-0 pixels; ``deformed_image``: ``h×w×3`` uint8; ``labels``: ``h×w`` uint8
-    low-resolution prediction; ``read``: chunks and bytes decoded while sampling.
+    low-resolution prediction; ``probability_codes``: the class codes of the workspace's
+    ``probabilities/`` maps, whose finest level has ``probability_downsample`` level-0 pixels per
+    pixel; ``read``: chunks and bytes decoded while sampling.
     """
 
     workspace: Path
@@ -96,6 +121,8 @@ class SlideResult:
     labels: np.ndarray
     class_names: dict[int, str]
     class_colors: dict[int, tuple[float, ...]]
+    probability_codes: list[str]
+    probability_downsample: int
     read: ReadStats
     meta: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -115,26 +142,26 @@ class _Progress:
     def __call__(self, stage: str, done: int, total: int, message: str) -> None:
         if self.cancel is not None:
             self.cancel.check()
+        self.report(stage, done, total, message)
+
+    def report(self, stage: str, done: int, total: int, message: str) -> None:
+        """Move the bar without checking for cancel (for work that must finish once started)."""
         fraction = (self._starts[stage] + _STAGES[stage] * done / max(total, 1)) / self._total
-        self.callback(int(round(1000 * fraction)), 1000, message)
+        self.callback(round(1000 * fraction), 1000, message)
 
 
 def is_slide_model(source: str) -> bool:
-    """True when ``source`` (bundled name or checkpoint file) holds a deformed-downsampling slide model.
+    """True when ``source`` (bundled or trained name, or checkpoint file) holds a deformed-downsampling
+    slide model.
 
     Reads only the metadata of a ``.safetensors`` file; anything unreadable counts as False (the
     run that follows reports the problem).
     """
-    from napari_m2mrf.inference.model_source import bundled_models
-    from napari_m2mrf.models.deformed_checkpoints import is_deformed, read_model_metadata
+    from napari_m2mrf.inference.segment_job import model_metadata
+    from napari_m2mrf.models.deformed_checkpoints import is_deformed
 
-    path = bundled_models().get(str(source), Path(str(source)).expanduser())
-    if not path.is_file():
-        return False
-    try:
-        return is_deformed(read_model_metadata(path))
-    except UserError:
-        return False
+    meta = model_metadata(source)
+    return meta is not None and is_deformed(meta)
 
 
 def relative_sample_density(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
@@ -246,16 +273,46 @@ def _segment_tiles(
 def logits_to_labels(logits: torch.Tensor, meta: dict, thresholds: Sequence[float] | None = None) -> np.ndarray:
     """``K×h×w`` logits → ``h×w`` uint8 label values of the checkpoint's classes.
 
-    ``output == "softmax"``: the most probable channel; ``"sigmoid"``: the most probable class
-    above its threshold (default 0.5), else background. NaN logits count as background.
+    ``output == "softmax"``: the most probable channel (``thresholds`` ignored); ``"sigmoid"``: the
+    most probable class above its threshold (default: the checkpoint's, else 0.5), else background.
+    NaN logits count as background.
     """
+    from napari_m2mrf.inference.segment_job import class_thresholds
+
     logits = torch.nan_to_num(logits.float(), nan=-1e4)
     values = np.array([int(c["label"]) for c in meta["classes"]], np.uint8)
     if meta.get("output", "sigmoid") == "softmax":
         return values[logits.argmax(dim=0).numpy()]
     probabilities = torch.sigmoid(logits).numpy()
-    thresholds = thresholds if thresholds is not None else [0.5] * len(values)
+    thresholds = list(thresholds) if thresholds is not None else list(class_thresholds(meta).values())
+    if len(thresholds) != len(values):
+        raise UserError(f"{len(thresholds)} thresholds given for the model's {len(values)} classes")
     return np.concatenate(([0], values)).astype(np.uint8)[probabilities_to_labels(probabilities, thresholds)]
+
+
+def class_probabilities(logits: torch.Tensor, meta: dict) -> tuple[np.ndarray, list[dict]]:
+    """``K×h×w`` logits → ``(K'×h×w`` float32 probabilities of the non-background classes, their class entries).
+
+    ``output == "softmax"``: the softmax over all channels, background channels (label 0) left
+    out; ``"sigmoid"``: each channel's sigmoid. NaN logits count as background.
+    """
+    logits = torch.nan_to_num(logits.float(), nan=-1e4)
+    if meta.get("output", "sigmoid") == "softmax":
+        probabilities = torch.softmax(logits, dim=0).numpy()
+    else:
+        probabilities = torch.sigmoid(logits).numpy()
+    keep = [k for k, c in enumerate(meta["classes"]) if int(c["label"]) != 0]
+    return probabilities[keep], [meta["classes"][k] for k in keep]
+
+
+def probability_downsample(image_shape: tuple[int, int], samples: int) -> int:
+    """Level-0 pixels per probability-map pixel: the largest power of two giving at least
+    ``PROBABILITY_PIXELS_PER_SPACING`` map pixels per mean sample spacing (1 for dense sampling)."""
+    spacing = float(np.sqrt(image_shape[0] * image_shape[1] / max(samples, 1)))
+    factor = 1
+    while 2 * factor * PROBABILITY_PIXELS_PER_SPACING <= spacing:
+        factor *= 2
+    return factor
 
 
 def label_style(meta: dict) -> tuple[dict[int, str], dict[int, tuple[float, ...]]]:
@@ -291,6 +348,19 @@ def _sample_deformed_image(
             stats.chunks_per_level[level] = stats.chunks_per_level.get(level, 0) + chunks
         stats.bytes_decoded += sampled.stats.bytes_decoded
     return values, stats
+
+
+def _fill_probabilities(level0, sampler: ReverseSampler, probabilities: np.ndarray, downsample: int,
+                        progress: _Progress) -> None:
+    """Fill the probability pyramid's finest level ``(K', Y, X)`` with each pixel's nearest sample's
+    probabilities ``probabilities`` ``(K', h, w)``, block by block."""
+    height, width = level0.shape[-2:]
+    values = probabilities.reshape(len(probabilities), -1).astype(np.float16)
+    blocks = [(y, x) for y in range(0, height, WRITE_BLOCK) for x in range(0, width, WRITE_BLOCK)]
+    for index, (y, x) in enumerate(blocks):
+        progress("probabilities", index, len(blocks), f"probability maps: block {index + 1}/{len(blocks)}")
+        rows, cols = slice(y, min(height, y + WRITE_BLOCK)), slice(x, min(width, x + WRITE_BLOCK))
+        level0[:, rows, cols] = np.take(values, sampler.nearest_index(rows, cols, downsample), axis=1)
 
 
 def _write_prediction(workspace, sampler: ReverseSampler, shape: tuple[int, int], pixel_size_um, names, colors,
@@ -357,11 +427,22 @@ def run_slide_segmentation(
     step("segment", 0, 1, f"segmenting the {output_size[0]}×{output_size[1]} deformed image")
     logits = _segment(runner, model.seg_net, _normalise(rgb, meta), cancel, notify)
     labels = logits_to_labels(logits, meta, request.thresholds)
+    probabilities, probability_classes = class_probabilities(logits, meta)
+    codes = [str(c["code"]) for c in probability_classes]
     names, colors = label_style(meta)
 
     workspace = _open_workspace(source, request.workspace)
     reverse = ReverseSampler(points, labels, workers=request.workers)
-    _write_prediction(workspace, reverse, (height, width), pyramid.pixel_size_um, names, colors, step)
+    factor = probability_downsample((height, width), labels.size)
+    map_shape = (len(codes), -(-height // factor), -(-width // factor))
+
+    def probability_levels(done: int, total: int) -> None:  # after the prediction is published: no cancel
+        step.report("levels", total, total, f"probability maps: coarser levels, block {done}/{total}")
+
+    with workspace.new_probabilities(map_shape, downsample=factor, class_codes=codes,
+                                     pixel_size_um=pyramid.pixel_size_um, progress=probability_levels) as maps:
+        _fill_probabilities(maps, reverse, probabilities, factor, step)
+        _write_prediction(workspace, reverse, (height, width), pyramid.pixel_size_um, names, colors, step)
     density_map = density[0, 0].cpu().numpy()
     density_downsample = (height / density_map.shape[0], width / density_map.shape[1])
     workspace.write_sampling_points(points.reshape(-1, 2))
@@ -391,6 +472,8 @@ def run_slide_segmentation(
         labels=labels,
         class_names=names,
         class_colors=colors,
+        probability_codes=codes,
+        probability_downsample=factor,
         read=read,
         meta=meta,
         seconds=time.perf_counter() - start,

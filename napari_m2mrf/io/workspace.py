@@ -5,7 +5,9 @@ Layout (``<name>.m2mrf.zarr``, NGFF 0.5 on zarr v3 by default, 0.4 on zarr v2 on
     0 1 2 …                   image pyramid (C, Y, X) uint8, multiscales + omero metadata
     labels/<name>/0 1 …       label pyramids (Y, X) uint8 with image-label colours and names
                               ("prediction", "corrected", "ground_truth", …)
-    probabilities/0           (K, Y, X) float16 per-class maps at a coarse level
+    probabilities             (K, Y, X) float16 per-class maps at a coarse level (fundus), or
+    probabilities/0 1 …       a multiscale (K, Y, X) float16 pyramid whose level 0 is ``downsample``
+                              level-0 pixels per pixel (slides; attrs: downsample, classes)
     sampling/points           (N, 2) float32 sampling locations, level-0 pixels (y, x)
     sampling/deformation      (Y, X) float32 sampling-density map
     attrs["m2mrf"]            workspace version, source path, provenance
@@ -337,6 +339,63 @@ class Workspace:
         """``(array (K, Y, X) float16, downsample, class names)``; ``UserError`` if none were stored."""
         array = self._array("probabilities")
         return array, float(array.attrs["downsample"]), list(array.attrs["classes"])
+
+    @contextmanager
+    def new_probabilities(
+        self,
+        shape: tuple[int, int, int],
+        *,
+        downsample: float,
+        class_codes: Sequence[str],
+        pixel_size_um: float | None = None,
+        chunk: int = DEFAULT_CHUNK,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[Any]:
+        """Write per-class probability maps piece by piece, then publish the pyramid ``probabilities/`` in one rename.
+
+        ``shape``: ``(K, Y, X)`` of the finest level, one map per entry of ``class_codes``;
+        ``downsample``: level-0 image pixels per pixel of that level. Yields its zarr array
+        ``(K, Y, X)`` float16 (initially 0; values 0..1) to write regions into; on a normal exit the
+        coarser levels are built (2×2 area average) and the pyramid replaces any previous
+        ``probabilities``. On an exception nothing changes.
+        """
+        import zarr
+
+        if len(shape) != 3 or shape[0] != len(class_codes):
+            raise UserError(
+                f"{self.path}: probabilities must be (K, Y, X) with K = {len(class_codes)} classes; got shape {shape}"
+            )
+        target = self.path / "probabilities"
+        remove_stale_siblings(target)
+        tmp = temporary_sibling(target)
+        try:
+            group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
+            level0 = create_array(group, "0", tuple(shape), np.float16, chunk, "cyx")
+            yield level0
+            arrays = build_pyramid(group, level0, kind="image", chunk=chunk, progress=progress, copy_level0=False)
+            base_um = pixel_size_um * downsample if pixel_size_um is not None else None
+            entry = ngff.multiscales_entry("probabilities", "cyx", [2.0**k for k in range(len(arrays))], base_um,
+                                           self.version)
+            info = {"complete": True, "downsample": float(downsample), "classes": list(class_codes)}
+            group.attrs.put({**ngff.wrap_attributes({"multiscales": [entry]}, self.version), COMPLETE_KEY: info})
+            replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def probability_pyramid(self) -> tuple[Pyramid, float, list[str]]:
+        """``(pyramid of (K, Y_k, X_k) float16 levels, level-0 pixels per pixel of its level 0, class codes)``.
+
+        ``UserError`` when the workspace holds no probability pyramid (none, or a fundus run's single map).
+        """
+        import zarr
+
+        group = self._array("probabilities")
+        info = dict(group.attrs.get(COMPLETE_KEY) or {}) if isinstance(group, zarr.Group) else {}
+        if "downsample" not in info:
+            raise UserError(f"{self.path}: the workspace holds no probability pyramid")
+        pyramid = pyramid_from_group(group, self.path / "probabilities")
+        return pyramid, float(info["downsample"]), list(info["classes"])
 
     def write_sampling_points(self, points: np.ndarray) -> None:
         """Store sampling locations ``(N, 2)`` in level-0 pixels ``(y, x)`` as float32."""
