@@ -259,6 +259,18 @@ class LesionMetrics:
                 curves[cls.code] = PrecisionRecallCurve(OFFICIAL_THRESHOLDS.copy(), precision, recall)
         return curves
 
+    def best_f1_thresholds(self) -> dict[str, float]:
+        """Per class code, the probability threshold (a dense bin's lower edge; a pixel is positive
+        when its probability is >= it) of highest F1 over everything streamed; NaN for a class
+        without positive pixels. Used to calibrate a model's per-class thresholds on held-out data."""
+        thresholds = {}
+        for k, cls in enumerate(self.classes):
+            curve = _dense_curve(self._counts[k])
+            total = curve.precision + curve.recall
+            f1 = np.divide(2 * curve.precision * curve.recall, total, out=np.zeros_like(total), where=total > 0)
+            thresholds[cls.code] = float(curve.thresholds[int(np.argmax(f1))]) if f1.max(initial=0) > 0 else float("nan")
+        return thresholds
+
     def _class_metrics(self, k: int) -> dict[str, float | int]:
         official = _official_counts(self._counts[k])
         negatives, positives = official

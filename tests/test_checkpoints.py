@@ -339,6 +339,28 @@ def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path: Path) ->
     assert (full_logits - half_logits).abs().max() < 1e-2 * full_logits.abs().max()
 
 
+def test_int8_storage_quarters_the_file_and_stays_close_to_float32(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("m2mrf_hrnetv2_w18s", variant="A").eval()
+    meta = fundus_metadata()
+    full, small = tmp_path / "full.safetensors", tmp_path / "int8.safetensors"
+    save_checkpoint(full, model, meta)
+    save_checkpoint(small, model, meta, dtype=torch.int8)
+    assert small.stat().st_size < 0.3 * full.stat().st_size
+    loaded, loaded_meta = load_checkpoint(small)
+    assert loaded_meta["weights_dtype"] == "int8"
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for (name, original), restored in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        if original.is_floating_point() and original.dim() >= 2 and original.numel() >= 1024:
+            step = original.abs().reshape(original.shape[0], -1).amax(dim=1) / 127
+            error = (original - restored).abs().reshape(original.shape[0], -1).amax(dim=1)
+            assert torch.all(error <= step / 2 + 1e-7), name
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        full_probabilities, int8_probabilities = torch.sigmoid(model(x)), torch.sigmoid(loaded(x))
+    assert (full_probabilities - int8_probabilities).abs().max() < 0.05  # random weights; the bundled model: see BENCHMARKS.md
+
+
 def test_edited_weights_fail_the_sha256_check(tmp_path: Path) -> None:
     path = tmp_path / "model.safetensors"
     save_checkpoint(path, build_model("hrnetv2_w18s"), fundus_metadata())

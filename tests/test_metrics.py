@@ -274,3 +274,31 @@ def test_every_score_lands_in_the_bin_its_edges_give_and_above_the_right_thresho
     np.testing.assert_array_equal(index, np.searchsorted(edges, scores, side="right") - 1)
     above = sum((scores > t).astype(np.intp) for t in thresholds)
     np.testing.assert_array_equal(_OFFICIAL_BIN[index], above)
+
+
+def test_best_f1_threshold_is_the_threshold_of_highest_f1_over_the_pixels():
+    rng = np.random.default_rng(5)
+    images = [synthetic_image(rng, shape=(60, 90)) for _ in range(3)]
+    metrics = LesionMetrics(FUNDUS_CLASSES)
+    for probabilities, masks in images:
+        metrics.update(probabilities, masks)
+    best = metrics.best_f1_thresholds()
+    for k, cls in enumerate(FUNDUS_CLASSES):
+        scores = np.concatenate([p[k].ravel() for p, _ in images])
+        truth = np.concatenate([m[k].ravel() for _, m in images])
+
+        def f1(threshold):
+            predicted = scores >= threshold
+            tp = np.sum(predicted & truth)
+            return 2 * tp / (predicted.sum() + truth.sum())
+
+        candidates = np.unique(scores)
+        exact_best = max(f1(t) for t in candidates[:: max(1, len(candidates) // 2000)])
+        assert f1(best[cls.code]) >= exact_best - 0.01
+        assert 0.0 < best[cls.code] < 1.0
+
+
+def test_best_f1_threshold_is_nan_without_positives():
+    metrics = LesionMetrics(FUNDUS_CLASSES)
+    metrics.update(np.full((4, 8, 8), 0.3, np.float32), np.zeros((4, 8, 8), bool))
+    assert all(np.isnan(value) for value in metrics.best_f1_thresholds().values())

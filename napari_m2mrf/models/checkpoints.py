@@ -17,7 +17,14 @@ The header's ``__metadata__`` holds one entry, ``"napari_m2mrf"``, a JSON object
 plus any other keys the caller adds. ``load_checkpoint`` rebuilds the model from this metadata alone
 and checks the weights against their sha256. Loading never executes code from the file (safetensors
 holds raw tensors only). Weights may be stored as float16 (``dtype=torch.float16``) to halve a
-bundled file; they are cast back to float32 on load.
+bundled file, or as int8 (``dtype=torch.int8``) to quarter it; they become float32 on load.
+
+int8 storage (``"weights_dtype": "int8"``): every floating-point tensor of two or more dimensions with
+at least ``INT8_MIN_ELEMENTS`` elements (convolution and linear weights, (C_out, C_in, ...)) is
+quantised symmetrically per output channel: ``scale[c] = max|w[c]| / 127``, ``q = round(w / scale)``
+as int8, stored under its own name with the float32 scales (C_out,) under ``<name>@scale``; on load
+``w = q · scale``, so each weight is within ``scale[c] / 2`` of the original. Smaller tensors (biases,
+BatchNorm statistics) are stored as float16.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ FORMAT = "napari-m2mrf-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "napari_m2mrf"
 REQUIRED_KEYS = ("classes", "normalization", "input_size", "provenance")
+INT8_MIN_ELEMENTS = 1024
+SCALE_SUFFIX = "@scale"
 
 
 def fundus_metadata(dataset: str = "idrid", provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -128,12 +137,10 @@ def write_checkpoint_file(
     dtype: torch.dtype = torch.float32,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Write ``state_dict`` (floating-point tensors cast to ``dtype``) and the full metadata — ``meta``,
-    format, ``arch``, ``model`` config, ``extra`` keys and the weights' sha256 — to ``path`` atomically."""
-    state = {
-        name: (t.to(dtype) if t.is_floating_point() else t).detach().cpu().contiguous()
-        for name, t in state_dict.items()
-    }
+    """Write ``state_dict`` (floating-point tensors stored as ``dtype``: float32, float16, or int8 as in
+    the module docstring) and the full metadata — ``meta``, format, ``arch``, ``model`` config,
+    ``extra`` keys and the weights' sha256 — to ``path`` atomically."""
+    state = stored_tensors(state_dict, dtype)
     full = {
         **meta,
         "format": FORMAT,
@@ -156,6 +163,46 @@ def write_checkpoint_file(
         if os.path.exists(temporary):
             os.unlink(temporary)
     return full
+
+
+def stored_tensors(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The tensors written for ``state_dict`` when floating-point weights are stored as ``dtype``."""
+    stored = {}
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu()
+        if not tensor.is_floating_point():
+            stored[name] = tensor.contiguous()
+        elif dtype != torch.int8:
+            stored[name] = tensor.to(dtype).contiguous()
+        elif tensor.dim() >= 2 and tensor.numel() >= INT8_MIN_ELEMENTS:
+            stored[name], stored[name + SCALE_SUFFIX] = quantize_per_channel(tensor)
+        else:
+            stored[name] = tensor.to(torch.float16).contiguous()
+    return stored
+
+
+def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q, scale)``: ``weight`` (C_out, ...) as int8 ``q`` of the same shape and float32 ``scale``
+    (C_out,) with ``weight ≈ q · scale`` per output channel (symmetric, max |w| → 127)."""
+    weight = weight.float()
+    peak = weight.abs().reshape(weight.shape[0], -1).amax(dim=1)
+    scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
+    broadcast = scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    quantized = torch.round(weight / broadcast).clamp_(-127, 127).to(torch.int8)
+    return quantized.contiguous(), scale.contiguous()
+
+
+def dequantized(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stored tensors back to model tensors: each int8 tensor with a ``@scale`` partner becomes float32."""
+    tensors = {}
+    for name, tensor in state.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        scale = state.get(name + SCALE_SUFFIX)
+        if scale is not None:
+            tensor = tensor.float() * scale.float().reshape(-1, *([1] * (tensor.dim() - 1)))
+        tensors[name] = tensor
+    return tensors
 
 
 def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
@@ -181,6 +228,16 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def read_checked_tensors(path: str | Path, meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The model tensors of checkpoint ``path`` (int8 weights dequantised), after checking the stored
+    tensors against the sha256 in its metadata ``meta``."""
+    with safe_open(str(path), framework="pt") as handle:
+        state = {name: handle.get_tensor(name) for name in handle.keys()}
+    if weights_sha256(state) != meta.get("weights_sha256"):
+        raise UserError(f"{path}: weights do not match their sha256 in the metadata (file corrupted or edited)")
+    return dequantized(state)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the file's metadata and load its weights; returns ``(model in eval mode, meta)``."""
     path = Path(path)
@@ -189,10 +246,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise UserError(f"{path}: checkpoint metadata lacks arch or model")
     model = build_uninitialised(meta["arch"], **meta["model"])
     _check_metadata(meta, model.num_classes, str(path))
-    with safe_open(str(path), framework="pt") as handle:
-        state = {name: handle.get_tensor(name) for name in handle.keys()}
-    if weights_sha256(state) != meta.get("weights_sha256"):
-        raise UserError(f"{path}: weights do not match their sha256 in the metadata (file corrupted or edited)")
+    state = read_checked_tensors(path, meta)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

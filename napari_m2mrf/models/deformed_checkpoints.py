@@ -29,18 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.models.checkpoints import (
     _check_metadata,
     load_checkpoint,
+    read_checked_tensors,
     read_checkpoint_metadata,
-    weights_sha256,
     write_checkpoint_file,
 )
-from napari_m2mrf.models.deform import DeformationModule, DeformedSampler, DeformedSegmenter, UniformSampler
+from napari_m2mrf.models.deform import (
+    DeformationModule,
+    DeformedSampler,
+    DeformedSegmenter,
+    UniformSampler,
+)
 from napari_m2mrf.models.registry import build_model
 
 DEFORMED_KIND = "deformed"
@@ -143,10 +147,7 @@ def load_deformed_checkpoint(path: str | Path, device: str | torch.device = "cpu
     seg_net = _seg_net(meta["arch"], **meta["model"])
     _check_metadata(meta, seg_net.num_classes, str(path))
     model = build_deformed(seg_net, meta["deformed"])
-    with safe_open(str(path), framework="pt") as handle:
-        state = {name: handle.get_tensor(name) for name in handle.keys()}
-    if weights_sha256(state) != meta.get("weights_sha256"):
-        raise UserError(f"{path}: weights do not match their sha256 in the metadata (file corrupted or edited)")
+    state = read_checked_tensors(path, meta)
     _load_state(model, state, path, meta["arch"])
     return model.to(device).eval(), meta
 

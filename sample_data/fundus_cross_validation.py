@@ -1,0 +1,177 @@
+"""K-fold cross-validation of the fundus training recipe over the real IDRiD images.
+
+Each fold holds out ``len(images) / folds`` real images, trains the recipe of a config (by default
+the bundled model's stage 1, ``fundus_m2mrf_w18s.yaml``) from scratch on the others plus the same
+semi-synthetic ``fundus_lesions`` images, and predicts its held-out images whole (the official
+protocol: keep-ratio resize to the model's input size, logits back to full size, sigmoid). The
+held-out probabilities of all folds are pooled into one :class:`~napari_m2mrf.metrics.LesionMetrics`,
+so the report's AUPR and IoU are dataset-level over every real image, each scored by a model that
+never saw it. The report also gives each fold's scores and the per-class threshold of best F1 on
+the pooled held-out pixels.
+
+``python -m sample_data.fundus_cross_validation OUT --idrid DIR [--folds 5] [--iterations N]``
+writes ``OUT/report.json``; the training data, runs and fold folders stay under ``OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from napari_m2mrf.classes import FUNDUS_CLASSES
+from napari_m2mrf.errors import UserError
+from sample_data.fundus_training_set import TRAIN, VALIDATION
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "checkpoints" / "fundus_m2mrf_w18s.yaml"
+IMAGES, MASKS = "1. Original Images", "2. All Segmentation Groundtruths"
+
+
+def fold_ids(ids: Sequence[str], folds: int) -> list[list[str]]:
+    """``ids`` cut into ``folds`` consecutive groups of (nearly) equal size, in order."""
+    if not 2 <= folds <= len(ids):
+        raise UserError(f"--folds must be between 2 and the number of real images ({len(ids)}), not {folds}")
+    bounds = [round(i * len(ids) / folds) for i in range(folds + 1)]
+    return [list(ids[bounds[i] : bounds[i + 1]]) for i in range(folds)]
+
+
+def link_tree(source: Path, target: Path, keep: Callable[[str], bool]) -> None:
+    """Symlink every file under ``source`` whose name ``keep`` accepts to the same place under ``target``."""
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and keep(path.name):
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if not destination.exists():
+                os.symlink(path.resolve(), destination)
+
+
+def build_fold(out: Path, idrid: Path, generated: Path, held_out: Sequence[str]) -> Path:
+    """An IDRiD-layout folder: real images of ``held_out`` stems in the testing split, the other real
+    images and every generated image in the training split (links only)."""
+    for kind in (IMAGES, MASKS):
+        for path in sorted((idrid / kind / TRAIN).rglob("*")):
+            if not path.is_file():
+                continue
+            stem = path.name.split(".")[0].rsplit("_", 1)[0] if kind == MASKS else path.stem
+            split = VALIDATION if stem in held_out else TRAIN
+            destination = out / kind / split / path.relative_to(idrid / kind / TRAIN)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if not destination.exists():
+                os.symlink(path.resolve(), destination)
+    link_tree(generated, out, keep=lambda name: not name.startswith("IDRiD_"))
+    return out
+
+
+def train_fold(config_path: Path, data_root: Path, run_dir: Path, iterations: int, threads: int) -> Path:
+    """Train the recipe of ``config_path`` on ``data_root`` into ``run_dir``; returns its last checkpoint."""
+    from training.config import load_config, save_config
+
+    config = load_config(config_path)
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, root=str(data_root)),
+        run=dataclasses.replace(
+            config.run, iterations=iterations, eval_every=0, output_dir=str(run_dir), threads=threads
+        ),
+    )
+    last = run_dir / "last.safetensors"
+    if _finished(run_dir, iterations):
+        return last
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fold_config = save_config(config, run_dir.parent / f"{run_dir.name}.yaml")
+    resume = ["--resume", "auto"] if (run_dir / "last.pt").exists() else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with open(run_dir.parent / f"{run_dir.name}.log", "a") as log:
+        subprocess.run([sys.executable, "-m", "training", str(fold_config), *resume], check=True, stdout=log, stderr=log, env=env)
+    return last
+
+
+def _finished(run_dir: Path, iterations: int) -> bool:
+    """Whether ``run_dir``'s event log reached iteration ``iterations``."""
+    events = run_dir / "events.jsonl"
+    if not events.is_file():
+        return False
+    records = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    return any(record.get("event") == "iteration" and record.get("iteration") == iterations for record in records)
+
+
+def held_out_scores(checkpoint: Path, data_root: Path, pooled) -> dict:
+    """Predict the testing split of ``data_root`` whole with ``checkpoint``; adds each image to
+    ``pooled`` and returns this fold's own ``LesionMetrics.compute()``."""
+    from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
+    from napari_m2mrf.metrics import LesionMetrics
+    from napari_m2mrf.models import load_checkpoint
+    from training.datasets import load_sample
+    from training.sources import layout_records
+
+    model, meta = load_checkpoint(checkpoint)
+    predictor = FundusPredictor(model.float(), Preprocessing.from_meta(meta), "cpu")
+    fold = LesionMetrics(FUNDUS_CLASSES)
+    for record in layout_records(data_root, VALIDATION, tuple(FUNDUS_CLASSES)):
+        sample = load_sample(record, FUNDUS_CLASSES, multilabel=True)
+        probabilities = predictor.predict_whole(sample.image)
+        fold.update(probabilities, sample.target)
+        pooled.update(probabilities, sample.target)
+    return fold.compute()
+
+
+def cross_validate(out: Path, idrid: Path, folds: int, iterations: int, config: Path, generated: int, threads: int) -> dict:
+    """Run every fold (resuming finished or interrupted ones) and write ``out/report.json``."""
+    from napari_m2mrf.metrics import LesionMetrics
+    from sample_data.fundus import write_fundus_dataset
+
+    images = sorted((idrid / IMAGES / TRAIN).glob("*.jpg"))
+    if not images:
+        raise UserError(f"{idrid}: no IDRiD images under '{IMAGES}/{TRAIN}'")
+    generated_root = out / "generated"
+    if not (generated_root / IMAGES).is_dir():
+        write_fundus_dataset(generated_root, generated, seed=100, split=TRAIN)
+    pooled = LesionMetrics(FUNDUS_CLASSES)
+    per_fold = []
+    for number, held_out in enumerate(fold_ids([image.stem for image in images], folds), start=1):
+        data_root = build_fold(out / f"fold{number}_data", idrid, generated_root, held_out)
+        checkpoint = train_fold(config, data_root, out / f"fold{number}", iterations, threads)
+        scores = held_out_scores(checkpoint, data_root, pooled)
+        per_fold.append({"held_out": held_out, "metrics": scores})
+        print(f"fold {number}/{folds} {','.join(held_out)}: mAUPR {scores['mean']['aupr_official_11pt']:.3f}", flush=True)
+    report = {
+        "recipe": str(config),
+        "iterations_per_fold": iterations,
+        "folds": folds,
+        "real_images": [image.stem for image in images],
+        "generated_images": generated,
+        "pooled": pooled.compute(),
+        "best_f1_thresholds": pooled.best_f1_thresholds(),
+        "per_fold": per_fold,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sample_data.fundus_cross_validation", description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--idrid", type=Path, required=True, help="IDRiD 'A. Segmentation' folder")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=900, help="training iterations per fold")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the training recipe (YAML)")
+    parser.add_argument("--generated", type=int, default=48, help="semi-synthetic images added to each fold")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    try:
+        report = cross_validate(args.out, args.idrid, args.folds, args.iterations, args.config, args.generated, args.threads)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for code, scores in report["pooled"]["per_class"].items():
+        print(f"{code}: AUPR {scores['aupr_official_11pt']:.3f} (dense {scores['aupr_dense']:.3f}) IoU {scores['iou']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
