@@ -2,8 +2,9 @@
 
 ``sample_slide()`` returns the 32768² slide from the user cache, generating it on first use.
 ``generate_slide(out_dir, size, levels, seed)`` writes ``slide.ome.zarr`` (NGFF 0.5: image
-multiscale, ``labels/ground_truth`` multiscale with colours) and ``slide.ome.tif`` (tiled 512,
-JPEG image pyramid in SubIFDs, then a ``ground_truth`` series, zstd) level by level: level 0 tile by
+multiscale, ``labels/ground_truth`` multiscale with colours; zarr chunks of 256² pixels, so a reader
+that needs a few pixels decodes little) and ``slide.ome.tif`` (tiled 512, JPEG image pyramid in
+SubIFDs, then a ``ground_truth`` series, zstd) level by level: level 0 tile by
 tile from :class:`~sample_data.slide_texture.TissueSynth`, each coarser level by 2×2 area
 averaging (labels: 2×2 mode) of the previous level read back from the zarr store. No level is
 ever held in memory.
@@ -36,7 +37,8 @@ SLIDE_CLASSES: dict[int, tuple[str, tuple[float, float, float, float]]] = {
     2: ("vessel", (0.0, 0.85, 1.0, 1.0)),
     3: ("necrosis", (0.3, 0.9, 0.2, 1.0)),
 }
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: zarr chunks of ZARR_CHUNK (256²) instead of 512²
+ZARR_CHUNK = 256  # pixels per side of a zarr chunk; the 512² synthesis tiles are whole chunks
 _JPEG_QUALITY = 85
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -115,10 +117,10 @@ def generate_slide(
     label_shapes = level_shapes((size, size), levels)
 
     root = zarr.open_group(str(out_dir / "slide.ome.zarr"), mode="w", zarr_format=3)
-    images = [create_array(root, str(k), shape, np.uint8, TILE, "cyx") for k, shape in enumerate(image_shapes)]
+    images = [create_array(root, str(k), shape, np.uint8, ZARR_CHUNK, "cyx") for k, shape in enumerate(image_shapes)]
     labels_group = root.create_group("labels")
     truth_group = labels_group.create_group(LABELS_SERIES_NAME)
-    labels = [create_array(truth_group, str(k), s, np.uint8, TILE, "yx") for k, s in enumerate(label_shapes)]
+    labels = [create_array(truth_group, str(k), s, np.uint8, ZARR_CHUNK, "yx") for k, s in enumerate(label_shapes)]
 
     def level0_tile(position: tuple[int, int]) -> np.ndarray:
         ty, tx = position

@@ -35,6 +35,7 @@ def test_ome_zarr_metadata_and_readback(slide) -> None:
     pyramid = open_pyramid(slide.ome_zarr)
     assert pyramid.pixel_size_um == pytest.approx(0.25) and pyramid.downsamples == [1.0, 2.0, 4.0, 8.0]
     assert isinstance(pyramid.levels[0], zarr.Array)
+    assert pyramid.levels[0].chunks == (3, 256, 256)  # small chunks: sparse reads decode little
 
 
 def test_ome_tiff_structure(slide) -> None:
