@@ -29,9 +29,14 @@ import psutil
 import torch
 import zarr
 from bench_reverse_fill import PeakRSS
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import LocalStore
 
-from napari_m2mrf.inference.pyramid_sampling import level_bytes, local_spacing, sample_pyramid
+from napari_m2mrf.inference.counting_store import CountingStore
+from napari_m2mrf.inference.pyramid_sampling import (
+    level_bytes,
+    local_spacing,
+    sample_pyramid,
+)
 from napari_m2mrf.models.deform import (
     DeformationModule,
     DeformedSampler,
@@ -45,23 +50,6 @@ from sample_data.slide import sample_slide
 OUTPUT = (512, 512)
 DENSITY = (512, 512)
 VIEW_LEVEL = 5
-
-
-class CountingStore(WrapperStore):
-    """A store that records the key and (compressed) size of every value it hands out."""
-
-    def __init__(self, store, fetched: list | None = None) -> None:
-        super().__init__(store)
-        self.fetched = fetched if fetched is not None else []
-
-    def _with_store(self, store):
-        return type(self)(store, self.fetched)
-
-    async def get(self, key, prototype, byte_range=None):
-        buffer = await self._store.get(key, prototype, byte_range)
-        if buffer is not None:
-            self.fetched.append((key, len(buffer)))
-        return buffer
 
 
 def clock(run):
@@ -149,7 +137,7 @@ def main() -> None:
     results = {}
     for name, (sigma, edge_weight, object_weight) in DENSITIES.items():
         with PeakRSS() as memory:
-            def build_grid() -> np.ndarray:
+            def build_grid(sigma=sigma, edge_weight=edge_weight, object_weight=object_weight) -> np.ndarray:
                 with torch.no_grad():
                     density = simulated_edge_density(labels_lr, edge_weight, object_weight)
                     grid = DeformedSampler(sigma=sigma)(density, OUTPUT)
@@ -158,7 +146,7 @@ def main() -> None:
             points, wall, cpu = clock(build_grid)
             rows.append((f"{name} density + deformed sampler → 512×512 grid", wall, cpu))
             fetched.clear()
-            result, wall, cpu = clock(lambda: sample_pyramid(levels, factors, points, workers=2))
+            result, wall, cpu = clock(lambda points=points: sample_pyramid(levels, factors, points, workers=2))
             rows.append((f"{name} density: pyramid sampling", wall, cpu))
         chunk_values = [size for key, size in fetched if "/c/" in key]
         reads[name] = (result, len(chunk_values), sum(chunk_values), memory.increase)
@@ -179,8 +167,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for name, (points, result) in results.items():
         naive_chunks = level0_chunks_under(points, levels[0].chunks[-1])
+        chunk_bytes = 3 * levels[0].chunks[-2] * levels[0].chunks[-1]
         print(f"\n{name}: a level-0 bilinear read would decode {naive_chunks} chunks = "
-              f"{100 * naive_chunks * 3 * 512 * 512 / full_bytes:.1f} % of level 0")
+              f"{100 * naive_chunks * chunk_bytes / full_bytes:.1f} % of level 0")
         flat_points = points.reshape(-1, 2)
         spacing = local_spacing(points).reshape(-1)
         level_of = result.level.reshape(-1)

@@ -26,6 +26,7 @@ import argparse
 import threading
 import time
 from collections.abc import Callable
+from typing import Self
 
 import numpy as np
 import psutil
@@ -40,7 +41,7 @@ from napari_m2mrf.models.deform import DeformedSampler, grid_to_pixels
 class PeakRSS:
     """Highest resident set size (bytes) above the starting level while the block runs."""
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> Self:
         self._process = psutil.Process()
         self.start = self._process.memory_info().rss
         self.peak = self.start

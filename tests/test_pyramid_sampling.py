@@ -8,29 +8,18 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import LocalStore
 
-from napari_m2mrf.inference.pyramid_sampling import choose_levels, level_bytes, local_spacing, sample_pyramid
+from napari_m2mrf.inference.counting_store import CountingStore
+from napari_m2mrf.inference.pyramid_sampling import (
+    choose_levels,
+    level_bytes,
+    local_spacing,
+    sample_pyramid,
+)
 from napari_m2mrf.models.deform import grid_to_pixels, uniform_grid
 
 CHUNK = 128
-
-
-class CountingStore(WrapperStore):
-    """A store that records the key and size of every value it hands out."""
-
-    def __init__(self, store, fetched: list | None = None) -> None:
-        super().__init__(store)
-        self.fetched = fetched if fetched is not None else []
-
-    def _with_store(self, store):
-        return type(self)(store, self.fetched)
-
-    async def get(self, key, prototype, byte_range=None):
-        buffer = await self._store.get(key, prototype, byte_range)
-        if buffer is not None:
-            self.fetched.append((key, len(buffer)))
-        return buffer
 
 
 def area_mean(image: np.ndarray) -> np.ndarray:
