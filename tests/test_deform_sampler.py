@@ -9,7 +9,9 @@ import torch
 
 from napari_m2mrf.models.deform import (
     DeformationModule,
+    DeformedOutput,
     DeformedSampler,
+    DeformedSegmenter,
     UniformSampler,
     grid_to_pixels,
     pixels_to_grid,
@@ -131,6 +133,20 @@ def test_image_and_labels_are_read_at_the_same_positions():
     assert torch.equal(labels[clear], expected[clear])
     with pytest.raises(TypeError):
         sample_labels(ids.float(), grid)
+
+
+def test_official_label_sampling_interpolates_class_ids_then_truncates():
+    labels = torch.tensor([[[0, 3]]])  # one row: class 0 at x = 0, class 3 at x = 1
+    # normalised x −0.5 and 0.5 are the two pixel centres; 0.1 is 0.6 of the way from pixel 0 to pixel 1
+    grid = torch.tensor([[[[-0.5, 0.0], [0.1, 0.0], [0.5, 0.0], [-0.1, 0.0]]]])
+    assert sample_labels(labels, grid)[0, 0].tolist() == [0, 3, 3, 0]
+    # bilinear: 0, 0.6·3 = 1.8 → 1, 3, 0.4·3 = 1.2 → 1 — a class neither neighbour has
+    assert sample_labels(labels, grid, mode="bilinear_truncate")[0, 0].tolist() == [0, 1, 3, 1]
+    with pytest.raises(ValueError, match="bilinear_truncate"):
+        sample_labels(labels, grid, mode="bilinear")
+    segmenter = DeformedSegmenter(torch.nn.Identity(), (1, 4), label_sampling="bilinear_truncate")
+    output = DeformedOutput(torch.zeros(1, 3, 1, 4), grid, torch.ones(1, 1, 1, 4) / 4, torch.zeros(1, 3, 1, 4))
+    assert segmenter.sampled_labels(labels, output)[0, 0].tolist() == [0, 1, 3, 1]
 
 
 def test_kernel_conventions():

@@ -9,8 +9,8 @@ The parts of the paper's Fig. 2, each usable on its own:
 * :class:`DeformedSampler` ``G_d`` (eq. 3): density → sampling grid, computed as a fixed Gaussian
   convolution of density × coordinates over the convolution of the density; :class:`UniformSampler`
   is the uniform baseline with the same call signature.
-* :func:`sample_image` (bilinear) and :func:`sample_labels` (nearest) read an image or a label map
-  at a grid; :func:`grid_to_pixels` / :func:`pixels_to_grid` convert between conventions.
+* :func:`sample_image` (bilinear) and :func:`sample_labels` (nearest; the official
+  bilinear-then-truncate as an option) read an image or a label map at a grid; :func:`grid_to_pixels` / :func:`pixels_to_grid` convert between conventions.
 * :func:`edge_target` and :func:`edge_loss` (eq. 4 and its footnote).
 * :class:`DeformedSegmenter` wraps any segmentation network (``N×3×h×w`` → ``N×K×h×w`` logits).
 * :func:`dynamic_output_size`: the paper's output-size rule for elongated images (A.6).
@@ -168,15 +168,26 @@ def sample_image(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def sample_labels(labels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Nearest-pixel samples ``N×h×w`` (int64) of the class map ``labels`` ``N×H×W`` at ``grid`` ``N×h×w×2``."""
+LabelSampling = Literal["nearest", "bilinear_truncate"]
+
+
+def sample_labels(labels: torch.Tensor, grid: torch.Tensor, mode: LabelSampling = "nearest") -> torch.Tensor:
+    """Samples ``N×h×w`` (int64) of the class map ``labels`` ``N×H×W`` at ``grid`` ``N×h×w×2``.
+
+    ``mode="nearest"`` (the paper): the class of the nearest pixel. ``mode="bilinear_truncate"``
+    (the official training code): class ids interpolated bilinearly, then truncated toward zero,
+    so a sample between classes 0 and 3 can get class 1 or 2 (border padding as everywhere here;
+    the official code pads with zeros).
+    """
     if labels.dtype.is_floating_point:
         raise TypeError("labels must be an integer class map")
+    if mode not in ("nearest", "bilinear_truncate"):
+        raise ValueError(f"label sampling must be 'nearest' or 'bilinear_truncate' (got {mode!r})")
     sampled = F.grid_sample(
-        labels.unsqueeze(1).to(torch.float64), grid.to(torch.float64), mode="nearest", padding_mode="border",
-        align_corners=False,
-    )
-    return sampled.squeeze(1).round().to(torch.int64)
+        labels.unsqueeze(1).to(torch.float64), grid.to(torch.float64),
+        mode="nearest" if mode == "nearest" else "bilinear", padding_mode="border", align_corners=False,
+    ).squeeze(1)
+    return (sampled.round() if mode == "nearest" else sampled.trunc()).to(torch.int64)
 
 
 # --------------------------------------------------------------------------- samplers
@@ -248,10 +259,10 @@ class DeformedSampler(nn.Module):
 
     def kernel_radii(self, density_size: Size) -> tuple[int, int]:
         """Kernel half-widths ``(r_y, r_x)`` in density pixels (kernel size ``2r + 1``)."""
-        return tuple(max(1, int(round(self.truncate * s))) for s in self.kernel_sigmas(density_size))
+        return tuple(max(1, round(self.truncate * s)) for s in self.kernel_sigmas(density_size))
 
     def forward(self, density: torch.Tensor, output_size: Size) -> torch.Tensor:
-        n, _, h, w = density.shape
+        _, _, h, w = density.shape
         sigma_y, sigma_x = self.kernel_sigmas((h, w))
         r_y, r_x = self.kernel_radii((h, w))
         dtype, device = density.dtype, density.device
@@ -374,6 +385,8 @@ class DeformedSegmenter(nn.Module):
         sampler: :class:`DeformedSampler` (default σ = 10 density pixels) or :class:`UniformSampler`.
         deformation: the deformation module (default: the paper's variant).
         edge_weight: γ of eq. 4 (the paper scales the edge loss by 100).
+        label_sampling: how training targets are sampled (:func:`sample_labels`): ``"nearest"``
+            (the paper) or ``"bilinear_truncate"`` (the official training code).
     """
 
     def __init__(
@@ -384,8 +397,12 @@ class DeformedSegmenter(nn.Module):
         sampler: nn.Module | None = None,
         deformation: nn.Module | None = None,
         edge_weight: float = 100.0,
+        label_sampling: LabelSampling = "nearest",
     ) -> None:
         super().__init__()
+        if label_sampling not in ("nearest", "bilinear_truncate"):
+            raise ValueError(f"label sampling must be 'nearest' or 'bilinear_truncate' (got {label_sampling!r})")
+        self.label_sampling = label_sampling
         self.seg_net = seg_net
         self.output_size = tuple(int(s) for s in output_size)
         self.density_size = tuple(int(s) for s in (density_size or output_size))
@@ -405,8 +422,9 @@ class DeformedSegmenter(nn.Module):
         return DeformedOutput(self.seg_net(deformed), grid, density, deformed)
 
     def sampled_labels(self, labels: torch.Tensor, output: DeformedOutput) -> torch.Tensor:
-        """The training target ``Ŷ = G_d(Y)``: ``N×H×W`` class map sampled (nearest) at the output's grid."""
-        return sample_labels(labels, output.grid)
+        """The training target ``Ŷ = G_d(Y)``: ``N×H×W`` class map sampled at the output's grid
+        (``label_sampling``)."""
+        return sample_labels(labels, output.grid, self.label_sampling)
 
     def edge_term(
         self, labels: torch.Tensor, output: DeformedOutput, normalize: Literal["none", "minmax"] = "none"
