@@ -32,9 +32,8 @@ from scipy.spatial import cKDTree
 Factors = float | tuple[float, float]
 
 _BLOCK = 1024  # regions are filled in blocks of at most this many pixels per side
-_DIRECT = 4  # blocks this small, with at most _DIRECT_CANDIDATES candidates, compare all pairs
-_DIRECT_CANDIDATES = 16
-_DIRECT_BATCH = 1 << 20  # pixel × candidate pairs per batch of that comparison
+_DIRECT = 4  # blocks this small compare every pixel with every candidate
+_DIRECT_BATCH = 1 << 14  # pixels per batch of that comparison
 
 
 def _factors(downsample: Factors) -> tuple[float, float]:
@@ -106,11 +105,12 @@ class ReverseSampler:
         out = np.empty((*self.values.shape[:-1], *shape), dtype=self.values.dtype)
 
         def write(window: tuple[slice, slice], index: np.ndarray) -> None:
+            # straight into the output window, one channel at a time (mode="clip" writes without a buffer)
             if self.values.ndim == 1:
-                out[window] = np.take(self.values, index)
+                np.take(self.values, index, out=out[window], mode="clip")
             else:
-                for channel, values in enumerate(self.values):  # one channel at a time: no C×block temporary
-                    out[(channel, *window)] = np.take(values, index)
+                for channel, values in enumerate(self.values):
+                    np.take(values, index, out=out[(channel, *window)], mode="clip")
 
         self._for_each_block(rows, cols, downsample, write)
         return out
@@ -210,7 +210,7 @@ class ReverseSampler:
         while stack:
             group = stack.pop()
             cand = group.candidates
-            if group.size == 1 or (group.size <= _DIRECT and cand.shape[1] <= _DIRECT_CANDIDATES):
+            if group.size <= _DIRECT:
                 self._assign_pixels(out, group, local_y, local_x, sy, sx)
                 continue
             half = group.size // 2
@@ -261,23 +261,33 @@ class ReverseSampler:
     def _assign_pixels(
         out: np.ndarray, group: _Group, local_y: np.ndarray, local_x: np.ndarray, sy: np.float32, sx: np.float32
     ) -> None:
-        """Every pixel of each block gets its nearest candidate (squared distances are separable in y, x)."""
+        """Every pixel of each block gets its nearest candidate: a running minimum over the candidates
+        (squared distances are separable in y and x), in batches that stay in the cache."""
         size, width = group.size, group.candidates.shape[1]
         offsets = np.arange(size, dtype=np.float32)
         blocks = out.reshape(out.shape[0] // size, size, out.shape[1] // size, size)
-        step = max(1, _DIRECT_BATCH // (size * size * width))
+        step = max(1, _DIRECT_BATCH // (size * size))
         for start in range(0, len(group.rows), step):
-            cand = group.candidates[start : start + step]
-            rows, cols = group.rows[start : start + step], group.cols[start : start + step]
-            dy = local_y[cand][:, None, :] - (rows[:, None, None] + offsets[None, :, None]).astype(np.float32)
-            dx = local_x[cand][:, None, :] - (cols[:, None, None] + offsets[None, :, None]).astype(np.float32)
+            cand = group.candidates[start : start + step].T  # K × blocks
+            rows = group.rows[start : start + step].astype(np.float32)[:, None] + offsets  # blocks × size
+            cols = group.cols[start : start + step].astype(np.float32)[:, None] + offsets
+            dy = local_y[cand][:, :, None] - rows  # K × blocks × size
+            dx = local_x[cand][:, :, None] - cols
             dy *= dy
             dy *= sy
             dx *= dx
             dx *= sx
-            d2 = dy[:, :, None, :] + dx[:, None, :, :]  # blocks × size × size × K
-            nearest = np.take_along_axis(cand[:, None, None, :], d2.argmin(axis=-1)[..., None], axis=-1)[..., 0]
-            blocks[rows // size, :, cols // size, :] = nearest
+            best = dy[0][:, :, None] + dx[0][:, None, :]  # blocks × size × size
+            nearest = np.empty(best.shape, dtype=cand.dtype)
+            nearest[...] = cand[0][:, None, None]
+            d2 = np.empty_like(best)
+            closer = np.empty(best.shape, dtype=bool)
+            for k in range(1, width):
+                np.add(dy[k][:, :, None], dx[k][:, None, :], out=d2)
+                np.less(d2, best, out=closer)
+                np.minimum(best, d2, out=best)
+                np.copyto(nearest, cand[k][:, None, None], where=closer)
+            blocks[group.rows[start : start + step] // size, :, group.cols[start : start + step] // size, :] = nearest
 
 
 class ReverseFilledLevel:
