@@ -28,19 +28,37 @@ def slide_classes_meta() -> list[dict]:
 
 
 def save_slide_model(
-    path: Path, output_size: tuple[int, int] = (64, 64), density_size: tuple[int, int] = (32, 32), seed: int = 0
+    path: Path,
+    output_size: tuple[int, int] = (64, 64),
+    density_size: tuple[int, int] = (32, 32),
+    seed: int = 0,
+    output: str = "softmax",
+    thresholds: dict[str, float] | None = None,
+    constant_logits: list[float] | None = None,
 ) -> Path:
-    """A random-weight deformed slide model (HRNetV2-W18-small) saved at ``path``."""
+    """A random-weight deformed slide model (HRNetV2-W18-small) saved at ``path``.
+
+    ``output="softmax"``: background and the slide's classes; ``"sigmoid"``: one channel per class
+    (multi-label), with calibrated ``thresholds`` per class code in the metadata if given.
+    ``constant_logits``: the classifier outputs these logits everywhere (weights zero, these biases).
+    """
     torch.manual_seed(seed)
-    seg_net = build_model("hrnetv2_w18s", num_classes=len(SLIDE_CLASSES) + 1)
+    classes = slide_classes_meta() if output == "softmax" else slide_classes_meta()[1:]
+    seg_net = build_model("hrnetv2_w18s", num_classes=len(classes))
+    if constant_logits is not None:
+        with torch.no_grad():
+            seg_net.head.classifier.weight.zero_()
+            seg_net.head.classifier.bias.copy_(torch.tensor(constant_logits))
     model = DeformedSegmenter(seg_net, output_size, density_size, DeformedSampler(sigma=4.0))
     meta = {
-        "classes": slide_classes_meta(),
+        "classes": classes,
         "normalization": {"mean": [180.0, 140.0, 170.0], "std": [40.0, 45.0, 35.0]},
         "input_size": list(output_size),
-        "output": "softmax",
+        "output": output,
         "provenance": {"weights": "random (tests)"},
     }
+    if thresholds is not None:
+        meta["thresholds"] = thresholds
     save_deformed_checkpoint(path, model, meta)
     return path
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from napari_m2mrf.io.idrid_masks import read_idrid_mask
 from napari_m2mrf.io.workspace import Workspace
@@ -89,6 +90,29 @@ def test_two_dask_workers_give_the_serial_outputs(small_model: Path, images: Pat
             np.testing.assert_allclose(got[key].astype(np.float32), expected[key].astype(np.float32), atol=1e-3)
         else:
             assert (got[key] == expected[key]).mean() > 0.9999
+
+
+def test_thresholds_calibrated_in_the_checkpoint_are_the_default(images: Path, tmp_path: Path) -> None:
+    network = build_model("hrnetv2_w18s", num_classes=4)
+    with torch.no_grad():  # the same probabilities everywhere: EX 0.5, HE 0.73, SE 0.27, MA 0.62
+        network.head.classifier.weight.zero_()
+        network.head.classifier.bias.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+    calibrated = {"EX": 0.01, "HE": 0.99, "SE": 0.99, "MA": 0.99}  # only EX passes its threshold
+    model = tmp_path / "calibrated.safetensors"
+    meta = {**fundus_metadata("idrid", {"purpose": "test"}), "input_size": [256, 256], "thresholds": calibrated}
+    save_checkpoint(model, network, meta)
+    image = str(sorted(images.iterdir())[0])
+    default = _predict(image, "--model", str(model), "--out", str(tmp_path / "default"))
+    given = _predict(image, "--model", str(model), "--out", str(tmp_path / "given"), "--thresholds", "0.9,0.5,0.5,0.5")
+    assert default.returncode == 0 and given.returncode == 0, default.stderr[-2000:] + given.stderr[-2000:]
+    assert "thresholds calibrated in" in default.stderr and "EX 0.01, HE 0.99, SE 0.99, MA 0.99" in default.stderr
+    assert "calibrated" not in given.stderr
+    default_labels, given_labels = (
+        np.asarray(Workspace.open(next((tmp_path / out).glob("*.m2mrf.zarr"))).labels("prediction").levels[0])
+        for out in ("default", "given")
+    )
+    assert (default_labels == 1).all()  # EX
+    assert (given_labels == 2).all()  # HE, the most probable class above its threshold
 
 
 @pytest.mark.parametrize(

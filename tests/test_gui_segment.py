@@ -12,7 +12,15 @@ from qtpy.QtCore import QTimer
 pytestmark = pytest.mark.gui
 pytest.importorskip("napari_m2mrf.models.registry")
 
-from napari_m2mrf.widgets.segment import REGION_SHAPES, REGION_TILES, REGION_WHOLE, SegmentWidget  # noqa: E402
+from napari_m2mrf.inference.fundus import probabilities_to_labels  # noqa: E402
+from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint  # noqa: E402
+from napari_m2mrf.widgets.segment import (  # noqa: E402
+    CHECKPOINT_FILE,
+    REGION_SHAPES,
+    REGION_TILES,
+    REGION_WHOLE,
+    SegmentWidget,
+)
 
 SMALL_MODEL = "hrnetv2_w18s"
 
@@ -127,3 +135,25 @@ def test_missing_checkpoint_file_is_a_notification_not_a_crash(make_napari_viewe
     _run_and_wait(widget, qtbot)
     assert "not found" in widget.status.value
     assert "lesions" not in viewer.layers
+
+
+def test_threshold_boxes_start_at_the_thresholds_calibrated_in_the_checkpoint(
+    make_napari_viewer, qtbot, tmp_path
+) -> None:
+    calibrated = {"EX": 0.35, "HE": 0.6, "MA": 0.2}
+    checkpoint = tmp_path / "calibrated.safetensors"
+    meta = {**fundus_metadata("idrid"), "input_size": [128, 128], "thresholds": calibrated}
+    save_checkpoint(checkpoint, build_model(SMALL_MODEL, num_classes=4), meta)
+    viewer = make_napari_viewer()
+    widget = _widget(viewer, _fundus_like(96, 96))
+    assert [spin.value for spin in widget.thresholds] == [0.5] * 4  # an untrained registry model: no calibration
+    widget.model.value = CHECKPOINT_FILE
+    widget.checkpoint.value = checkpoint
+    assert [spin.label for spin in widget.thresholds] == ["EX threshold", "HE threshold", "SE threshold", "MA threshold"]
+    assert [spin.value for spin in widget.thresholds] == [0.35, 0.6, 0.5, 0.2]
+    assert all(spin.enabled for spin in widget.thresholds) and "sigmoid" in widget.thresholds[0].tooltip
+    _run_and_wait(widget, qtbot)
+    probabilities = np.stack([viewer.layers[f"{code} probability"].data for code in ("EX", "HE", "SE", "MA")])
+    np.testing.assert_array_equal(viewer.layers["lesions"].data, probabilities_to_labels(probabilities, [0.35, 0.6, 0.5, 0.2]))
+    widget.model.value = SMALL_MODEL  # back to a model without calibration
+    assert [spin.value for spin in widget.thresholds] == [0.5] * 4

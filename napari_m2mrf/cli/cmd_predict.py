@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from napari_m2mrf.errors import UserError
@@ -25,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="whole: official whole-image protocol (default); tiles: full-resolution sliding window")
     parser.add_argument("--tile", type=int, default=1024, help="tile size in px for --mode tiles (default 1024)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default cpu)")
-    parser.add_argument("--thresholds", default="0.5,0.5,0.5,0.5", help="EX,HE,SE,MA thresholds (default 0.5 each)")
+    parser.add_argument("--thresholds", metavar="EX,HE,SE,MA",
+                        help="per-class thresholds (default: those calibrated in the checkpoint, else 0.5 each)")
     parser.add_argument("--masks", action="store_true", help="also write IDRiD-style masks to OUT/masks")
     parser.add_argument("--probability-maps", action="store_true",
                         help="also write 8-bit per-class probability TIFFs to OUT/probabilities (for evaluate)")
@@ -37,7 +39,22 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _thresholds(text: str) -> tuple[float, ...]:
+def _thresholds(text: str | None, model: str) -> tuple[float, ...]:
+    """``--thresholds`` as given, else the model's calibrated thresholds (said on stderr), else 0.5 each."""
+    if text is None:
+        from napari_m2mrf.inference.segment_job import (
+            DEFAULT_THRESHOLD,
+            class_thresholds,
+            model_metadata,
+        )
+
+        meta = model_metadata(model)  # None: the run that follows names the problem
+        calibrated = class_thresholds(meta) if meta is not None and meta.get("thresholds") else {}
+        if calibrated:
+            listed = ", ".join(f"{code} {value:g}" for code, value in calibrated.items())
+            print(f"thresholds calibrated in {model}: {listed}", file=sys.stderr)
+            return tuple(calibrated.values())
+        return (DEFAULT_THRESHOLD,) * 4
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -49,7 +66,11 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from napari_m2mrf.cli.text_progress import TextProgress
-    from napari_m2mrf.inference.batch import PredictOptions, collect_inputs, predict_many
+    from napari_m2mrf.inference.batch import (
+        PredictOptions,
+        collect_inputs,
+        predict_many,
+    )
 
     if args.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {args.workers}")
@@ -57,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--tile must be at least 128 px, got {args.tile}")
     options = PredictOptions(
         model=args.model, out_dir=args.out, mode=args.mode, device=args.device, tile=args.tile,
-        thresholds=_thresholds(args.thresholds), masks=args.masks, probability_maps=args.probability_maps,
+        thresholds=_thresholds(args.thresholds, args.model), masks=args.masks, probability_maps=args.probability_maps,
     )
     inputs = collect_inputs(args.inputs)
     progress = TextProgress("predict")

@@ -8,6 +8,7 @@ and they are carried over onto the new prediction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -62,26 +63,59 @@ def show_lesions(viewer: Any, image_layer: Any, prediction: np.ndarray) -> Any:
 
 
 def show_probabilities(viewer: Any, image_layer: Any, probabilities: np.ndarray) -> list[Any]:
-    """Add or update one hidden probability Image layer per class, coloured like the class."""
-    source = image_layer.name
-    layers = []
-    for channel, cls in enumerate(FUNDUS_CLASSES[: probabilities.shape[0]]):
-        layer = find_result_layer(viewer, PROBABILITY, source, cls.code)
-        if layer is None:
-            from napari.utils.colormaps import Colormap
+    """Add or update one hidden probability Image layer per fundus class, coloured like the class."""
+    return [
+        show_probability_layer(viewer, image_layer, cls.code, cls.color, probabilities[channel])
+        for channel, cls in enumerate(FUNDUS_CLASSES[: probabilities.shape[0]])
+    ]
 
-            layer = viewer.add_image(
-                probabilities[channel],
-                name=f"{cls.code} probability",
-                colormap=Colormap([[0, 0, 0, 0], list(cls.color)], name=f"m2mrf-{cls.code}"),
-                contrast_limits=(0.0, 1.0),
-                blending="additive",
-                visible=False,
-                scale=image_layer.scale[-2:],
-                translate=image_layer.translate[-2:],
-                metadata={"m2mrf": {"role": PROBABILITY, "source": source, "code": cls.code}},
-            )
-        else:
-            layer.data = probabilities[channel]
-        layers.append(layer)
-    return layers
+
+def show_probability_layer(
+    viewer: Any,
+    image_layer: Any,
+    code: str,
+    color: Sequence[float],
+    data: Any,
+    *,
+    scale: Sequence[float] | None = None,
+    translate: Sequence[float] | None = None,
+) -> Any:
+    """Add or update the hidden ``<code> probability`` Image layer of ``image_layer`` (values 0..1).
+
+    ``data``: ``(H, W)`` array, or a list of lazy levels for a multiscale layer (slides);
+    ``scale``/``translate`` default to the image layer's (the maps then cover its pixels 1:1).
+    """
+    from napari.utils.colormaps import Colormap
+
+    source = image_layer.name
+    multiscale = isinstance(data, list)
+    scale = image_layer.scale[-2:] if scale is None else scale
+    translate = image_layer.translate[-2:] if translate is None else translate
+    layer = find_result_layer(viewer, PROBABILITY, source, code)
+    if layer is not None and layer.multiscale != multiscale:
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
+        return viewer.add_image(
+            data,
+            name=f"{code} probability",
+            multiscale=multiscale,
+            colormap=Colormap([[0, 0, 0, 0], list(color)], name=f"m2mrf-{code}"),
+            contrast_limits=(0.0, 1.0),
+            blending="additive",
+            visible=False,
+            scale=scale,
+            translate=translate,
+            metadata={"m2mrf": {"role": PROBABILITY, "source": source, "code": code}},
+        )
+    layer.data = data
+    layer.scale, layer.translate = scale, translate
+    return layer
+
+
+def remove_other_probabilities(viewer: Any, source: str, codes: Sequence[str]) -> None:
+    """Remove the probability layers of ``source`` whose class is not in ``codes`` (an earlier model's)."""
+    for layer in list(viewer.layers):
+        tag = layer.metadata.get("m2mrf", {})
+        if tag.get("role") == PROBABILITY and tag.get("source") == source and tag.get("code") not in codes:
+            viewer.layers.remove(layer)

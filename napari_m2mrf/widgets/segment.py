@@ -1,7 +1,9 @@
 """The Segment widget: run a lesion model on an image layer, off the GUI thread, with progress and Cancel.
 
 Results land in the image's ``lesions`` Labels layer (the user's corrections are kept across runs)
-and in hidden per-class probability layers.
+and in hidden per-class probability layers. The threshold boxes follow the chosen model: one per
+class, starting at the thresholds calibrated in its checkpoint (0.5 where it has none); a softmax
+model takes each pixel's most probable class, so its boxes are disabled.
 """
 
 from __future__ import annotations
@@ -11,17 +13,47 @@ import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
 from qtpy.QtCore import QObject, Signal
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.progress import CancelToken, Cancelled
+from napari_m2mrf.inference.progress import Cancelled, CancelToken
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
-from napari_m2mrf.inference.segment_job import TILES, WHOLE, SegmentRequest, SegmentResult, run_segmentation
-from napari_m2mrf.inference.slide import SlideRequest, SlideResult, is_slide_model, run_slide_segmentation
+from napari_m2mrf.inference.segment_job import (
+    DEFAULT_THRESHOLD,
+    TILES,
+    WHOLE,
+    SegmentRequest,
+    SegmentResult,
+    class_thresholds,
+    model_metadata,
+    run_segmentation,
+    uses_thresholds,
+)
+from napari_m2mrf.inference.slide import (
+    SlideRequest,
+    SlideResult,
+    is_slide_model,
+    run_slide_segmentation,
+)
+from napari_m2mrf.widgets.result_layers import (
+    LESIONS,
+    PREDICTION_KEY,
+    find_result_layer,
+    show_lesions,
+    show_probabilities,
+)
 from napari_m2mrf.widgets.view import canvas_corners_world
-from napari_m2mrf.widgets.result_layers import LESIONS, PREDICTION_KEY, find_result_layer, show_lesions, show_probabilities
 
 if TYPE_CHECKING:
     import napari
@@ -32,6 +64,16 @@ REGION_VIEW = "visible field of view"
 REGION_SHAPES = "shapes in a Shapes layer"
 CHECKPOINT_FILE = "checkpoint file…"
 BACKGROUND_NICENESS = 10
+SIGMOID_TIP = (
+    "sigmoid (multi-label) model: a pixel gets the most probable class whose probability is above its "
+    "threshold; the default is the threshold calibrated in the checkpoint (0.5 where it has none)"
+)
+SOFTMAX_TIP = "softmax model: a pixel gets its most probable class (argmax); thresholds do not apply"
+
+
+def _threshold_box(code: str) -> FloatSpinBox:
+    return FloatSpinBox(label=f"{code} threshold", value=DEFAULT_THRESHOLD, min=0.01, max=0.99, step=0.05,
+                        tooltip=SIGMOID_TIP)
 
 
 class _WorkerSignals(QObject):
@@ -73,10 +115,7 @@ class SegmentWidget(Container):
         self.region = ComboBox(label="region", choices=[REGION_WHOLE, REGION_TILES, REGION_VIEW, REGION_SHAPES])
         self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
         self.tile = SpinBox(label="tile (px)", value=1024, min=128, max=8192, step=128)
-        self.thresholds = [
-            FloatSpinBox(label=f"{cls.code} threshold", value=0.5, min=0.01, max=0.99, step=0.05)
-            for cls in FUNDUS_CLASSES
-        ]
+        self.thresholds = [_threshold_box(cls.code) for cls in FUNDUS_CLASSES]
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
@@ -88,6 +127,8 @@ class SegmentWidget(Container):
             ]
         )
         self.model.changed.connect(lambda value: setattr(self.checkpoint, "visible", value == CHECKPOINT_FILE))
+        self.model.changed.connect(self._follow_model)
+        self.checkpoint.changed.connect(self._follow_model)
         self.region.changed.connect(lambda value: setattr(self.shapes, "visible", value == REGION_SHAPES))
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
@@ -101,6 +142,40 @@ class SegmentWidget(Container):
         refresh_models = self.model.reset_choices
         registry_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
         self.native.destroyed.connect(lambda: registry_changed.disconnect(refresh_models))
+        self._follow_model()
+
+    def _follow_model(self, *_) -> None:
+        """One threshold box per class of the chosen model, set to its checkpoint's thresholds.
+
+        A model whose metadata cannot be read keeps the boxes as they are (running it reports why).
+        """
+        meta = model_metadata(self._model_source())
+        if meta is None:
+            return
+        sigmoid = uses_thresholds(meta)
+        try:
+            defaults = class_thresholds(meta)
+        except UserError as exc:
+            self._notify(f"{self._model_source()}: {exc}; using {DEFAULT_THRESHOLD}")
+            defaults = {}
+        codes = [str(c["code"]) for c in meta["classes"] if sigmoid or int(c["label"]) != 0]
+        if [spin.label for spin in self.thresholds] != [f"{code} threshold" for code in codes]:
+            for spin in self.thresholds:
+                self.remove(spin)
+            self.thresholds = [_threshold_box(code) for code in codes]
+            start = self.index(self.run_button)
+            for offset, spin in enumerate(self.thresholds):
+                self.insert(start + offset, spin)
+        for code, spin in zip(codes, self.thresholds):
+            spin.value = defaults.get(code, DEFAULT_THRESHOLD)
+            spin.enabled = sigmoid
+            spin.tooltip = SIGMOID_TIP if sigmoid else SOFTMAX_TIP
+
+    def _threshold_values(self) -> list[float]:
+        return [float(spin.value) for spin in self.thresholds]
+
+    def _thresholds_apply(self) -> bool:
+        return any(spin.enabled for spin in self.thresholds)
 
     def _image_layers(self, _widget=None) -> list:
         import napari
@@ -145,7 +220,7 @@ class SegmentWidget(Container):
             device=str(self.device.value),
             mode=TILES if self.region.value == REGION_TILES else WHOLE,
             boxes=boxes,
-            thresholds=[spin.value for spin in self.thresholds],
+            thresholds=self._threshold_values(),
             tile=int(self.tile.value),
             overlap=max(32, int(self.tile.value) // 8),
         )
@@ -236,7 +311,8 @@ class SegmentWidget(Container):
         if not path:
             self._notify(f"{layer.name!r} has no file behind it: a slide model reads the slide file")
             return
-        request = SlideRequest(model=self._model_source(), device=str(self.device.value))
+        request = SlideRequest(model=self._model_source(), device=str(self.device.value),
+                               thresholds=self._threshold_values() if self._thresholds_apply() else None)
         self._start(run_slide_segmentation, path, request, lambda result: self._show_slide(layer, result),
                     f"running {request.model} on the slide {layer.name}…")
 

@@ -1,4 +1,5 @@
-"""napari layers for a slide run: sampling dots, deformation map, deformed image, label pyramids.
+"""napari layers for a slide run: sampling dots, deformation map, deformed image, label pyramids and
+per-class probability pyramids.
 
 All layers sit in the slide layer's world coordinates (its level-0 pixel size as ``scale``, its
 ``translate``) and carry ``metadata["m2mrf"] = {"role", "source", …}``, so a new run replaces them.
@@ -247,11 +248,39 @@ def show_label_pyramid(viewer: Any, frame_layer: Any, source: str, workspace: st
     return layer
 
 
+def show_probability_pyramids(viewer: Any, image_layer: Any, workspace: str | Path, classes: list[dict]) -> list[Any]:
+    """The workspace's ``probabilities/`` as one hidden multiscale ``<code> probability`` layer per class.
+
+    ``classes``: the checkpoint's class entries (``code``, ``color``). The maps' finest level has
+    ``downsample`` level-0 pixels per pixel; its pixel ``k`` is centred over level-0 ``(k + ½)·f − ½``.
+    Layers of classes the maps do not hold (an earlier model's) are removed.
+    """
+    from napari_m2mrf.io.workspace import Workspace
+    from napari_m2mrf.widgets.result_layers import (
+        remove_other_probabilities,
+        show_probability_layer,
+    )
+
+    pyramid, downsample, codes = Workspace.open(workspace, mode="r").probability_pyramid()
+    scale, translate = world_frame(image_layer)
+    colors = {str(c["code"]): tuple(c["color"]) for c in classes}
+    levels = pyramid.channel_last()
+    remove_other_probabilities(viewer, image_layer.name, codes)
+    return [
+        show_probability_layer(
+            viewer, image_layer, code, colors.get(code, (1.0, 1.0, 1.0, 1.0)), [level[..., k] for level in levels],
+            scale=scale * downsample, translate=translate + scale * (downsample - 1) / 2,
+        )
+        for k, code in enumerate(codes)
+    ]
+
+
 def show_slide_results(viewer: Any, image_layer: Any, result: Any) -> SamplingDots:
     """All layers of a :class:`~napari_m2mrf.inference.slide.SlideResult` (replacing an earlier run's)."""
     from napari_m2mrf.inference.slide import CORRECTED, PREDICTION
     from napari_m2mrf.io.workspace import Workspace
 
+    show_probability_pyramids(viewer, image_layer, result.workspace, result.meta["classes"])
     show_deformation_map(viewer, image_layer, result.density, result.density_downsample)
     show_deformed_image(viewer, image_layer, result.deformed_image, result.image_shape)
     source = image_layer.name
