@@ -11,7 +11,14 @@ from PIL import Image
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.io.datasets import find_ground_truth, labels_to_masks, list_dataset, load_ground_truth
+from napari_m2mrf.io.datasets import (
+    find_ground_truth,
+    find_ground_truth_set,
+    labels_to_masks,
+    list_dataset,
+    load_ground_truth,
+    read_binary_mask,
+)
 from napari_m2mrf.io.idrid_masks import read_idrid_mask, write_idrid_mask
 
 LABEL = {cls.code: cls.label for cls in FUNDUS_CLASSES}
@@ -116,3 +123,35 @@ def test_mask_of_another_size_names_the_mask(tmp_path: Path) -> None:
 def test_not_a_dataset(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no images found"):
         list_dataset(tmp_path)
+
+
+def test_from_an_image_or_from_the_masks_the_same_files_are_found(tmp_path: Path) -> None:
+    root = tmp_path / "DDR" / "lesion_segmentation"
+    images = [_photo(root / "test" / "image" / f"{stem}.jpg") for stem in ("007-1", "007-2")]
+    for code in ("EX", "MA"):
+        (root / "test" / "label" / code).mkdir(parents=True)
+        for image in images:  # DDR's own names, and <stem>_<CODE> names
+            name = f"{image.stem}.tif" if code == "EX" else f"{image.stem}_{code}.tif"
+            tifffile.imwrite(root / "test" / "label" / code / name, _mask(code).astype(np.uint8))
+    found = find_ground_truth_set(tmp_path / "DDR", split="test")
+    assert found.layout == "ddr" and found.split == "test" and set(found.class_folders) == {"EX", "MA"}
+    assert [image.stem for image in found.images] == ["007-1", "007-2"]
+    for image, from_masks in zip(images, found.images):
+        assert find_ground_truth(image).masks == from_masks.masks
+    assert find_ground_truth_set(root / "test").split is None  # the split folder itself
+
+
+def test_sixteen_bit_png_mask_with_ones_keeps_its_lesions(tmp_path: Path) -> None:
+    path = tmp_path / "mask.png"
+    Image.fromarray(_mask("HE").astype(np.uint16)).save(path)
+    np.testing.assert_array_equal(read_binary_mask(path), _mask("HE"))
+
+
+def test_ground_truth_folder_errors_are_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such ground-truth folder"):
+        find_ground_truth_set(tmp_path / "absent")
+    with pytest.raises(UserError, match="no ground truth found: expected IDRiD"):
+        find_ground_truth_set(tmp_path)
+    (tmp_path / "masks" / "EX").mkdir(parents=True)
+    with pytest.raises(UserError, match="the class folders hold no masks"):
+        find_ground_truth_set(tmp_path)

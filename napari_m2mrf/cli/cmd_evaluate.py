@@ -1,11 +1,9 @@
 """``napari-m2mrf evaluate PRED GT``: score a folder of lesion predictions against ground truth.
 
-Ground truth (``GT``) is found in any of these layouts (the dataset root, or a folder inside it):
-
-* IDRiD: ``2. All Segmentation Groundtruths/<split>/<n>. <Class>/<stem>_<CLS>.tif`` (1-bit TIFFs;
-  an image without a mask for a class has no lesion of that class, as SE in IDRiD);
-* DDR: ``lesion_segmentation/<split>/label/<CLS>/<stem>.tif``;
-* a plain folder: ``masks/<CLS>/<stem>.png|tif`` (or ``<stem>_<CLS>.png|tif``).
+Ground truth (``GT``) is found by :func:`napari_m2mrf.io.datasets.find_ground_truth_set` in the
+IDRiD, DDR or plain-folder layout (the dataset root, or a folder inside it); an image without a
+mask for a class has no lesion of that class (as SE in IDRiD). Masks are read by
+:func:`~napari_m2mrf.io.datasets.read_binary_mask`, as everywhere else.
 
 Predictions (``PRED``): one file per image and class, ``<stem>_<CLS>.tif|tiff|png``, directly in
 ``PRED``, in ``PRED/<CLS>/`` or in ``PRED/<n>. <Class>/`` (IDRiD folder names). Each is a binary
@@ -19,20 +17,27 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_m2mrf.classes import FUNDUS_CLASSES, IDRID_FOLDERS, LesionClass, class_by_code
+from napari_m2mrf.classes import (
+    FUNDUS_CLASSES,
+    IDRID_FOLDERS,
+    LesionClass,
+    class_by_code,
+)
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.io.datasets import (
+    LAYOUT_NAMES,
+    GroundTruthImage,
+    GroundTruthSet,
+    find_ground_truth_set,
+    read_binary_mask,
+)
 
-MASK_EXTENSIONS = (".tif", ".tiff", ".png")
-IDRID_GROUNDTRUTH = "2. All Segmentation Groundtruths"
-DDR_SEGMENTATION = "lesion_segmentation"
-DDR_LABEL = "label"
-FOLDER_MASKS = "masks"
+PREDICTION_EXTENSIONS = (".tif", ".tiff", ".png")
 LESION_CODES = tuple(cls.code for cls in FUNDUS_CLASSES)
 TABLE_COLUMNS = (
     ("AUPR official 11-pt", "aupr_official_11pt"),
@@ -71,31 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass(frozen=True)
-class GroundTruthImage:
-    """One image's ground truth: its stem and its mask file per class code (absent = no lesion)."""
-
-    stem: str
-    masks: dict[str, Path]
-
-
-@dataclass(frozen=True)
-class GroundTruthSet:
-    """The images of one split: ``layout`` is "IDRiD", "DDR" or "folder"; ``class_folders`` maps the
-    class codes that have a folder to it."""
-
-    layout: str
-    split: str | None
-    class_folders: dict[str, Path]
-    images: list[GroundTruthImage]
-
-
 def run(args: argparse.Namespace) -> int:
     from napari_m2mrf.metrics import LesionMetrics
 
     classes = parse_classes(args.classes)
     check_predictions_present(args.pred)
-    truth = find_ground_truth(args.gt, args.split)
+    truth = find_ground_truth_set(args.gt, args.split)
     for cls in classes:
         if cls.code not in truth.class_folders:
             raise UserError(f"{args.gt}: no {cls.code} ground-truth folder; leave {cls.code} out with --classes")
@@ -112,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         report = {
             "ground_truth": str(args.gt),
-            "layout": truth.layout,
+            "layout": LAYOUT_NAMES[truth.layout],
             "split": truth.split,
             "predictions": str(args.pred),
             "image_stems": [image.stem for image in truth.images],
@@ -138,86 +124,6 @@ def parse_classes(text: str) -> tuple[LesionClass, ...]:
     return classes
 
 
-def find_ground_truth(root: Path, split: str | None) -> GroundTruthSet:
-    """The ground-truth images under ``root`` in IDRiD, DDR or folder layout (see the module doc)."""
-    if not root.is_dir():
-        raise UserError(f"{root}: no such ground-truth folder")
-    idrid_names = {name: code for code, name in IDRID_FOLDERS.items() if code in LESION_CODES}
-    candidates = [
-        ("IDRiD", [root / IDRID_GROUNDTRUTH, root], idrid_names, None),
-        ("DDR", [root / DDR_SEGMENTATION, root], {code: code for code in LESION_CODES}, DDR_LABEL),
-        ("folder", [root], {code: code for code in LESION_CODES}, FOLDER_MASKS),
-        ("folder", [root], {code: code for code in LESION_CODES}, None),
-    ]
-    for layout, tops, folder_codes, inner in candidates:
-        for top in tops:
-            splits = _splits_with_class_folders(top, folder_codes, inner)
-            if splits:
-                chosen = _choose_split(root, splits, split)
-                folder = splits[chosen]
-                class_folders = {
-                    code: folder / name for name, code in folder_codes.items() if (folder / name).is_dir()
-                }
-                images = _collect_images(class_folders)
-                if not images:
-                    raise UserError(f"{folder}: the class folders hold no masks (*.tif, *.png)")
-                return GroundTruthSet(layout, chosen or None, class_folders, images)
-    raise UserError(
-        f"{root}: no ground truth found: expected IDRiD ('{IDRID_GROUNDTRUTH}/<split>/<n>. <Class>/'), "
-        f"DDR ('{DDR_SEGMENTATION}/<split>/{DDR_LABEL}/<CLS>/') or '{FOLDER_MASKS}/<CLS>/' folders"
-    )
-
-
-def _splits_with_class_folders(top: Path, folder_codes: dict[str, str], inner: str | None) -> dict[str, Path]:
-    """Split name -> folder holding the class folders; the name is "" when ``top`` itself holds them."""
-
-    def holder(folder: Path) -> Path | None:
-        candidate = folder / inner if inner else folder
-        return candidate if any((candidate / name).is_dir() for name in folder_codes) else None
-
-    if not top.is_dir():
-        return {}
-    direct = holder(top)
-    if direct is not None:
-        return {"": direct}
-    found = {}
-    for child in sorted(path for path in top.iterdir() if path.is_dir()):
-        folder = holder(child)
-        if folder is not None:
-            found[child.name] = folder
-    return found
-
-
-def _choose_split(root: Path, splits: dict[str, Path], wanted: str | None) -> str:
-    names = list(splits)
-    if names == [""]:  # GT is the split folder itself
-        return ""
-    if wanted is None:
-        if len(names) == 1:
-            return names[0]
-        raise UserError(f"{root}: holds several splits ({', '.join(names)}); choose one with --split")
-    matches = [name for name in names if wanted.lower() == name.lower()]
-    matches = matches or [name for name in names if wanted.lower() in name.lower()]
-    if len(matches) != 1:
-        raise UserError(f"{root}: --split {wanted!r} matches {len(matches)} of the splits ({', '.join(names)})")
-    return matches[0]
-
-
-def _collect_images(class_folders: dict[str, Path]) -> list[GroundTruthImage]:
-    masks: dict[str, dict[str, Path]] = {}
-    for code, folder in class_folders.items():
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and path.suffix.lower() in MASK_EXTENSIONS:
-                masks.setdefault(_image_stem(path, code), {})[code] = path
-    return [GroundTruthImage(stem, masks[stem]) for stem in sorted(masks)]
-
-
-def _image_stem(path: Path, code: str) -> str:
-    """``IDRiD_01`` for ``IDRiD_01_EX.tif`` (code suffix dropped) and ``007-1789-100`` for DDR's files."""
-    suffix = f"_{code}"
-    return path.stem[: -len(suffix)] if path.stem.upper().endswith(suffix) else path.stem
-
-
 def check_predictions_present(pred: Path) -> None:
     """Raise ``UserError`` unless ``pred`` is a folder holding at least one prediction file."""
     if not pred.is_dir():
@@ -225,7 +131,7 @@ def check_predictions_present(pred: Path) -> None:
     folders = [pred, *(pred / code for code in LESION_CODES), *(pred / IDRID_FOLDERS[code] for code in LESION_CODES)]
     for folder in folders:
         if folder.is_dir() and any(
-            path.suffix.lower() in MASK_EXTENSIONS and any(path.stem.upper().endswith(f"_{c}") for c in LESION_CODES)
+            path.suffix.lower() in PREDICTION_EXTENSIONS and any(path.stem.upper().endswith(f"_{c}") for c in LESION_CODES)
             for path in folder.iterdir()
         ):
             return
@@ -236,7 +142,7 @@ def prediction_path(pred: Path, stem: str, code: str) -> Path:
     """The prediction file of image ``stem`` and class ``code``; ``UserError`` naming what was looked for."""
     name = f"{stem}_{code}"
     for folder in (pred, pred / code, pred / IDRID_FOLDERS[code]):
-        for extension in MASK_EXTENSIONS:
+        for extension in PREDICTION_EXTENSIONS:
             if (folder / f"{name}{extension}").is_file():
                 return folder / f"{name}{extension}"
     raise UserError(
@@ -252,9 +158,9 @@ def load_image_pair(
     A class without a ground-truth mask is all background; the image's size then comes from its
     other masks. Every prediction and mask must have that size.
     """
-    truth = {cls.code: read_mask(image.masks[cls.code]) for cls in classes if cls.code in image.masks}
+    truth = {cls.code: read_binary_mask(image.masks[cls.code]) for cls in classes if cls.code in image.masks}
     reference = next((image.masks[code] for code in truth), None) or next(iter(image.masks.values()))
-    shape = truth[next(iter(truth))].shape if truth else read_mask(reference).shape
+    shape = truth[next(iter(truth))].shape if truth else read_binary_mask(reference).shape
     probabilities = np.empty((len(classes), *shape), dtype=np.float32)
     masks = np.zeros((len(classes), *shape), dtype=bool)
     for k, cls in enumerate(classes):
@@ -274,22 +180,6 @@ def _check_size(path: Path, shape: tuple[int, ...], reference: Path, expected: t
             f"{path}: size {shape[1]}x{shape[0]} differs from the ground truth {reference.name} "
             f"({expected[1]}x{expected[0]})"
         )
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """A ground-truth mask as bool (H, W), True = lesion: a single-channel TIFF (IDRiD's 1-bit
-    masks, or any non-zero value), or a PNG whose lesion pixels are non-zero in any colour channel."""
-    from napari_m2mrf.io.idrid_masks import read_idrid_mask
-
-    if path.suffix.lower() != ".png":
-        return read_idrid_mask(path)
-    values = _read_png(path)
-    if values.ndim == 3 and values.shape[2] in (2, 3, 4):  # grey + alpha, RGB, RGBA: alpha ignored
-        colour = values[..., :1] if values.shape[2] == 2 else values[..., :3]
-        return np.any(colour != 0, axis=2)
-    if values.ndim != 2:
-        raise UserError(f"{path}: expected a 2-D mask, found an image of shape {values.shape}")
-    return values != 0
 
 
 def read_prediction(path: Path) -> np.ndarray:
@@ -342,8 +232,9 @@ def _single_channel(path: Path, values: np.ndarray) -> np.ndarray:
 def format_table(result: dict[str, Any], truth: GroundTruthSet, gt: Path, pred: Path) -> str:
     """The per-class metrics and their means as an aligned text table with a two-line header."""
     split = f", split {truth.split!r}" if truth.split else ""
+    layout = LAYOUT_NAMES[truth.layout]
     lines = [
-        f"ground truth: {gt} ({truth.layout} layout{split}), {result['images']} images",
+        f"ground truth: {gt} ({layout} layout{split}), {result['images']} images",
         f"predictions:  {pred}",
         "",
     ]

@@ -1,12 +1,20 @@
-"""Fundus dataset layouts: finding, reading and checking the ground truth of an image.
+"""Fundus dataset layouts: finding, reading and checking ground truth, from an image or from a folder.
 
-Three layouts are recognised from an image's path:
+Three layouts (``<CODE>``: EX, HE, SE, MA; a mask is named ``<stem>.<ext>`` or ``<stem>_<CODE>.<ext>``):
 
 * **IDRiD**: ``<root>/1. Original Images/<split>/<stem>.jpg`` with masks
   ``<root>/2. All Segmentation Groundtruths/<split>/<n>. <Class>/<stem>_<CODE>.tif`` (1-bit palette
-  TIFFs, read by :mod:`~napari_m2mrf.io.idrid_masks`; SE exists only for some images);
-* **DDR**: ``<root>/<split>/image/<stem>.jpg`` with ``<root>/<split>/label/<CODE>/<stem>.tif``;
+  TIFFs, read by :mod:`~napari_m2mrf.io.idrid_masks`; an image without a mask of a class has no
+  lesion of that class, as SE for most IDRiD images);
+* **DDR**: ``<root>[/lesion_segmentation]/<split>/image/<stem>.jpg`` with
+  ``…/<split>/label/<CODE>/<stem>.tif``;
 * **folder**: ``<root>/images/<stem>.<ext>`` with ``<root>/masks/<CODE>/<stem>.<ext>``.
+
+From an image (:func:`find_ground_truth`, :func:`list_dataset`: the reader, ``convert`` and the
+trainer) the layout is recognised from the image's path. From a ground-truth folder alone
+(:func:`find_ground_truth_set`: ``napari-m2mrf evaluate``, which has predictions but no images) the
+folder may be the dataset root, its ground-truth or ``lesion_segmentation`` folder, a split folder,
+or a folder holding the class folders itself.
 
 Per-class masks become one label map with the values of ``FUNDUS_CLASSES`` (1 EX, 2 HE, 3 SE,
 4 MA); where lesions overlap the later class in that order wins (MA over SE over HE over EX).
@@ -20,12 +28,50 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_m2mrf.classes import FUNDUS_CLASSES, LesionClass
+from napari_m2mrf.classes import FUNDUS_CLASSES, IDRID_FOLDERS, LesionClass
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.io.idrid_masks import IDRID_GROUNDTRUTH_FOLDER, IDRID_IMAGES_FOLDER, idrid_mask_path, read_idrid_mask
+from napari_m2mrf.io.idrid_masks import (
+    IDRID_GROUNDTRUTH_FOLDER,
+    IDRID_IMAGES_FOLDER,
+    read_idrid_mask,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+MASK_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".gif", ".jpg")
 DDR_SPLITS = ("train", "valid", "test")
+DDR_SEGMENTATION = "lesion_segmentation"
+DDR_IMAGES, DDR_LABELS = "image", "label"
+FOLDER_IMAGES, FOLDER_MASKS = "images", "masks"
+LAYOUT_NAMES = {"idrid": "IDRiD", "ddr": "DDR", "folder": "folder"}
+
+
+def class_folder(layout: str, code: str) -> str:
+    """The name of the folder holding the ``code`` masks in ``layout`` (``3. Hard Exudates`` or ``EX``)."""
+    return IDRID_FOLDERS[code] if layout == "idrid" else code
+
+
+def masks_folder(layout: str, root: Path, split: str) -> Path:
+    """The folder holding the class folders of ``split`` in a dataset of ``layout`` at ``root``."""
+    if layout == "idrid":
+        return root / IDRID_GROUNDTRUTH_FOLDER / split
+    if layout == "ddr":
+        return root / split / DDR_LABELS
+    return root / FOLDER_MASKS
+
+
+def mask_file(folder: Path, stem: str, code: str) -> Path | None:
+    """The mask of image ``stem`` in class folder ``folder`` (``<stem>.<ext>`` or ``<stem>_<CODE>.<ext>``)."""
+    for name in (f"{stem}_{code}", stem):
+        for suffix in MASK_SUFFIXES:
+            if (folder / f"{name}{suffix}").is_file():
+                return folder / f"{name}{suffix}"
+    return None
+
+
+def mask_stem(path: Path, code: str) -> str:
+    """The image stem a mask file belongs to: ``IDRiD_01`` for ``IDRiD_01_EX.tif``, ``007-1789-100`` for DDR's."""
+    suffix = f"_{code}"
+    return path.stem[: -len(suffix)] if path.stem.upper().endswith(suffix) else path.stem
 
 
 @dataclass(frozen=True)
@@ -42,13 +88,13 @@ class GroundTruthFiles:
 
 
 def _layout_of(image: Path) -> tuple[str, Path, str] | None:
-    """``(layout, root, split)`` for an image path in a known layout, else None."""
+    """``(layout, dataset root, split)`` for an image path in a known layout, else None."""
     parent, grandparent = image.parent, image.parent.parent
     if grandparent.name == IDRID_IMAGES_FOLDER:
         return "idrid", grandparent.parent, parent.name
-    if parent.name == "image":
-        return "ddr", grandparent, grandparent.name
-    if parent.name == "images":
+    if parent.name == DDR_IMAGES:
+        return "ddr", grandparent.parent, grandparent.name
+    if parent.name == FOLDER_IMAGES:
         return "folder", grandparent, ""
     return None
 
@@ -62,33 +108,121 @@ def find_ground_truth(
     if found is None:
         return None
     layout, root, split = found
+    searched = masks_folder(layout, root, split)
     masks: dict[str, Path] = {}
     for cls in classes:
-        candidate = _mask_candidate(layout, root, split, image.stem, cls.code)
+        candidate = mask_file(searched / class_folder(layout, cls.code), image.stem, cls.code)
         if candidate is not None:
             masks[cls.code] = candidate
-    searched = {
-        "idrid": root / IDRID_GROUNDTRUTH_FOLDER / split,
-        "ddr": root / "label",
-        "folder": root / "masks",
-    }[layout]
     return GroundTruthFiles(layout, image, masks, searched)
 
 
-def _mask_candidate(layout: str, root: Path, split: str, stem: str, code: str) -> Path | None:
-    if layout == "idrid":
-        path = idrid_mask_path(root, split, stem, code)
-        return path if path.is_file() else None
-    folder = root / ("label" if layout == "ddr" else "masks") / code
-    for suffix in (".tif", ".tiff", ".png", ".bmp", ".gif", ".jpg"):
-        path = folder / f"{stem}{suffix}"
-        if path.is_file():
-            return path
-    return None
+@dataclass(frozen=True)
+class GroundTruthImage:
+    """One image's ground truth found from the masks alone: its stem and mask file per class code."""
+
+    stem: str
+    masks: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class GroundTruthSet:
+    """The ground truth of one split: ``layout`` (idrid/ddr/folder), the split's name (None when the
+    folder given was the split itself), the class folders present by code, and the images (sorted)."""
+
+    layout: str
+    split: str | None
+    class_folders: dict[str, Path]
+    images: list[GroundTruthImage]
+
+
+def find_ground_truth_set(
+    root: str | os.PathLike[str], split: str | None = None, classes: tuple[LesionClass, ...] = FUNDUS_CLASSES
+) -> GroundTruthSet:
+    """The ground-truth images under ``root`` (see the module docstring for where it may point).
+
+    ``split`` chooses among several splits (a case-insensitive name or part of one, e.g. ``test``
+    for ``b. Testing Set``). ``UserError`` when no layout matches, the split is ambiguous, or the
+    class folders hold no masks.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such ground-truth folder")
+    candidates = [
+        ("idrid", [root / IDRID_GROUNDTRUTH_FOLDER, root], None),
+        ("ddr", [root / DDR_SEGMENTATION, root], DDR_LABELS),
+        ("folder", [root], FOLDER_MASKS),
+        ("folder", [root], None),
+    ]
+    for layout, tops, inner in candidates:
+        names = {class_folder(layout, cls.code): cls.code for cls in classes}
+        for top in tops:
+            splits = _splits_with_class_folders(top, names, inner)
+            if splits:
+                chosen = _choose_split(root, splits, split)
+                folder = splits[chosen]
+                folders = {code: folder / name for name, code in names.items() if (folder / name).is_dir()}
+                images = _images_of_masks(folders)
+                if not images:
+                    raise UserError(f"{folder}: the class folders hold no masks ({', '.join(MASK_SUFFIXES)})")
+                return GroundTruthSet(layout, chosen or None, folders, images)
+    raise UserError(
+        f"{root}: no ground truth found: expected IDRiD ('{IDRID_GROUNDTRUTH_FOLDER}/<split>/<n>. <Class>/'), "
+        f"DDR ('{DDR_SEGMENTATION}/<split>/{DDR_LABELS}/<CLS>/') or '{FOLDER_MASKS}/<CLS>/' folders"
+    )
+
+
+def _splits_with_class_folders(top: Path, names: dict[str, str], inner: str | None) -> dict[str, Path]:
+    """Split name -> folder holding the class folders; the name is "" when ``top`` itself holds them."""
+
+    def holder(folder: Path) -> Path | None:
+        candidate = folder / inner if inner else folder
+        return candidate if any((candidate / name).is_dir() for name in names) else None
+
+    if not top.is_dir():
+        return {}
+    direct = holder(top)
+    if direct is not None:
+        return {"": direct}
+    found = {}
+    for child in sorted(path for path in top.iterdir() if path.is_dir()):
+        folder = holder(child)
+        if folder is not None:
+            found[child.name] = folder
+    return found
+
+
+def _choose_split(root: Path, splits: dict[str, Path], wanted: str | None) -> str:
+    names = list(splits)
+    if names == [""]:  # the folder given is the split folder itself
+        return ""
+    if wanted is None:
+        if len(names) == 1:
+            return names[0]
+        raise UserError(f"{root}: holds several splits ({', '.join(names)}); choose one with --split")
+    matches = [name for name in names if wanted.lower() == name.lower()]
+    matches = matches or [name for name in names if wanted.lower() in name.lower()]
+    if len(matches) != 1:
+        raise UserError(f"{root}: --split {wanted!r} matches {len(matches)} of the splits ({', '.join(names)})")
+    return matches[0]
+
+
+def _images_of_masks(folders: dict[str, Path]) -> list[GroundTruthImage]:
+    masks: dict[str, dict[str, Path]] = {}
+    for code, folder in folders.items():
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in MASK_SUFFIXES:
+                masks.setdefault(mask_stem(path, code), {})[code] = path
+    return [GroundTruthImage(stem, masks[stem]) for stem in sorted(masks)]
 
 
 def read_binary_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """A lesion mask file as bool ``(H, W)`` (non-zero = lesion); any image format, any channels."""
+    """A lesion mask file as bool ``(H, W)``: True where any colour channel is non-zero (alpha ignored).
+
+    Single-channel TIFFs (IDRiD's 1-bit masks, DDR's 8-bit ones) go through
+    :func:`~napari_m2mrf.io.idrid_masks.read_idrid_mask`; everything else through Pillow at its
+    own bit depth (a 16-bit mask holding 0/1 keeps its lesions). ``UserError`` names an unreadable file.
+    """
     from napari_m2mrf.io.formats import sniff_format
 
     path = Path(path)
@@ -98,9 +232,27 @@ def read_binary_mask(path: str | os.PathLike[str]) -> np.ndarray:
         except UserError as exc:
             if "single-channel" not in str(exc):
                 raise
-    from napari_m2mrf.io.fundus import read_image
+    values = _decoded_mask(path)
+    if values.ndim == 3 and values.shape[2] in (2, 3, 4):
+        colour = values[..., :1] if values.shape[2] == 2 else values[..., :3]
+        return np.any(colour != 0, axis=2)
+    if values.ndim != 2:
+        raise UserError(f"{path}: expected a 2-D mask, found an image of shape {values.shape}")
+    return values != 0
 
-    return read_image(path, min_side=1).data.max(axis=2) > 0
+
+def _decoded_mask(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("P", "PA"):
+                image = image.convert("RGBA")
+            elif image.mode == "1":
+                image = image.convert("L")
+            return np.asarray(image)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable mask image ({exc})") from None
 
 
 def load_ground_truth(
@@ -148,8 +300,8 @@ def list_dataset(root: str | os.PathLike[str], classes: tuple[LesionClass, ...] 
     images = _dataset_images(root)
     if not images:
         raise UserError(
-            f"{root}: no images found in an IDRiD ('{IDRID_IMAGES_FOLDER}/<split>/'), DDR ('<split>/image/') "
-            "or folder ('images/') layout"
+            f"{root}: no images found in an IDRiD ('{IDRID_IMAGES_FOLDER}/<split>/'), DDR "
+            f"('<split>/{DDR_IMAGES}/') or folder ('{FOLDER_IMAGES}/') layout"
         )
     samples = []
     for image in images:
@@ -167,10 +319,10 @@ def _dataset_images(root: Path) -> list[Path]:
     idrid = root / IDRID_IMAGES_FOLDER
     if idrid.is_dir():
         candidates += [p for split in sorted(idrid.iterdir()) if split.is_dir() for p in _images_in(split)]
-    ddr = root / "lesion_segmentation" if (root / "lesion_segmentation").is_dir() else root
+    ddr = root / DDR_SEGMENTATION if (root / DDR_SEGMENTATION).is_dir() else root
     for split in DDR_SPLITS:
-        candidates += _images_in(ddr / split / "image")
-    candidates += _images_in(root / "images")
+        candidates += _images_in(ddr / split / DDR_IMAGES)
+    candidates += _images_in(root / FOLDER_IMAGES)
     return candidates
 
 
