@@ -1,24 +1,40 @@
-"""Turn a training run into a bundled checkpoint: the best model, float16 weights, provenance.
+"""Turn a training run into a bundled fundus checkpoint: the best model, int8 weights, calibrated
+per-class thresholds, provenance.
 
-``python -m sample_data.bundle_checkpoint RUN_DIR NAME`` reads ``RUN_DIR/best.safetensors`` (or
-``last.safetensors``) and the run's ``events.jsonl``, and writes ``sample_data/checkpoints/NAME.safetensors``
-with the run's config, iterations and last validation metrics in its provenance.
+``python -m sample_data.bundle_checkpoint RUN_DIR NAME [--cross-validation REPORT.json]`` reads
+``RUN_DIR/best.safetensors`` (or ``last.safetensors``), the run's ``config.yaml`` and ``events.jsonl``,
+and writes ``sample_data/checkpoints/NAME.safetensors``:
+
+1. the weights are stored as int8 (per output channel; see ``napari_m2mrf.models.checkpoints``) and
+   read back, so every figure below is measured with the weights that ship;
+2. the shipped model predicts the run's validation images (the official protocol: whole image at the
+   model's input size) and each class's threshold of best F1 on those pixels becomes its entry in
+   ``meta["thresholds"]`` (0.5 for a class without positive pixels there); the validation metrics
+   (official AUPR, dense AUPR, IoU at 0.5 and at the calibrated thresholds) go into the provenance;
+3. the lesion pixel fraction the model marks on the normal ``retina`` sample at those thresholds,
+   and the pooled figures of a cross-validation report (``sample_data.fundus_cross_validation``),
+   go into the provenance too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from napari_m2mrf.errors import UserError
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+DEFAULT_THRESHOLD = 0.5
 
 
-def bundle(run_dir: Path, name: str) -> Path:
-    """Write the bundled checkpoint ``NAME.safetensors`` from ``run_dir``; returns its path."""
+def bundle(run_dir: Path, name: str, cross_validation: Path | None = None, out_dir: Path = CHECKPOINTS) -> Path:
+    """Write the bundled checkpoint ``out_dir/NAME.safetensors`` from ``run_dir``; returns its path."""
     import torch
     import yaml
 
@@ -27,6 +43,9 @@ def bundle(run_dir: Path, name: str) -> Path:
     source = next((run_dir / f for f in ("best.safetensors", "last.safetensors") if (run_dir / f).is_file()), None)
     if source is None:
         raise UserError(f"{run_dir}: no best.safetensors or last.safetensors")
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir}: no config.yaml (not a training run folder)")
     model, meta = load_checkpoint(source)
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
     evaluations = [e for e in events if e.get("event") == "evaluation"]
@@ -35,22 +54,107 @@ def bundle(run_dir: Path, name: str) -> Path:
         **meta.get("provenance", {}),
         "trained_iterations": max(steps) if steps else 0,
         "selected_checkpoint": source.name,
-        "validation": (max(evaluations, key=lambda e: e["score"]) if source.name.startswith("best") else evaluations[-1])
+        "trainer_validation": (max(evaluations, key=lambda e: e["score"]) if source.name.startswith("best") else evaluations[-1])
         if evaluations else None,
-        "config": yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None,
+        "config": yaml.safe_load(config_path.read_text()),
     }
+    if cross_validation is not None:
+        provenance["cross_validation"] = cross_validation_summary(cross_validation)
     kept = {k: v for k, v in meta.items() if k in ("classes", "normalization", "input_size")}
-    target = CHECKPOINTS / f"{name}.safetensors"
-    save_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.float16)
+    target = out_dir / f"{name}.safetensors"
+    save_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.int8)
+    shipped, shipped_meta = load_checkpoint(target)
+    thresholds, validation = calibrate(shipped, shipped_meta, config_path)
+    provenance["validation"] = validation
+    provenance["retina_lesion_fraction"] = retina_lesion_fraction(shipped, shipped_meta, thresholds)
+    save_checkpoint(target, model, {**kept, "thresholds": thresholds, "provenance": provenance}, dtype=torch.int8)
     return target
+
+
+def calibrate(model: Any, meta: Mapping[str, Any], config_path: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """(per-class thresholds of best F1, validation report) of ``model`` on the validation split of
+    the run whose config is ``config_path``."""
+    from napari_m2mrf.classes import FUNDUS_CLASSES
+    from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
+    from napari_m2mrf.metrics import LesionMetrics
+    from training.config import load_config
+    from training.datasets import load_sample
+    from training.sources import records as data_records
+
+    data = load_config(config_path).data
+    records = data_records(data, tuple(FUNDUS_CLASSES), data.val_split, validation=True)
+    if not records:
+        raise UserError(f"{config_path}: the run has no validation images to calibrate thresholds on")
+    predictor = FundusPredictor(model, Preprocessing.from_meta(meta), "cpu")
+    predictions = []
+    metrics = LesionMetrics(FUNDUS_CLASSES)
+    for record in records:
+        sample = load_sample(record, FUNDUS_CLASSES, multilabel=True)
+        predictions.append((predictor.predict_whole(sample.image), sample.target))
+        metrics.update(*predictions[-1])
+    best = metrics.best_f1_thresholds()
+    thresholds = {code: (DEFAULT_THRESHOLD if math.isnan(value) else round(value, 4)) for code, value in best.items()}
+    at_thresholds = {cls.code: _iou_at(predictions, k, thresholds[cls.code]) for k, cls in enumerate(FUNDUS_CLASSES)}
+    report = metrics.compute()
+    return thresholds, {
+        "images": [record.image.stem for record in records],
+        "mean": report["mean"],
+        "per_class": {
+            code: {**{k: v for k, v in scores.items() if k in ("aupr_official_11pt", "aupr_dense", "iou", "f1")},
+                   "iou_at_calibrated_threshold": at_thresholds[code]}
+            for code, scores in report["per_class"].items()
+        },
+        "note": "thresholds are calibrated on these same images, so the IoU at them is optimistic",
+    }
+
+
+def _iou_at(predictions: Sequence[tuple[np.ndarray, np.ndarray]], k: int, threshold: float) -> float:
+    """Dataset-level IoU of class ``k`` when a pixel is positive at probability >= ``threshold``."""
+    intersection = union = 0
+    for probabilities, target in predictions:
+        predicted, truth = probabilities[k] >= threshold, target[k] > 0
+        intersection += int(np.count_nonzero(predicted & truth))
+        union += int(np.count_nonzero(predicted | truth))
+    return intersection / union if union else float("nan")
+
+
+def retina_lesion_fraction(model: Any, meta: Mapping[str, Any], thresholds: Mapping[str, float]) -> dict[str, float]:
+    """Per class, the fraction of the normal ``retina`` sample's pixels marked at ``thresholds``."""
+    from napari_m2mrf.classes import FUNDUS_CLASSES
+    from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
+    from sample_data.skimage_samples import retina
+
+    probabilities = FundusPredictor(model, Preprocessing.from_meta(meta), "cpu").predict_whole(retina())
+    return {cls.code: float(np.mean(probabilities[k] >= thresholds[cls.code])) for k, cls in enumerate(FUNDUS_CLASSES)}
+
+
+def cross_validation_summary(report_path: Path) -> dict[str, Any]:
+    """The pooled per-class figures of a ``fundus_cross_validation`` report."""
+    if not report_path.is_file():
+        raise UserError(f"{report_path}: no such cross-validation report")
+    report = json.loads(report_path.read_text())
+    keep = ("aupr_official_11pt", "aupr_dense", "iou", "f1")
+    return {
+        "folds": report["folds"],
+        "iterations_per_fold": report["iterations_per_fold"],
+        "recipe": Path(report["recipe"]).name,
+        "real_images": report["real_images"],
+        "mean": {k: report["pooled"]["mean"][k] for k in keep},
+        "per_class": {code: {k: scores[k] for k in keep} for code, scores in report["pooled"]["per_class"].items()},
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sample_data.bundle_checkpoint", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name")
+    parser.add_argument("--cross-validation", type=Path, help="report.json of sample_data.fundus_cross_validation")
     args = parser.parse_args(argv)
-    print(bundle(args.run_dir, args.name))
+    try:
+        print(bundle(args.run_dir, args.name, args.cross_validation))
+    except UserError as error:
+        print(f"error: {error}")
+        return 2
     return 0
 
 

@@ -23,7 +23,7 @@ def keep_ratio_size(height: int, width: int, scale: Sequence[int]) -> tuple[int,
 
 def to_normalised_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(H, W, 3) uint8 RGB → (1, 3, H, W) float32, ``(pixel - mean) / std`` per channel (0–255 scale)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1).float()
+    tensor = torch.from_numpy(np.require(image[..., :3], requirements=["C", "W"])).permute(2, 0, 1).float()
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return ((tensor - mean_t) / std_t).unsqueeze(0)
