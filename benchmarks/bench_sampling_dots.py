@@ -10,7 +10,8 @@ sampling grid (a blobby density through the paper's deformed sampler). For each 
   synchronous repaint of the canvas. Reported: median and worst step (the worst is the longest
   the event loop was blocked by that step), as wall milliseconds;
 * the ratio naive / ours for each figure; the slide alone (an empty Points layer) is the floor
-  (software OpenGL under Xvfb repaints the canvas slowly whatever it shows).
+  (software OpenGL under Xvfb repaints the canvas slowly whatever it shows). Both dot layers use
+  the same dot settings (size, ``canvas_size_limits``, no border, no antialiasing).
 
 ``SamplingDots`` updates are throttled (80 ms), so the benchmark waits out the throttle and then
 times the update itself as part of the following step, exactly what a user sees.
@@ -121,7 +122,13 @@ def main() -> None:
     import napari
 
     from napari_m2mrf.inference.slide import relative_sample_density
-    from napari_m2mrf.widgets.slide_layers import DOT_CANVAS_PX, UPDATE_THROTTLE_MS, density_colors, show_sampling_dots
+    from napari_m2mrf.widgets.slide_layers import (
+        DOT_ANTIALIASING,
+        DOT_CANVAS_PX,
+        UPDATE_THROTTLE_MS,
+        density_colors,
+        show_sampling_dots,
+    )
 
     points = deformed_points(args.grid)
     density = relative_sample_density(points, (WORLD, WORLD))
@@ -135,7 +142,8 @@ def main() -> None:
         flat = points.reshape(-1, 2)
         limits = tuple(np.percentile(density, [1, 99]))
         return viewer.add_points(flat, size=spacing / 3, border_width=0, canvas_size_limits=DOT_CANVAS_PX,
-                                 face_color=density_colors(density.ravel(), limits), name="naive dots")
+                                 antialiasing=DOT_ANTIALIASING, face_color=density_colors(density.ravel(), limits),
+                                 name="naive dots")
 
     def ours():
         return show_sampling_dots(viewer, image, points, density).layer

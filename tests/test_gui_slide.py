@@ -14,13 +14,19 @@ from qtpy.QtCore import QTimer
 pytestmark = pytest.mark.gui
 pytest.importorskip("napari_m2mrf.models.registry")
 
-from napari_m2mrf.inference.fundus import probabilities_to_labels  # noqa: E402
+from slide_helpers import save_slide_model, small_slide  # noqa: E402
+
 from napari_m2mrf.io.workspace import Workspace  # noqa: E402
 from napari_m2mrf.widgets.segment import CHECKPOINT_FILE, SOFTMAX_TIP, SegmentWidget  # noqa: E402
 from napari_m2mrf.widgets.slide_edit import EDIT_REGION, REGION_SHAPE, SlideEditWidget  # noqa: E402
-from napari_m2mrf.widgets.slide_layers import DEFORMATION, DEFORMED_IMAGE, DOTS, MAX_DOTS  # noqa: E402
+from napari_m2mrf.widgets.slide_layers import (  # noqa: E402
+    DEFORMATION,
+    DEFORMED_IMAGE,
+    DOTS,
+    MAX_DOTS,
+    UPDATE_THROTTLE_MS,
+)
 from napari_m2mrf.widgets.view import camera  # noqa: E402
-from slide_helpers import save_slide_model, small_slide  # noqa: E402
 
 SLIDE_CODES = ("tumour", "vessel", "necrosis")
 PROBABILITIES = [f"{code} probability" for code in SLIDE_CODES]
@@ -108,9 +114,18 @@ def test_slide_run_shows_layers_and_a_region_edit_is_written_back(slide_viewer, 
     # zoomed in, every sample in view is drawn
     cam = camera(viewer)
     viewer.reset_view()
-    cam.zoom *= 8
+    cam.zoom *= 16
     cam.center = tuple(np.asarray(slide_layer.scale) * (1024, 1024))
     qtbot.waitUntil(lambda: "every sample in view" in dots.metadata["m2mrf"]["shown"], timeout=5_000)
+    qtbot.wait(2 * UPDATE_THROTTLE_MS)
+    # a pan by a level-0 pixel leaves the layer alone; a pan by half the slide re-selects
+    drawn_now = dots.data
+    cam.center = tuple(np.asarray(slide_layer.scale) * (1025, 1025))
+    qtbot.wait(2 * UPDATE_THROTTLE_MS)
+    assert dots.data is drawn_now
+    cam.center = tuple(np.asarray(slide_layer.scale) * (300, 300))
+    qtbot.waitUntil(lambda: dots.data is not drawn_now, timeout=5_000)
+    assert {tuple(p) for p in np.round(dots.data, 3)} <= {tuple(p) for p in np.round(samples, 3)}
 
     # edit a rectangle of the prediction, paint, write back
     editor = SlideEditWidget(viewer)
@@ -210,7 +225,7 @@ def test_cancelling_a_slide_run_is_prompt_and_keeps_layers_and_workspace(slide_v
 
 
 def test_sigmoid_slide_model_uses_its_calibrated_thresholds(slide_viewer, qtbot) -> None:
-    viewer, slide, tmp_path = slide_viewer
+    viewer, _, tmp_path = slide_viewer
     calibrated = {"tumour": 0.35, "necrosis": 0.7}
     # probabilities everywhere: tumour 0.5, vessel 0.73, necrosis 0.62
     model = save_slide_model(tmp_path / "sigmoid.safetensors", output="sigmoid", thresholds=calibrated,

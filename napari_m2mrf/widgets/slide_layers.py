@@ -5,12 +5,16 @@ All layers sit in the slide layer's world coordinates (its level-0 pixel size as
 ``translate``) and carry ``metadata["m2mrf"] = {"role", "source", …}``, so a new run replaces them.
 
 **Sampling dots.** napari slows down badly with 10⁵–10⁶ Points (every data change, highlight and
-redraw walks all of them), and a 512×512 grid has 262,144 samples. :class:`SamplingDots` keeps
-all positions in numpy and gives the Points layer only the dots in the field of view (plus a
-margin), thinned by a power-of-two *grid stride* so that at most ``MAX_DOTS`` are drawn: every
-``s``-th row and column of the sampling grid, so each dot is a real sampling location and dense
-regions still look dense (all densities thinned by the same ``s²``). Zoomed in far enough, the
-stride is 1 and every sample in view is drawn. It re-selects on camera changes, throttled. Dots are
+redraw walks all of them; software OpenGL pays per drawn dot), and a 512×512 grid has 262,144
+samples. :class:`SamplingDots` keeps all positions in numpy and gives the Points layer only the
+dots in the field of view (plus a margin), thinned by a power-of-two *grid stride* so that at most
+``MAX_DOTS`` are drawn: every ``s``-th row and column of the sampling grid, so each dot is a real
+sampling location and dense regions still look dense (all densities thinned by the same ``s²``; a
+few thousand dots show the density as well as all of them). Zoomed in far enough, the stride is 1
+and every sample in view is drawn. The thinned grids, their colours and densities are built once;
+on a camera change (throttled) the selection box (the view plus a quarter of it on every side) is
+snapped outward to a grid of cells a quarter of the view's size, and the layer is only touched
+when the box or the stride changed, so small pans and zooms cost nothing. Dots are small discs without border or antialiasing (cheapest to draw),
 coloured by the local sample density relative to uniform sampling (its value is in the layer's
 ``features``); the layer's ``metadata["m2mrf"]["shown"]`` says what is drawn.
 """
@@ -23,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
-MAX_DOTS = 16_384
-VIEW_MARGIN = 0.5  # fraction of the view's size added on every side
+MAX_DOTS = 4_096
+VIEW_MARGIN = 0.25  # fraction of the view's size added on every side
+CELLS_PER_VIEW = 4  # the selection box snaps to cells of 1/CELLS_PER_VIEW of the view's larger side
 UPDATE_THROTTLE_MS = 80
-DOT_CANVAS_PX = (3, 7)  # on-screen dot diameter limits
+DOT_CANVAS_PX = (2, 5)  # on-screen dot diameter limits
+DOT_ANTIALIASING = 0
 DENSITY_COLORMAP = "plasma"
 
 DOTS = "sampling dots"
@@ -71,6 +77,22 @@ def density_colors(values: np.ndarray, limits: tuple[float, float]) -> np.ndarra
     return ensure_colormap(DENSITY_COLORMAP).map(np.clip(scaled, 0, 1).ravel())
 
 
+class ThinnedGrid:
+    """Every ``stride``-th row and column of the sampling grid: positions ``(n, 2)`` level-0 ``(y, x)``,
+    RGBA colours ``(n, 4)`` and relative densities ``(n,)``, ready to hand to the layer."""
+
+    def __init__(self, points: np.ndarray, colors: np.ndarray, density: np.ndarray, stride: int) -> None:
+        self.stride = stride
+        self.points = np.ascontiguousarray(points[::stride, ::stride].reshape(-1, 2))
+        self.colors = np.ascontiguousarray(colors[::stride, ::stride].reshape(-1, 4))
+        self.density = np.ascontiguousarray(density[::stride, ::stride].reshape(-1))
+
+    def inside(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Bool ``(n,)``: which dots lie in the box ``low``–``high`` (level-0 ``(y, x)``)."""
+        y, x = self.points[:, 0], self.points[:, 1]
+        return (y >= low[0]) & (y <= high[0]) & (x >= low[1]) & (x <= high[1])
+
+
 class SamplingDots:
     """Feeds a Points layer with the sampling locations in view (see the module docstring).
 
@@ -88,13 +110,20 @@ class SamplingDots:
 
         self.layer = layer
         self.viewer = viewer
-        self.points = np.asarray(points, np.float32)
-        self.grid_rows, self.grid_cols = np.indices(self.points.shape[:2])
-        self.flat = self.points.reshape(-1, 2)
-        self.density = np.asarray(relative_density, np.float32).reshape(-1)
-        low, high = np.percentile(self.density, [1, 99])
+        points = np.asarray(points, np.float32)
+        density = np.asarray(relative_density, np.float32)
+        low, high = np.percentile(density, [1, 99])
         self.limits = (float(min(low, 1.0) * 0.999), float(max(high, 1.0) * 1.001))
+        colors = density_colors(density, self.limits).astype(np.float32).reshape(*density.shape, 4)
+        self.total = int(density.size)
+        coarsest = grid_stride(self.total)
+        self.grids = {}
+        stride = coarsest
+        while stride >= 1:
+            self.grids[stride] = ThinnedGrid(points, colors, density, stride)
+            stride //= 2
         self.stride = 0
+        self._shown_key: tuple | None = None
         self.update_throttled = qthrottled(self.update, timeout=UPDATE_THROTTLE_MS, leading=True)
         self._camera = camera(viewer)
         self._camera.events.zoom.connect(self.update_throttled)
@@ -103,12 +132,9 @@ class SamplingDots:
         _controllers[layer] = self
         self.update()
 
-    @property
-    def total(self) -> int:
-        return len(self.flat)
-
     def view_box(self) -> tuple[np.ndarray, np.ndarray]:
-        """Level-0 ``(y, x)`` corners of the field of view with ``VIEW_MARGIN`` added."""
+        """Level-0 ``(y, x)`` corners of the field of view with ``VIEW_MARGIN`` added, snapped outward
+        to cells of ``1/CELLS_PER_VIEW`` of the view's larger side (a power of two of level-0 pixels)."""
         from napari_m2mrf.widgets.view import canvas_corners_world
 
         top_left, bottom_right = canvas_corners_world(self.viewer)
@@ -116,31 +142,42 @@ class SamplingDots:
         translate = np.asarray(self.layer.translate[-2:], float)
         low, high = (top_left - translate) / scale, (bottom_right - translate) / scale
         margin = (high - low) * VIEW_MARGIN
-        return low - margin, high + margin
+        cell = 2.0 ** np.floor(np.log2(max(float(np.max(high - low)) / CELLS_PER_VIEW, 1.0)))
+        return np.floor((low - margin) / cell) * cell, np.ceil((high + margin) / cell) * cell
 
-    def select(self) -> tuple[np.ndarray, int]:
-        """Flat indices of the dots to draw and the grid stride used."""
+    def select(self) -> tuple[np.ndarray, int, tuple[np.ndarray, np.ndarray]]:
+        """The dots to draw (bool over the chosen grid), its stride, and the box they were chosen in.
+
+        The finest stride whose dots in the box stay within ``MAX_DOTS`` (searched from the coarsest,
+        stopping at the first grid that is too full).
+        """
         low, high = self.view_box()
-        inside = np.all((self.flat >= low) & (self.flat <= high), axis=1)
-        stride = grid_stride(int(np.count_nonzero(inside)))
-        if stride > 1:
-            on_grid = ((self.grid_rows % stride == 0) & (self.grid_cols % stride == 0)).reshape(-1)
-            inside &= on_grid
-        return np.flatnonzero(inside), stride
+        strides = sorted(self.grids, reverse=True)
+        chosen, inside = strides[0], self.grids[strides[0]].inside(low, high)
+        for stride in strides[1:]:
+            finer = self.grids[stride].inside(low, high)
+            if np.count_nonzero(finer) > MAX_DOTS:
+                break
+            chosen, inside = stride, finer
+        return inside, chosen, (low, high)
 
     def update(self, *_: Any) -> None:
-        """Show the dots in view (called on camera changes, throttled)."""
+        """Show the dots in view (called on camera changes, throttled); nothing happens when neither
+        the snapped box nor the stride changed."""
         if self.layer not in self.viewer.layers:
             return
-        index, stride = self.select()
-        density = self.density[index]
+        inside, stride, (low, high) = self.select()
+        key = (stride, *low.tolist(), *high.tolist())
+        if key == self._shown_key:
+            return
+        grid = self.grids[stride]
         layer = self.layer
         with layer.events.blocker_all():
-            layer.data = self.flat[index]
-            layer.features = {"relative density": density}
-            layer.face_color = density_colors(density, self.limits) if len(index) else "white"
-        self.stride = stride
-        layer.metadata["m2mrf"]["shown"] = self.description(len(index), stride)
+            layer.data = grid.points[inside]
+            layer.features = {"relative density": grid.density[inside]}
+            layer.face_color = grid.colors[inside] if inside.any() else "white"
+        self._shown_key, self.stride = key, stride
+        layer.metadata["m2mrf"]["shown"] = self.description(int(np.count_nonzero(inside)), stride)
         layer.refresh()
 
     def description(self, shown: int, stride: int) -> str:
@@ -179,6 +216,7 @@ def show_sampling_dots(
             size=max(spacing / 3, 1.0),
             border_width=0,
             canvas_size_limits=DOT_CANVAS_PX,
+            antialiasing=DOT_ANTIALIASING,
             scale=scale,
             translate=translate,
             metadata=_tag(DOTS, source),
