@@ -9,6 +9,12 @@ import pytest
 import torch
 
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.models.deform import (
+    DeformedSampler,
+    DeformedSegmenter,
+    UniformSampler,
+)
+from napari_m2mrf.models.deformed_checkpoints import is_deformed, load_model_file
 from training.config import TrainingConfig
 from training.events import CheckpointSaved, Evaluated, Finished, IterationDone
 from training.loop import Trainer
@@ -50,25 +56,42 @@ def test_deformed_training_learns_the_sampler(slide: Path, tmp_path: Path) -> No
     evaluation = next(e for e in events if isinstance(e, Evaluated))
     assert set(evaluation.per_class) == {"tumour", "vessel", "necrosis"}
     assert 0.0 <= evaluation.mean["aupr_dense"] <= 1.0
-    assert isinstance(events[-1], Finished) and events[-1].best.endswith("best.model.pt")
+    assert isinstance(events[-1], Finished) and events[-1].best.endswith("best.safetensors")
 
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["iteration"] == 3
-    saved = torch.load(tmp_path / "run" / "last.model.pt", weights_only=True)
     torch.manual_seed(config.run.seed)
     from training.networks import build_network
     from training.sources import run_classes
 
     initial = build_network(config, run_classes(config.data), multilabel=False).state_dict()
-    changed = [k for k in initial if k.startswith("deformation.") and not torch.equal(initial[k], saved["model"][k])]
+    changed = [k for k in initial if k.startswith("deformation.") and not torch.equal(initial[k], state["model"][k])]
     assert any(k.endswith("weight") for k in changed), "the deformation module did not learn"
     kinds = {e.kind for e in events if isinstance(e, CheckpointSaved)}
     assert kinds == {"best", "last"}
+
+    # best and last are plugin checkpoints (safetensors, no pickled code), loadable as they were trained
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("*.safetensors")) == ["best.safetensors", "last.safetensors"]
+    assert not list(run.glob("*.model.pt"))
+    model, meta = load_model_file(run / "last.safetensors")
+    assert isinstance(model, DeformedSegmenter) and isinstance(model.sampler, DeformedSampler) and is_deformed(meta)
+    assert meta["deformed"]["output_size"] == [64, 64] and meta["deformed"]["density_size"] == [32, 32]
+    assert meta["deformed"]["sigma"] == 3.0 and meta["output"] == "softmax"
+    assert [c["name"] for c in meta["classes"]] == ["Background", "tumour", "vessel", "necrosis"]
+    assert meta["provenance"]["iteration"] == 3
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state["model"][name]), name
+    best, best_meta = load_model_file(run / "best.safetensors")
+    assert "iou" in best_meta["provenance"]["metrics"]
+    assert best(torch.rand(1, 3, 128, 128)).logits.shape == (1, 4, 64, 64)
 
 
 def test_uniform_sampler_baseline_trains_with_the_same_budget(slide: Path, tmp_path: Path) -> None:
     events = list(Trainer(slide_config(slide, tmp_path / "run", "uniform")).run())
     assert isinstance(events[-1], Finished) and len([e for e in events if isinstance(e, IterationDone)]) == 3
+    model, meta = load_model_file(events[-1].best)
+    assert isinstance(model.sampler, UniformSampler) and meta["deformed"]["sampler"] == "uniform"
 
 
 def test_slide_classes_and_levels(slide: Path) -> None:

@@ -6,8 +6,9 @@ tensors and plain Python values, so it loads with ``torch.load(weights_only=True
 the file is ever run. A run killed at any moment leaves the previous complete ``last.pt``.
 
 ``<output_dir>/last.safetensors`` and ``best.safetensors`` are the model checkpoints the plugin
-loads (``napari_m2mrf.models.load_checkpoint``): weights plus metadata (architecture, classes,
-normalisation, input size, training provenance); see :func:`export_model` for deformed models.
+loads (``napari_m2mrf.models.deformed_checkpoints.load_model_file``): weights plus metadata
+(architecture, classes, normalisation, input size, training provenance), for fundus and deformed
+models alike; loading them never runs code from the file.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import torch
 from torch import nn
 
 from napari_m2mrf.classes import LesionClass
-from napari_m2mrf.models.checkpoints import class_to_json
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.atomic import atomic_path
+from napari_m2mrf.models.checkpoints import class_to_json
 from training.config import TrainingConfig
 
 STATE_FORMAT = 1
@@ -107,17 +108,17 @@ def model_metadata(
 def export_model(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]) -> Path:
     """Write ``model`` as a plugin checkpoint at ``path`` (``.safetensors``, atomic) and return it.
 
-    A model ``save_checkpoint`` cannot describe (a deformed-downsampling segmenter has no
-    ``build_config``) is written instead as ``<stem>.model.pt``: ``{"model": state_dict, "meta": meta}``,
-    loadable with ``torch.load(weights_only=True)``.
+    A deformed-downsampling segmenter is written with its deformation module and sampler settings
+    (``napari_m2mrf.models.deformed_checkpoints.save_deformed_checkpoint``), any other registry
+    model with ``napari_m2mrf.models.save_checkpoint``.
     """
     from napari_m2mrf.models import save_checkpoint
+    from napari_m2mrf.models.deform import DeformedSegmenter
+    from napari_m2mrf.models.deformed_checkpoints import save_deformed_checkpoint
 
     path = Path(path)
-    if hasattr(model, "build_config"):
+    if isinstance(model, DeformedSegmenter):
+        save_deformed_checkpoint(path, model, meta)
+    else:
         save_checkpoint(path, model, meta)
-        return path
-    fallback = path.with_suffix(".model.pt")
-    with atomic_path(fallback) as tmp:
-        torch.save({"model": model.state_dict(), "meta": meta}, tmp)
-    return fallback
+    return path
