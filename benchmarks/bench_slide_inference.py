@@ -4,12 +4,13 @@ One process, two runs of ``run_slide_segmentation`` with the same randomly initi
 model (HRNetV2-W18-small behind the paper's deformation module; the weights do not change the
 cost) and a 512×512 output (262,144 samples): the learned deformed sampler, then the uniform
 baseline through the same steps. Each run writes a full workspace (``labels/prediction`` at
-32768² with its pyramid, sampling points, deformation map) into a temporary folder.
+32768² with its pyramid, the per-class float16 probability pyramid, sampling points, deformation
+map) into a temporary folder.
 
 Reported per run: wall seconds per stage (from the progress messages), CPU seconds, bytes the
 pyramid sampling decoded against the bytes of the whole level 0 (what sampling level 0 alone would
-decode), peak RSS above the level before the run (sampled every 20 ms), and the ratio learned /
-uniform.
+decode), the probability pyramid's size on disk, peak RSS above the level before the run (sampled
+every 20 ms), and the ratio learned / uniform.
 
 Run: ``.venv/bin/python benchmarks/bench_slide_inference.py [--output 512] [--device cpu]``
 """
@@ -28,6 +29,8 @@ STAGE_PREFIXES = {
     "deformation map": "density + grid",
     "sampling the slide": "pyramid sampling",
     "segmenting": "segmentation",
+    "probability maps: block": "probability maps (finest level)",
+    "probability maps: coarser": "probability coarser levels",
     "reverse mapping": "reverse fill of level 0",
     "building coarser levels": "coarser levels",
     "done": "end",
@@ -90,8 +93,13 @@ def run_once(slide: Path, model: Path, sampler: str, output: int, device: str, w
         "bytes_decoded_MiB": round(result.read.bytes_decoded / 2**20, 1),
         "level0_bytes_MiB": round(level0 / 2**20, 1),
         "decoded_fraction_of_level0": round(result.read.bytes_decoded / level0, 4),
+        "probabilities_on_disk_MiB": round(_folder_bytes(workspace / "probabilities") / 2**20, 2),
         "peak_rss_increase_MiB": round(rss.increase_mib),
     }
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def main() -> None:
