@@ -207,6 +207,8 @@ def test_logits_become_the_checkpoint_label_values() -> None:
         logits_to_labels(logits, sigmoid_meta, thresholds=[0.5, 0.5])
     with pytest.raises(UserError, match="between 0 and 1"):
         logits_to_labels(logits, {**sigmoid_meta, "thresholds": {"A": 1.5}})
+    uncalibrated = {**sigmoid_meta, "thresholds": {"A": None, "D": float("nan")}}  # no lesion to calibrate on
+    np.testing.assert_array_equal(logits_to_labels(logits, uncalibrated), [[1, 4]])
     # softmax: every channel's probability, background left out; sigmoid: every channel's sigmoid
     probabilities, classes = class_probabilities(logits, softmax_meta)
     assert [c["label"] for c in classes] == [7, 9]

@@ -8,6 +8,7 @@ which classes a model has and the thresholds it was calibrated with (checkpoint 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,9 +81,14 @@ def uses_thresholds(meta: dict) -> bool:
     return meta.get("output", "sigmoid") != "softmax"
 
 
+def _uncalibrated(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def class_thresholds(meta: dict) -> dict[str, float]:
     """Per thresholded class code (every class of a sigmoid model, none of a softmax one), in channel
-    order, its threshold from the checkpoint's ``"thresholds"`` (default 0.5).
+    order, its threshold from the checkpoint's ``"thresholds"``; 0.5 for a class it leaves out or
+    could not calibrate (null or NaN, e.g. no lesion of that class in the held-out data).
 
     ``UserError`` when ``"thresholds"`` is not a mapping of class codes to numbers in (0, 1).
     """
@@ -92,10 +98,11 @@ def class_thresholds(meta: dict) -> dict[str, float]:
     codes = [str(c["code"]) for c in meta["classes"]]
     if not isinstance(stored, dict) or not set(stored) <= set(codes):
         raise UserError(f"checkpoint thresholds {stored!r} must map class codes ({', '.join(codes)}) to numbers")
-    for code, value in stored.items():
+    calibrated = {code: value for code, value in stored.items() if not _uncalibrated(value)}
+    for code, value in calibrated.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
             raise UserError(f"checkpoint threshold of {code} must be a number between 0 and 1, got {value!r}")
-    return {code: float(stored.get(code, DEFAULT_THRESHOLD)) for code in codes}
+    return {code: float(calibrated.get(code, DEFAULT_THRESHOLD)) for code in codes}
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
