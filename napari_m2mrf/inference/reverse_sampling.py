@@ -13,10 +13,12 @@ the samples gives each tile the samples within ``d₁ + 2ρ`` of its centre (``d
 distance of the centre, ``ρ``: half-diagonal of the tile) — a superset of the nearest samples of all
 its pixels, because the nearest-sample distance is 1-Lipschitz. Tiles are then split into quarters;
 each quarter keeps only the candidates within its own bound, and a quarter left with a single
-candidate is filled with it at once. Only 4×4 blocks near Voronoi edges reach the per-pixel
-comparison with their few remaining candidates. Regions are filled in blocks of 1024² pixels
-(optionally on several threads), so memory is the output plus a bounded working set, the samples
-and their tree.
+candidate is filled with it at once. Only 8×8 blocks near Voronoi edges reach the per-pixel
+comparison (a running minimum) with their few remaining candidates — splitting them further costs
+more in bookkeeping than it saves in comparisons. Regions are filled in blocks of at most 2²⁰ pixels,
+full-width row bands where the region is at most 16384 pixels wide, so each block's output window
+is contiguous (optionally on several threads); memory is the output plus a bounded working set,
+the samples and their tree.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from scipy.spatial import cKDTree
 
 Factors = float | tuple[float, float]
 
-_BLOCK = 1024  # regions are filled in blocks of at most this many pixels per side
-_DIRECT = 4  # blocks this small compare every pixel with every candidate
-_DIRECT_BATCH = 1 << 14  # pixels per batch of that comparison
+_BLOCK_PIXELS = 1 << 20  # regions are filled in blocks of at most this many pixels …
+_BLOCK_WIDTH = 1 << 14  # … as full-width row bands of regions up to this wide (contiguous output windows)
+_FIRST_K = 16  # nearest samples asked of the k-d tree per tile at first (doubled where too few)
+_DIRECT = 8  # blocks this small compare every pixel with every candidate
+_DIRECT_BATCH = 1 << 16  # pixels per batch of that comparison
 
 
 def _factors(downsample: Factors) -> tuple[float, float]:
@@ -137,13 +141,15 @@ class ReverseSampler:
     def _for_each_block(
         self, rows: slice, cols: slice, downsample: Factors, write: Callable[[tuple[slice, slice], np.ndarray], None]
     ) -> None:
-        """Nearest-sample indices of the region block by block (``_BLOCK`` pixels a side), each handed to
+        """Nearest-sample indices of the region block by block (row bands of ``_BLOCK_PIXELS``), each handed to
         ``write(window, index)`` with the block's window relative to the region."""
         fy, fx = _factors(downsample)
+        block_width = max(1, min(cols.stop - cols.start, _BLOCK_WIDTH))
+        block_height = _BLOCK_PIXELS // block_width
         blocks = [
-            (by, min(by + _BLOCK, rows.stop), bx, min(bx + _BLOCK, cols.stop))
-            for by in range(rows.start, rows.stop, _BLOCK)
-            for bx in range(cols.start, cols.stop, _BLOCK)
+            (by, min(by + block_height, rows.stop), bx, min(bx + block_width, cols.stop))
+            for by in range(rows.start, rows.stop, block_height)
+            for bx in range(cols.start, cols.stop, block_width)
         ]
 
         def run(block: tuple[int, int, int, int]) -> None:
@@ -182,7 +188,7 @@ class ReverseSampler:
         centre = (tile - 1) / 2
         centres = np.stack(((y0 + rows + centre + 0.5) * fy - 0.5, (x0 + cols + centre + 0.5) * fx - 0.5), axis=1)
         n = self.num_samples
-        groups, todo, k = [], np.arange(len(rows)), min(8, n)
+        groups, todo, k = [], np.arange(len(rows)), min(_FIRST_K, n)
         bound = None
         while len(todo):
             dist, idx = self.tree.query(centres[todo], k=k)
