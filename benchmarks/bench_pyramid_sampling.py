@@ -13,8 +13,10 @@ Steps, each timed (wall and process-CPU seconds, one run):
 Bytes decoded are the chunks read × their uncompressed size (from the sampler's counts), checked
 against an independent count of the chunk keys the zarr store handed out (with their compressed
 sizes). Accuracy: for up to 80 random samples per level used, the box average of level 0 over a window as wide as the
-local sample spacing (the properly low-pass-filtered level 0) against our value and against a plain
-bilinear read of level 0.
+local sample spacing (the properly low-pass-filtered level 0) against our value, against a plain
+bilinear read of level 0, and against other level choices at the same grid: one level finer, one
+level coarser, and a trilinear blend of the two levels bracketing the spacing (weight
+``log2(spacing / pitch)``, as mip-mapping does).
 
 Usage: ``.venv/bin/python benchmarks/bench_pyramid_sampling.py`` (generates the sample slide into
 the user cache on first use).
@@ -95,6 +97,22 @@ def bilinear_level0(level0, points: np.ndarray) -> np.ndarray:
         bottom = patch[:, 1, 0] * (1 - wx) + patch[:, 1, 1] * wx
         values[i] = top * (1 - wy) + bottom * wy
     return values
+
+
+def other_level_choices(levels, factors, points: np.ndarray, result) -> dict[str, tuple[np.ndarray, int]]:
+    """Values ``(…, 3)`` and bytes decoded of other level choices at the same grid: one level finer,
+    one level coarser, and the trilinear blend of the chosen level and the next coarser one."""
+    spacing = local_spacing(points)
+    finer = sample_pyramid(levels, factors, points, spacing=spacing / 2, workers=2)
+    coarser = sample_pyramid(levels, factors, points, spacing=spacing * 2, workers=2)
+    pitch = np.asarray(factors)[result.level]
+    weight = np.clip(np.log2(spacing / pitch), 0, 1)[..., None] * (coarser.level > result.level)[..., None]
+    blend = result.values * (1 - weight) + coarser.values * weight
+    return {
+        "one level finer": (finer.values, finer.stats.bytes_decoded),
+        "one level coarser": (coarser.values, coarser.stats.bytes_decoded),
+        "trilinear (chosen + next coarser level)": (blend, result.stats.bytes_decoded + coarser.stats.bytes_decoded),
+    }
 
 
 def level0_chunks_under(points: np.ndarray, chunk: int) -> int:
@@ -180,10 +198,14 @@ def main() -> None:
         reference = box_reference(level0, flat_points[picks], spacing[picks])
         ours = result.values.reshape(-1, 3)[picks]
         naive = bilinear_level0(level0, flat_points[picks])
-        for label, values in (("pyramid sampling", ours), ("bilinear read of level 0", naive)):
+        reads = {"pyramid sampling": (ours, result.stats.bytes_decoded), "bilinear read of level 0": (naive, None)}
+        for label, (values, decoded) in other_level_choices(levels, factors, points, result).items():
+            reads[label] = (values.reshape(-1, 3)[picks], decoded)
+        for label, (values, decoded) in reads.items():
             error = np.abs(values - reference)
+            share = "" if decoded is None else f" ({100 * decoded / full_bytes:.2f} % of level 0 decoded)"
             print(f"{name}: {label} vs box-filtered level 0 ({len(picks)} samples, ≤ 80 per level): mean abs error "
-                  f"{error.mean():.2f}, 99th percentile {np.percentile(error, 99):.1f} grey levels")
+                  f"{error.mean():.2f}, 99th percentile {np.percentile(error, 99):.1f} grey levels{share}")
     print(f"\nload average after: {psutil.getloadavg()}")
     print("GPU: none in this session (CPU only)")
 

@@ -57,6 +57,17 @@ def test_chunks_are_the_matching_parts_of_the_whole_region():
     assert ReverseSampler(points, values, workers=2).fill(slice(0, 256), slice(0, 256)).tolist() == whole.tolist()
 
 
+def test_regions_wider_than_a_band_are_filled_in_column_pieces():
+    image_size = (48, 20000)  # wider than the 16384-pixel full-width bands
+    points = deformed_points(7, image_size, (6, 250))
+    values = np.arange(6 * 250).reshape(6, 250)
+    sampler = ReverseSampler(points, values)
+    filled = sampler.fill(slice(0, 48), slice(0, 20000))
+    reference = NearestNDInterpolator(points.reshape(-1, 2), values.reshape(-1))(pixel_centres(image_size, (1.0, 1.0)))
+    assert np.mean(filled.reshape(-1) == reference) >= 0.999
+    assert np.array_equal(sampler.fill(slice(0, 48), slice(16000, 17000)), filled[:, 16000:17000])
+
+
 def test_every_sample_owns_the_pixel_it_sits_on():
     points = deformed_points(4, (200, 200), (10, 10))
     sampler = ReverseSampler(points, np.arange(100).reshape(10, 10))
