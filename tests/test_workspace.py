@@ -135,6 +135,8 @@ def test_probability_pyramid_is_published_whole_or_not_at_all(workspace: Workspa
         raise RuntimeError("interrupted")
     assert workspace.probability_pyramid()[2] == ["T", "V"]
     assert not list(workspace.path.glob(".probabilities.tmp-*"))
+    with pytest.raises(UserError, match="slide pyramid"):
+        workspace.probabilities()
 
 
 def test_missing_chunk_in_a_complete_store_is_reported(workspace: Workspace) -> None:

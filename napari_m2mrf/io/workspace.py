@@ -336,8 +336,13 @@ class Workspace:
         )
 
     def probabilities(self) -> tuple[Any, float, list[str]]:
-        """``(array (K, Y, X) float16, downsample, class names)``; ``UserError`` if none were stored."""
+        """``(array (K, Y, X) float16, downsample, class names)`` of a fundus run's single map;
+        ``UserError`` if none were stored or they are a slide's pyramid (:meth:`probability_pyramid`)."""
+        import zarr
+
         array = self._array("probabilities")
+        if isinstance(array, zarr.Group):
+            raise UserError(f"{self.path}: the probabilities are a slide pyramid; read them with probability_pyramid()")
         return array, float(array.attrs["downsample"]), list(array.attrs["classes"])
 
     @contextmanager
