@@ -1,8 +1,11 @@
 """The demo: napari with the plugin's widgets docked, sample data loaded and the bundled models run.
 
-Interactive with a display; with ``screenshot`` set it saves a PNG of the whole window, writes a JSON
-summary beside it (``<screenshot stem>_summary.json``), prints the summary and exits. With no display
-it starts a virtual one (Xvfb).
+The bundled fundus model segments the ``fundus_lesions`` sample and the bundled slide model (learned
+deformed downsampling) the 32768² sample slide, both through the Segment widget as a user would run
+them; the slide run adds its ``sampling dots`` and ``deformation map`` layers. Interactive with a
+display; with ``screenshot`` set it saves a PNG of the whole window, writes a JSON summary beside it
+(``<screenshot stem>_summary.json``: layers, widgets, seconds per step — opening each sample, each
+model run, the total), prints the summary and exits. With no display it starts a virtual one (Xvfb).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ PLUGIN = "napari-m2mrf"
 DEMO_SAMPLES = ("fundus_lesions", "retina", "slide")
 DEMO_WIDGETS = ("Segment lesions", "Correct lesions", "Lesion metrics")
 FUNDUS_MODEL = "fundus_m2mrf_w18s"  # the bundled fundus lesion checkpoint (sample_data/checkpoints)
+SLIDE_MODEL = "slide_deformed_w18s"  # the bundled deformed-downsampling slide checkpoint
+SLIDE_SAMPLE_LAYER = "slide"
 WINDOW_SIZE = (1800, 1100)
 # The slide is shown beside the fundus images, scaled to this height in screen units.
 SIDE_BY_SIDE_GAP = 100.0
@@ -95,7 +100,9 @@ def _dock_widgets(viewer: Any, summary: DemoSummary) -> dict[str, Any]:
     docks, widgets = [], {}
     for index, name in enumerate(DEMO_WIDGETS):
         dock, widgets[name] = _timed(
-            summary, f"dock {name}", lambda: viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=index > 0)
+            summary,
+            f"dock {name}",
+            lambda name=name, tabify=index > 0: viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=tabify),
         )
         docks.append(dock)
     from qtpy.QtWidgets import QApplication
@@ -119,22 +126,38 @@ def _wait_for(worker: Any, timeout_s: float = 600.0) -> None:
         time.sleep(0.01)
 
 
-def _segment_fundus(viewer: Any, segment_widget: Any, summary: DemoSummary) -> None:
-    """Run the bundled fundus model through the Segment widget on the lesion sample."""
+def _segment_with(segment_widget: Any, image: Any, model: str, summary: DemoSummary) -> None:
+    """Run the bundled ``model`` through the Segment widget on ``image`` and time it; a missing model is noted."""
     from napari_m2mrf.inference.model_source import bundled_models
 
-    if FUNDUS_MODEL not in bundled_models():
-        summary.notes.append(f"bundled model {FUNDUS_MODEL} not found: fundus segmentation skipped")
+    if model not in bundled_models():
+        summary.notes.append(f"bundled model {model} not found: segmentation of {image.name} skipped")
         return
-    image = next(layer for layer in viewer.layers if layer.name.startswith("fundus_lesions") and layer.rgb)
     segment_widget.image.value = image
-    segment_widget.model.value = FUNDUS_MODEL
+    segment_widget.model.value = model
 
     def run() -> None:
         segment_widget.run()
         _wait_for(segment_widget.worker)
 
-    _timed(summary, f"segment {image.name} with {FUNDUS_MODEL}", run)
+    _timed(summary, f"segment {image.name} with {model}", run)
+
+
+def _segment_fundus(viewer: Any, segment_widget: Any, summary: DemoSummary) -> None:
+    """The bundled fundus model on the lesion sample."""
+    image = next(layer for layer in viewer.layers if layer.name.startswith("fundus_lesions") and layer.rgb)
+    _segment_with(segment_widget, image, FUNDUS_MODEL, summary)
+
+
+def _segment_slide(viewer: Any, segment_widget: Any, summary: DemoSummary) -> None:
+    """The bundled slide model on the sample slide; its deformation map is shown under the sampling dots."""
+    from napari_m2mrf.widgets.slide_layers import DEFORMATION
+
+    image = next(layer for layer in viewer.layers if layer.name == SLIDE_SAMPLE_LAYER and layer.multiscale)
+    _segment_with(segment_widget, image, SLIDE_MODEL, summary)
+    for layer in viewer.layers:
+        if layer.name == DEFORMATION:
+            layer.visible = True
 
 
 def run_demo(screenshot: Path | None = None) -> DemoSummary:
@@ -144,6 +167,7 @@ def run_demo(screenshot: Path | None = None) -> DemoSummary:
         if not screenshot.parent.is_dir():
             raise UserError(f"folder for the screenshot does not exist: {screenshot.parent}")
     summary = DemoSummary()
+    started = time.perf_counter()
     with display_available():
         import napari
         from qtpy.QtWidgets import QApplication
@@ -155,6 +179,7 @@ def run_demo(screenshot: Path | None = None) -> DemoSummary:
             _open_samples(viewer, summary)
             docked = _dock_widgets(viewer, summary)
             _segment_fundus(viewer, docked["Segment lesions"], summary)
+            _segment_slide(viewer, docked["Segment lesions"], summary)
             QApplication.processEvents()
             viewer.reset_view()
             summary.widgets = sorted(viewer.window.dock_widgets)
@@ -165,6 +190,7 @@ def run_demo(screenshot: Path | None = None) -> DemoSummary:
             QApplication.processEvents()
             _timed(summary, "screenshot", lambda: viewer.screenshot(str(screenshot), canvas_only=False))
             summary.screenshot = str(screenshot)
+            summary.timings_s["total"] = round(time.perf_counter() - started, 3)
         finally:
             if screenshot is not None:
                 viewer.close()

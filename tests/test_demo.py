@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.gui, pytest.mark.slow]
 def test_demo_writes_a_screenshot_and_a_summary(tmp_path: Path) -> None:
     shot = tmp_path / "demo.png"
     cli = Path(sys.executable).with_name("napari-m2mrf")
-    result = subprocess.run([str(cli), "demo", "--screenshot", str(shot)], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [str(cli), "demo", "--screenshot", str(shot)], check=False, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "napari" in result.stdout and f"screenshot: {shot}" in result.stdout
     summary = json.loads(shot.with_name("demo_summary.json").read_text())
@@ -40,3 +42,12 @@ def test_demo_writes_a_screenshot_and_a_summary(tmp_path: Path) -> None:
         for colour in ((255, 0, 0), (0, 255, 0), (255, 255, 0), (0, 0, 255))
     )
     assert lesion_colours > 0.001
+    # the bundled slide model ran on the sample slide: its result layers and the run's timing
+    assert {"sampling dots", "deformation map"} <= names
+    dots = next(layer for layer in summary["layers"] if layer["name"] == "sampling dots")
+    assert dots["type"] == "Points" and dots["shape"][1] == 2 and dots["shape"][0] > 0
+    timings = summary["timings_s"]
+    assert timings["segment slide with slide_deformed_w18s"] > 0
+    assert any(step.startswith("segment fundus_lesions") and step.endswith("fundus_m2mrf_w18s") for step in timings)
+    assert all(timings[f"open sample {key}"] > 0 for key in ("fundus_lesions", "retina", "slide"))
+    assert timings["total"] >= sum(v for k, v in timings.items() if k != "total") * 0.99
