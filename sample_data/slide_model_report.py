@@ -12,7 +12,8 @@
    are put back by the reverse sampler (nearest sample, Jin et al.'s Π∘G⁻¹) and compared with the
    ground truth at that resolution. IoU per class with intersections and unions pooled over the
    slides; mIoU over the lesion classes and over all classes (background included); the intrinsic
-   upsampling IoU(Π(G⁻¹(G(Y))), Y) of each sampler alongside;
+   upsampling IoU(Π(G⁻¹(G(Y))), Y) of each sampler and the share of samples each class receives
+   over its share of the pixels (the paper's A.4) alongside;
 4. prints the table, writes ``<output_dir>/report.json`` and bundles the deformed run's best model
    as float16 ``sample_data/checkpoints/<config stem>.safetensors``, its provenance carrying the
    config, the validation scores, the report and the model's output on a fixed input.
@@ -140,6 +141,7 @@ def score(model, config, paths: Sequence[Path]) -> dict[str, Any]:
     records = [SlideRecord(path, data.slide_labels, data.slide_level_size) for path in paths]
     classes = slide_classes(records[0], data.classes)
     segmentation, intrinsic = IoUCounts(len(classes)), IoUCounts(len(classes))
+    sampled, present = np.zeros(len(classes) + 1, np.int64), np.zeros(len(classes) + 1, np.int64)
     fit = ResizeToFit(config.augment.resize) if config.augment.resize else None
     with torch.no_grad():
         for record in records:
@@ -156,6 +158,8 @@ def score(model, config, paths: Sequence[Path]) -> dict[str, Any]:
             segmentation.update(ReverseSampler(points, predicted).fill(rows, cols), truth)
             sampled_truth = sample_labels(target[None, 0].long(), output.grid)[0].numpy().astype(np.uint8)
             intrinsic.update(ReverseSampler(points, sampled_truth).fill(rows, cols), truth)
+            sampled += np.bincount(sampled_truth.reshape(-1), minlength=len(sampled))
+            present += np.bincount(truth.reshape(-1), minlength=len(present))
     names = ["background", *data.classes]
 
     def table(counts: IoUCounts) -> dict[str, Any]:
@@ -166,7 +170,13 @@ def score(model, config, paths: Sequence[Path]) -> dict[str, Any]:
             "miou_all": float(np.nanmean(iou)),
         }
 
-    return {"segmentation": table(segmentation), "intrinsic": table(intrinsic)}
+    # Jin et al. A.4: the share of samples that land on each class, over its share of the pixels
+    investment = (sampled / sampled.sum()) / np.maximum(present / present.sum(), 1e-12)
+    return {
+        "segmentation": table(segmentation),
+        "intrinsic": table(intrinsic),
+        "sampled_over_pixel_fraction": dict(zip(names, investment.tolist())),
+    }
 
 
 def reference_input() -> Any:
@@ -223,12 +233,14 @@ def bundle(run_dir: Path, name: str, report: dict[str, Any]) -> Path:
 def markdown(report: dict[str, Any]) -> list[str]:
     """The comparison as Markdown table rows."""
     classes = list(report["runs"]["deformed"]["segmentation"]["iou"])
-    header = ["sampler", *(f"IoU {c}" for c in classes), "mIoU lesions", "mIoU all", "intrinsic mIoU lesions"]
+    header = ["sampler", *(f"IoU {c}" for c in classes), "mIoU lesions", "mIoU all", "intrinsic mIoU lesions",
+              *(f"samples/pixels {c}" for c in classes[1:])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for sampler, result in report["runs"].items():
         seg, intr = result["segmentation"], result["intrinsic"]
         cells = [sampler, *(f"{seg['iou'][c]:.3f}" for c in classes), f"{seg['miou_lesions']:.3f}",
-                 f"{seg['miou_all']:.3f}", f"{intr['miou_lesions']:.3f}"]
+                 f"{seg['miou_all']:.3f}", f"{intr['miou_lesions']:.3f}",
+                 *(f"{result['sampled_over_pixel_fraction'][c]:.2f}" for c in classes[1:])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
