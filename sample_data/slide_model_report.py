@@ -15,8 +15,9 @@
    upsampling IoU(Π(G⁻¹(G(Y))), Y) of each sampler and the share of samples each class receives
    over its share of the pixels (the paper's A.4) alongside;
 4. prints the table, writes ``<output_dir>/report.json`` and bundles the deformed run's best model
-   as float16 ``sample_data/checkpoints/<config stem>.safetensors``, its provenance carrying the
-   config, the validation scores, the report and the model's output on a fixed input.
+   with int8 weights as ``sample_data/checkpoints/<config stem>.safetensors``, its provenance
+   carrying the config, the validation scores, the report (with the shipped weights' own test
+   scores) and the model's output on a fixed input.
 
 Trains nothing when both runs are finished: then it only scores and bundles (a few minutes on CPU).
 """
@@ -203,8 +204,10 @@ def reference_output(model) -> dict[str, Any]:
     }
 
 
-def bundle(run_dir: Path, name: str, report: dict[str, Any]) -> Path:
-    """Write ``sample_data/checkpoints/<name>.safetensors``: the run's best model in float16 with provenance."""
+def bundle(run_dir: Path, name: str, report: dict[str, Any], config, test_paths: Sequence[Path]) -> Path:
+    """Write ``sample_data/checkpoints/<name>.safetensors``: the run's best model with int8 weights
+    (per-channel scales; a quarter of float32) and provenance. The shipped weights are scored on the
+    test slides again (``report["bundled_int8"]``) and give the recorded reference output."""
     import torch
 
     from napari_m2mrf.models.deformed_checkpoints import (
@@ -213,7 +216,6 @@ def bundle(run_dir: Path, name: str, report: dict[str, Any]) -> Path:
     )
 
     model, meta = load_deformed_checkpoint(run_dir / "best.safetensors")
-    model = model.half().float()  # the weights as the float16 file stores them
     evaluations = [e for e in events(run_dir) if e.get("event") == "evaluation"]
     steps = [e["iteration"] for e in events(run_dir) if e.get("event") == "iteration"]
     provenance = {
@@ -221,12 +223,14 @@ def bundle(run_dir: Path, name: str, report: dict[str, Any]) -> Path:
         "trained_iterations": max(steps) if steps else 0,
         "selected_checkpoint": "best.safetensors",
         "validation": max(evaluations, key=lambda e: e["score"]) if evaluations else None,
-        "report": report,
-        "reference_output": reference_output(model),
     }
     kept = {k: v for k, v in meta.items() if k in ("classes", "normalization", "input_size", "output")}
     target = CHECKPOINTS / f"{name}.safetensors"
-    save_deformed_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.float16)
+    save_deformed_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.int8)
+    shipped, _ = load_deformed_checkpoint(target)
+    provenance["report"] = {**report, "bundled_int8": score(shipped, config, test_paths)["segmentation"]}
+    provenance["reference_output"] = reference_output(shipped)
+    save_deformed_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.int8)
     return target
 
 
@@ -287,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(markdown(report)))
     print(f"report: {report_path}")
     if not args.no_bundle:
-        print(f"bundled: {bundle(Path(runs['deformed'].run.output_dir), args.config.stem, report)}")
+        deformed = runs["deformed"]
+        print(f"bundled: {bundle(Path(deformed.run.output_dir), args.config.stem, report, deformed, test_paths)}")
     return 0
 
 
