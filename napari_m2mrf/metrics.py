@@ -259,16 +259,29 @@ class LesionMetrics:
                 curves[cls.code] = PrecisionRecallCurve(OFFICIAL_THRESHOLDS.copy(), precision, recall)
         return curves
 
-    def best_f1_thresholds(self) -> dict[str, float]:
-        """Per class code, the probability threshold (a dense bin's lower edge; a pixel is positive
-        when its probability is >= it) of highest F1 over everything streamed; NaN for a class
-        without positive pixels. Used to calibrate a model's per-class thresholds on held-out data."""
+    def best_f1_thresholds(self, candidates: Sequence[float] | None = None) -> dict[str, float]:
+        """Per class code, the probability threshold of highest F1 over everything streamed (a pixel
+        is positive when its probability is >= the threshold); NaN for a class without positive
+        pixels. Used to calibrate a model's per-class thresholds on held-out data.
+
+        ``candidates``: the thresholds allowed (e.g. the 0.01 steps a GUI spin box offers); each is
+        scored at the first histogram bin edge at or above it, exact up to one bin (see the class
+        docstring). Without them, every non-empty bin's lower edge is a candidate."""
         thresholds = {}
         for k, cls in enumerate(self.classes):
             curve = _dense_curve(self._counts[k])
             total = curve.precision + curve.recall
             f1 = np.divide(2 * curve.precision * curve.recall, total, out=np.zeros_like(total), where=total > 0)
-            thresholds[cls.code] = float(curve.thresholds[int(np.argmax(f1))]) if f1.max(initial=0) > 0 else float("nan")
+            if f1.max(initial=0) <= 0:
+                thresholds[cls.code] = float("nan")
+                continue
+            if candidates is None:
+                thresholds[cls.code] = float(curve.thresholds[int(np.argmax(f1))])
+                continue
+            allowed = np.asarray(candidates, dtype=np.float64)
+            at = np.searchsorted(curve.thresholds, allowed)
+            scores = np.where(at < len(f1), f1[np.minimum(at, len(f1) - 1)], 0.0)
+            thresholds[cls.code] = float(allowed[int(np.argmax(scores))])
         return thresholds
 
     def _class_metrics(self, k: int) -> dict[str, float | int]:

@@ -8,8 +8,9 @@ and writes ``sample_data/checkpoints/NAME.safetensors``:
 1. the weights are stored as int8 (per output channel; see ``napari_m2mrf.models.checkpoints``) and
    read back, so every figure below is measured with the weights that ship;
 2. the shipped model predicts the run's validation images (the official protocol: whole image at the
-   model's input size) and each class's threshold of best F1 on those pixels becomes its entry in
-   ``meta["thresholds"]`` (0.5 for a class without positive pixels there); the validation metrics
+   model's input size) and each class's threshold of best F1 on those pixels, among 0.01, 0.02, ...,
+   0.99 (what the Segment widget offers), becomes its entry in ``meta["thresholds"]`` (0.5 for a
+   class without positive pixels there); the validation metrics
    (official AUPR, dense AUPR, IoU at 0.5 and at the calibrated thresholds) go into the provenance;
 3. the lesion pixel fraction the model marks on the normal ``retina`` sample at those thresholds,
    and the pooled figures of a cross-validation report (``sample_data.fundus_cross_validation``),
@@ -31,6 +32,8 @@ from napari_m2mrf.errors import UserError
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_THRESHOLD = 0.5
+THRESHOLD_CHOICES = tuple(round(0.01 * step, 2) for step in range(1, 100))
+"""Calibrated thresholds are chosen among the values the Segment widget's boxes offer (0.01–0.99)."""
 
 
 def bundle(run_dir: Path, name: str, cross_validation: Path | None = None, out_dir: Path = CHECKPOINTS) -> Path:
@@ -92,8 +95,8 @@ def calibrate(model: Any, meta: Mapping[str, Any], config_path: Path) -> tuple[d
         sample = load_sample(record, FUNDUS_CLASSES, multilabel=True)
         predictions.append((predictor.predict_whole(sample.image), sample.target))
         metrics.update(*predictions[-1])
-    best = metrics.best_f1_thresholds()
-    thresholds = {code: (DEFAULT_THRESHOLD if math.isnan(value) else round(value, 4)) for code, value in best.items()}
+    best = metrics.best_f1_thresholds(THRESHOLD_CHOICES)
+    thresholds = {code: (DEFAULT_THRESHOLD if math.isnan(value) else value) for code, value in best.items()}
     at_thresholds = {cls.code: _iou_at(predictions, k, thresholds[cls.code]) for k, cls in enumerate(FUNDUS_CLASSES)}
     report = metrics.compute()
     return thresholds, {

@@ -13,11 +13,16 @@ FUNDUS = "fundus_m2mrf_w18s"
 
 def test_fundus_model_is_bundled_small_and_has_its_training_config() -> None:
     path = bundled_models()[FUNDUS]
-    assert path.stat().st_size < 10 * 2**20
+    assert path.stat().st_size < 6 * 2**20
     config = load_config(BUNDLED_DIR / f"{FUNDUS}.yaml")
     assert config.model.name == "m2mrf_hrnetv2_w18s" and config.model.options["variant"] == "A"
+    finetune = load_config(BUNDLED_DIR / f"{FUNDUS}_finetune.yaml")
+    assert finetune.model.init_checkpoint == f"{config.run.output_dir}/last.safetensors"
+    assert finetune.model.name == config.model.name and finetune.data == config.data
     model, meta = resolve_model(FUNDUS)
-    assert meta["arch"] == "m2mrf_hrnetv2_w18s" and meta["weights_dtype"] == "float16"
+    assert meta["arch"] == "m2mrf_hrnetv2_w18s" and meta["weights_dtype"] == "int8"
+    assert set(meta["thresholds"]) == {"EX", "HE", "SE", "MA"}
+    assert all(0.01 <= value <= 0.99 for value in meta["thresholds"].values())
     assert [c["code"] for c in meta["classes"]] == ["EX", "HE", "SE", "MA"]
     assert meta["provenance"]["trained_iterations"] > 0 and meta["provenance"]["config"]["model"]["name"] == config.model.name
 
@@ -31,6 +36,18 @@ def test_fundus_model_segments_an_image_into_four_probability_maps() -> None:
     probabilities = FundusPredictor(model, Preprocessing.from_meta(meta), "cpu").predict_whole(image)
     assert probabilities.shape == (4, *image.shape[:2])
     assert np.isfinite(probabilities).all() and 0 <= probabilities.min() and probabilities.max() <= 1
+
+
+def test_fundus_model_marks_almost_nothing_on_the_normal_retina() -> None:
+    from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
+    from sample_data.skimage_samples import retina
+
+    model, meta = resolve_model(FUNDUS)
+    probabilities = FundusPredictor(model, Preprocessing.from_meta(meta), "cpu").predict_whole(retina())
+    for k, code in enumerate(("EX", "HE", "SE", "MA")):
+        marked = float(np.mean(probabilities[k] >= meta["thresholds"][code]))
+        assert marked < 0.01, f"{code}: {marked:.2%} of the normal retina marked"
+        assert marked == pytest.approx(meta["provenance"]["retina_lesion_fraction"][code], abs=1e-3)
 
 
 @pytest.mark.parametrize("name", sorted(bundled_models()))

@@ -287,7 +287,7 @@ def test_best_f1_threshold_is_the_threshold_of_highest_f1_over_the_pixels():
         scores = np.concatenate([p[k].ravel() for p, _ in images])
         truth = np.concatenate([m[k].ravel() for _, m in images])
 
-        def f1(threshold):
+        def f1(threshold, scores=scores, truth=truth):
             predicted = scores >= threshold
             tp = np.sum(predicted & truth)
             return 2 * tp / (predicted.sum() + truth.sum())
@@ -296,6 +296,22 @@ def test_best_f1_threshold_is_the_threshold_of_highest_f1_over_the_pixels():
         exact_best = max(f1(t) for t in candidates[:: max(1, len(candidates) // 2000)])
         assert f1(best[cls.code]) >= exact_best - 0.01
         assert 0.0 < best[cls.code] < 1.0
+
+
+def test_best_f1_threshold_among_candidates_is_the_best_candidate():
+    rng = np.random.default_rng(6)
+    probabilities, masks = synthetic_image(rng, shape=(80, 100))
+    metrics = LesionMetrics(FUNDUS_CLASSES)
+    metrics.update(probabilities, masks)
+    candidates = [0.1, 0.25, 0.5, 0.75, 0.9]
+    best = metrics.best_f1_thresholds(candidates)
+    for k, cls in enumerate(FUNDUS_CLASSES):
+        def f1(threshold, k=k):
+            predicted = probabilities[k] >= threshold
+            return 2 * np.sum(predicted & masks[k]) / (predicted.sum() + masks[k].sum())
+
+        assert best[cls.code] in candidates
+        assert f1(best[cls.code]) == pytest.approx(max(f1(t) for t in candidates), abs=1e-3)
 
 
 def test_best_f1_threshold_is_nan_without_positives():
