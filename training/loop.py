@@ -201,8 +201,7 @@ class Trainer:
             if stopped:
                 break
 
-        best_files = (self.output_dir / BEST_MODEL, (self.output_dir / BEST_MODEL).with_suffix(".model.pt"))
-        best = next((str(p) for p in best_files if p.exists()), "")
+        best = str(self.output_dir / BEST_MODEL) if (self.output_dir / BEST_MODEL).exists() else ""
         yield Finished(done, stopped, str(self.output_dir / LAST_STATE), best)
 
     def _evaluate(

@@ -35,7 +35,7 @@ def resolve_model(source: str | Path) -> tuple[nn.Module, dict]:
     """(model, metadata) for a bundled name, a checkpoint path or a registry name; ``UserError`` otherwise.
 
     Checkpoint files may hold a fundus model or a deformed-downsampling slide model (metadata
-    ``kind == "deformed"``; also the trainer's ``.model.pt`` exports), see
+    ``kind == "deformed"``), see
     :mod:`napari_m2mrf.models.deformed_checkpoints`.
     """
     from napari_m2mrf.models import build_model, fundus_metadata, list_models

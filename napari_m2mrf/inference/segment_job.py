@@ -62,13 +62,13 @@ def model_metadata(source: str | Path) -> dict | None:
     """
     from napari_m2mrf.inference.model_source import bundled_models
     from napari_m2mrf.inference.trained_models import trained_models
-    from napari_m2mrf.models.deformed_checkpoints import read_model_metadata
+    from napari_m2mrf.models.checkpoints import read_checkpoint_metadata
 
     name = str(source)
     path = {**bundled_models(), **trained_models()}.get(name, Path(name).expanduser())
     if path.is_file():
         try:
-            return read_model_metadata(path)
+            return read_checkpoint_metadata(path)
         except UserError:
             return None
     from napari_m2mrf.models import fundus_metadata, list_models

@@ -15,15 +15,13 @@ entries are added::
 trainer's slide models) or ``"sigmoid"`` (one channel per class). Fundus checkpoints have no
 ``kind`` (or ``"fundus"``).
 
-:func:`load_model_file` opens any model file: a fundus or deformed ``.safetensors`` checkpoint,
-or the trainer's ``<stem>.model.pt`` export of a deformed model (``{"model": state_dict, "meta":
-meta}``, read with ``torch.load(weights_only=True)``; its build settings come from the training
-config in ``meta["provenance"]["config"]``). Loading never executes code from a file.
+:func:`load_model_file` opens any model file: a fundus or deformed ``.safetensors`` checkpoint
+(the trainer writes its deformed ``best``/``last`` models in this format). Loading never executes
+code from a file.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,7 +46,6 @@ from napari_m2mrf.models.deform import (
 from napari_m2mrf.models.registry import build_model
 
 DEFORMED_KIND = "deformed"
-TRAINER_EXPORT_SUFFIX = ".model.pt"
 
 
 def _seg_net(arch: str, **options: Any) -> nn.Module:
@@ -152,56 +149,11 @@ def load_deformed_checkpoint(path: str | Path, device: str | torch.device = "cpu
     return model.to(device).eval(), meta
 
 
-def load_trainer_export(path: str | Path, device: str | torch.device = "cpu") -> tuple[DeformedSegmenter, dict]:
-    """A deformed model exported by the trainer as ``<stem>.model.pt``; its metadata gains the
-    ``kind``, ``arch``, ``model`` and ``deformed`` entries of a deformed checkpoint."""
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise UserError(f"{path}: not a readable model export ({str(exc).splitlines()[0]})") from None
-    try:
-        state, meta = payload["model"], dict(payload["meta"])
-        config = meta["provenance"]["config"]
-        arch, options = config["model"]["name"], dict(config["model"].get("options") or {})
-        deform = config["deform"]
-    except (KeyError, TypeError):
-        raise UserError(f"{path}: not a trainer export of a deformed model (no model, meta or training config)") from None
-    if not deform.get("enabled"):
-        raise UserError(f"{path}: the training config of this export has no deformed downsampling")
-    settings = {
-        "output_size": list(deform["output_size"]),
-        "density_size": list(deform.get("density_size") or deform["output_size"]),
-        "sampler": deform.get("sampler", "deformed"),
-        "sigma": float(deform.get("sigma", 10.0)),
-        "truncate": 1.0,
-        "aspect_ratio": 1.0,
-        "deformation": deform.get("deformation", "paper"),
-        "edge_weight": float(config.get("loss", {}).get("edge_weight", 0.0)),
-    }
-    seg_net = _seg_net(arch, **{**options, "num_classes": len(meta.get("classes", []))})
-    _check_metadata(meta, seg_net.num_classes, str(path))
-    model = build_deformed(seg_net, settings)
-    _load_state(model, state, path, arch)
-    meta.update(kind=DEFORMED_KIND, arch=arch, model={**options, "num_classes": seg_net.num_classes}, deformed=settings)
-    return model.to(device).eval(), meta
-
-
-def read_model_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of any model file, reading no weights for ``.safetensors`` files."""
-    path = Path(path)
-    if path.name.endswith(TRAINER_EXPORT_SUFFIX):
-        return load_trainer_export(path)[1]
-    return read_checkpoint_metadata(path)
-
-
 def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """``(model in eval mode, metadata)`` from a fundus or deformed checkpoint, or a trainer ``.model.pt``."""
+    """``(model in eval mode, metadata)`` from a fundus or deformed checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint file not found: {path}")
-    if path.name.endswith(TRAINER_EXPORT_SUFFIX):
-        return load_trainer_export(path, device)
     if is_deformed(read_checkpoint_metadata(path)):
         return load_deformed_checkpoint(path, device)
     return load_checkpoint(path, device)
