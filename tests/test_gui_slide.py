@@ -4,16 +4,15 @@ a run; thresholds of sigmoid slide models."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer
 
 pytestmark = pytest.mark.gui
 pytest.importorskip("napari_m2mrf.models.registry")
 
+from gui_timing import cancel_and_time, event_loop_ticks  # noqa: E402
 from slide_helpers import save_slide_model, small_slide  # noqa: E402
 
 from napari_m2mrf.io.workspace import Workspace  # noqa: E402
@@ -68,20 +67,11 @@ def test_slide_run_shows_layers_and_a_region_edit_is_written_back(slide_viewer, 
     # a softmax model: one disabled threshold box per class, the tooltip says argmax
     assert [spin.label for spin in widget.thresholds] == [f"{code} threshold" for code in SLIDE_CODES]
     assert not any(spin.enabled for spin in widget.thresholds) and widget.thresholds[0].tooltip == SOFTMAX_TIP
-    ticks: list[float] = []
-
-    def tick() -> None:  # while the job runs (napari's own adding of the result layers comes after)
-        if widget.progress.value < widget.progress.max or not ticks:
-            ticks.append(time.perf_counter())
-
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(tick)
-    timer.start()
-    widget.run()
-    with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
-        pass
-    timer.stop()
+    # ticks while the job runs (napari's own adding of the result layers comes after)
+    with event_loop_ticks(keep=lambda: widget.progress.value < widget.progress.max) as ticks:
+        widget.run()
+        with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
+            pass
     stalls = np.diff(ticks)
     assert len(stalls) > 20
     assert stalls.max() <= 0.100, f"the event loop stalled for {stalls.max() * 1000:.0f} ms during the slide run"
@@ -192,20 +182,12 @@ def test_cancelling_a_slide_run_is_prompt_and_keeps_layers_and_workspace(slide_v
     # a longer run (256×256 samples) on another model, cancelled while the network runs
     widget.checkpoint.value = save_slide_model(tmp_path / "second.safetensors", output_size=(256, 256),
                                                density_size=(64, 64), seed=3)
-    ticks: list[float] = []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    widget.run()
-    qtbot.waitUntil(lambda: widget.status.value.startswith("segmenting"), timeout=120_000)
-    qtbot.wait(300)  # inside the network's forward pass
-    stalls = np.diff(ticks)
-    widget.cancel_button.clicked.emit()
-    cancelled_at = time.perf_counter()
-    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10_000)  # set when the worker has finished
-    stopped_after = time.perf_counter() - cancelled_at
-    timer.stop()
+    with event_loop_ticks() as ticks:
+        widget.run()
+        qtbot.waitUntil(lambda: widget.status.value.startswith("segmenting"), timeout=120_000)
+        qtbot.wait(300)  # inside the network's forward pass
+        stalls = np.diff(ticks)
+        stopped_after = cancel_and_time(qtbot, widget)
     assert len(stalls) > 20
     assert stalls.max() <= 0.100, f"the event loop stalled for {stalls.max() * 1000:.0f} ms during the slide run"
     assert stopped_after <= 2.0, f"the slide run stopped {stopped_after:.1f} s after Cancel"

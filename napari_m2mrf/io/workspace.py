@@ -32,7 +32,12 @@ import numpy as np
 
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io import ngff
-from napari_m2mrf.io.atomic import remove_stale_siblings, replace, temporary_sibling
+from napari_m2mrf.io.atomic import (
+    atomic_path,
+    remove_stale_siblings,
+    replace,
+    temporary_sibling,
+)
 from napari_m2mrf.io.omezarr import (
     COMPLETE_KEY,
     label_names,
@@ -239,9 +244,7 @@ class Workspace:
         labels_dir = self.path / "labels"
         self._ensure_labels_group()
         target = labels_dir / name
-        remove_stale_siblings(target)
-        tmp = temporary_sibling(target)
-        try:
+        with atomic_path(target) as tmp:
             group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
             level0 = create_array(group, "0", tuple(shape), np.uint8, chunk, "yx")
             yield level0
@@ -255,10 +258,6 @@ class Workspace:
                 "image-label": ngff.image_label(colors, names, self.version),
             }
             group.attrs.put({**ngff.wrap_attributes(metadata, self.version), COMPLETE_KEY: {"complete": True}})
-            replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self._list_label(name)
 
     def _matching_levels(self, shape: tuple[int, int]) -> int | None:
@@ -371,9 +370,7 @@ class Workspace:
                 f"{self.path}: probabilities must be (K, Y, X) with K = {len(class_codes)} classes; got shape {shape}"
             )
         target = self.path / "probabilities"
-        remove_stale_siblings(target)
-        tmp = temporary_sibling(target)
-        try:
+        with atomic_path(target) as tmp:
             group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
             level0 = create_array(group, "0", tuple(shape), np.float16, chunk, "cyx")
             yield level0
@@ -383,10 +380,6 @@ class Workspace:
                                            self.version)
             info = {"complete": True, "downsample": float(downsample), "classes": list(class_codes)}
             group.attrs.put({**ngff.wrap_attributes({"multiscales": [entry]}, self.version), COMPLETE_KEY: info})
-            replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def probability_pyramid(self) -> tuple[Pyramid, float, list[str]]:
         """``(pyramid of (K, Y_k, X_k) float16 levels, level-0 pixels per pixel of its level 0, class codes)``.

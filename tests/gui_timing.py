@@ -1,0 +1,41 @@
+"""How GUI tests measure a running Segment widget: event-loop stalls and the time Cancel takes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from qtpy.QtCore import QTimer
+
+TICK_MS = 10
+
+
+@contextmanager
+def event_loop_ticks(keep: Callable[[], bool] = lambda: True) -> Iterator[list[float]]:
+    """Yields the list of times (``time.perf_counter`` s) at which a 10 ms ``QTimer`` fired inside the
+    block, each recorded when ``keep()`` is true; gaps between them are how long the event loop was
+    blocked."""
+    ticks: list[float] = []
+
+    def tick() -> None:
+        if keep():
+            ticks.append(time.perf_counter())
+
+    timer = QTimer()
+    timer.setInterval(TICK_MS)
+    timer.timeout.connect(tick)
+    timer.start()
+    try:
+        yield ticks
+    finally:
+        timer.stop()
+
+
+def cancel_and_time(qtbot, widget) -> float:
+    """Click the widget's Cancel and wait until its worker has finished (Run is enabled again);
+    returns the seconds between the click and that."""
+    widget.cancel_button.clicked.emit()
+    cancelled_at = time.perf_counter()
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10_000)
+    return time.perf_counter() - cancelled_at
