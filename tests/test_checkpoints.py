@@ -322,43 +322,38 @@ def test_save_load_roundtrip_rebuilds_the_model_from_metadata(tmp_path: Path) ->
         assert torch.equal(model(x), loaded(x))
 
 
-def test_float16_storage_halves_the_file_and_loads_as_float32(tmp_path: Path) -> None:
-    model = build_model("hrnetv2_w18s").eval()
-    meta = fundus_metadata()
-    full = tmp_path / "full.safetensors"
-    half = tmp_path / "half.safetensors"
-    save_checkpoint(full, model, meta)
-    save_checkpoint(half, model, meta, dtype=torch.float16)
-    assert half.stat().st_size < 0.55 * full.stat().st_size
-    loaded, loaded_meta = load_checkpoint(half)
-    assert loaded_meta["weights_dtype"] == "float16"
-    assert all(p.dtype == torch.float32 for p in loaded.parameters())
-    x = torch.randn(1, 3, 32, 32)
-    with torch.inference_mode():
-        full_logits, half_logits = model(x), loaded(x)
-    assert (full_logits - half_logits).abs().max() < 1e-2 * full_logits.abs().max()
-
-
-def test_int8_storage_quarters_the_file_and_stays_close_to_float32(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("dtype", "size_ratio", "max_probability_error"), [(torch.float16, 0.55, 0.005), (torch.int8, 0.3, 0.05)])
+def test_compact_storage_shrinks_the_file_and_loads_as_float32(
+    dtype: torch.dtype, size_ratio: float, max_probability_error: float, tmp_path: Path
+) -> None:
     torch.manual_seed(0)
     model = build_model("m2mrf_hrnetv2_w18s", variant="A").eval()
-    meta = fundus_metadata()
-    full, small = tmp_path / "full.safetensors", tmp_path / "int8.safetensors"
-    save_checkpoint(full, model, meta)
-    save_checkpoint(small, model, meta, dtype=torch.int8)
-    assert small.stat().st_size < 0.3 * full.stat().st_size
-    loaded, loaded_meta = load_checkpoint(small)
-    assert loaded_meta["weights_dtype"] == "int8"
+    full, compact = tmp_path / "full.safetensors", tmp_path / "compact.safetensors"
+    save_checkpoint(full, model, fundus_metadata())
+    save_checkpoint(compact, model, fundus_metadata(), dtype=dtype)
+    assert compact.stat().st_size < size_ratio * full.stat().st_size
+    loaded, loaded_meta = load_checkpoint(compact)
+    assert loaded_meta["weights_dtype"] == str(dtype).removeprefix("torch.")
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        error = (torch.sigmoid(model(x)) - torch.sigmoid(loaded(x))).abs().max()
+    assert error < max_probability_error  # random weights; the bundled model's scores: BENCHMARKS.md
+
+
+def test_int8_weights_are_within_half_a_quantisation_step_per_output_channel(tmp_path: Path) -> None:
+    model = build_model("hrnetv2_w18s").eval()
+    path = tmp_path / "int8.safetensors"
+    save_checkpoint(path, model, fundus_metadata(), dtype=torch.int8)
+    loaded, _ = load_checkpoint(path)
+    quantised = 0
     for (name, original), restored in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         if original.is_floating_point() and original.dim() >= 2 and original.numel() >= 1024:
             step = original.abs().reshape(original.shape[0], -1).amax(dim=1) / 127
             error = (original - restored).abs().reshape(original.shape[0], -1).amax(dim=1)
             assert torch.all(error <= step / 2 + 1e-7), name
-    x = torch.randn(1, 3, 64, 64)
-    with torch.inference_mode():
-        full_probabilities, int8_probabilities = torch.sigmoid(model(x)), torch.sigmoid(loaded(x))
-    assert (full_probabilities - int8_probabilities).abs().max() < 0.05  # random weights; the bundled model: see BENCHMARKS.md
+            quantised += 1
+    assert quantised > 100
 
 
 def test_edited_weights_fail_the_sha256_check(tmp_path: Path) -> None:
