@@ -102,18 +102,25 @@ def child_peak(name: str, args: argparse.Namespace) -> dict:
 
 
 def models_part(args: argparse.Namespace) -> None:
+    """Memory first, in fresh children while this process is still small (at 960×1440 one step needs
+    most of a 24 GB machine); then, with ``--steps N`` > 0, the alternating in-process timing. With
+    ``--steps 0`` the time is each child's single step (the first step of a fresh process)."""
     size = tuple(args.size)
-    steps = {name: Step(name, args.variant, args.batch, size, args.device, args.amp) for name in (BASELINE, M2MRF)}
-    for step in steps.values():
-        step.run()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.steps):
-        for name, step in steps.items():
-            times[name].append(step.run())
-    del steps
     memory = {name: child_peak(name, args) for name in (BASELINE, M2MRF)}
+    times: dict[str, list[float]] = {name: [memory[name]["seconds"]] for name in (BASELINE, M2MRF)}
+    if args.steps > 0:
+        steps = {name: Step(name, args.variant, args.batch, size, args.device, args.amp) for name in (BASELINE, M2MRF)}
+        for step in steps.values():
+            step.run()  # warm-up
+        times = {name: [] for name in steps}
+        for _ in range(args.steps):
+            for name, step in steps.items():
+                times[name].append(step.run())
+        del steps
     label = f"{args.batch}×3×{size[0]}×{size[1]}, {args.device}{' autocast fp16' if args.amp else ''}"
-    print(f"\ntraining step, {label}, median of {args.steps} alternating steps after 1 warm-up each")
+    timing = (f"median of {args.steps} alternating steps after 1 warm-up each" if args.steps > 0
+              else "one step in a fresh process each (no warm-up)")
+    print(f"\ntraining step, {label}, {timing}")
     print("| model | s/step | steps/s | ratio (time) | peak memory of the step | ratio (memory) |")
     print("|---|---|---|---|---|---|")
     base_time = statistics.median(times[BASELINE])
