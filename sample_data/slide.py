@@ -190,7 +190,7 @@ def generate_slide(
                 maxworkers=workers,
                 buffersize=1 << 25,
             )
-    _write_ngff_metadata(root, truth_group, labels_group, levels)
+    write_slide_ngff_metadata(root, truth_group, labels_group, levels)
     return _describe(out_dir, size, levels)
 
 
@@ -217,17 +217,22 @@ def _ome_metadata(name: str, axes: str) -> dict:
     }
 
 
-def _write_ngff_metadata(root, truth_group, labels_group, levels: int) -> None:
+def write_slide_ngff_metadata(
+    root, truth_group, labels_group, levels: int, name: str = "synthetic slide", pixel_size_um: float = PIXEL_SIZE_UM
+) -> None:
+    """NGFF 0.5 attributes of a slide written as OME-Zarr: ``root`` (image, ``levels`` levels of
+    ``pixel_size_um`` µm at level 0, named ``name``), ``labels_group`` listing ``truth_group`` (the
+    ground-truth label pyramid with the slide classes' names and colours); both marked complete."""
     downsamples = [2.0**k for k in range(levels)]
     image_meta = {
-        "multiscales": [ngff.multiscales_entry("synthetic slide", "cyx", downsamples, PIXEL_SIZE_UM, "0.5")],
-        "omero": ngff.omero_rgb("synthetic slide", 3),
+        "multiscales": [ngff.multiscales_entry(name, "cyx", downsamples, pixel_size_um, "0.5")],
+        "omero": ngff.omero_rgb(name, 3),
     }
     truth_meta = {
-        "multiscales": [ngff.multiscales_entry(LABELS_SERIES_NAME, "yx", downsamples, PIXEL_SIZE_UM, "0.5")],
+        "multiscales": [ngff.multiscales_entry(LABELS_SERIES_NAME, "yx", downsamples, pixel_size_um, "0.5")],
         "image-label": ngff.image_label(
             {k: color for k, (_, color) in SLIDE_CLASSES.items()},
-            {k: name for k, (name, _) in SLIDE_CLASSES.items()},
+            {k: label_name for k, (label_name, _) in SLIDE_CLASSES.items()},
             "0.5",
         ),
     }

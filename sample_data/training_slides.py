@@ -18,14 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_m2mrf.io import ngff
 from napari_m2mrf.io.atomic import temporary_sibling
 from napari_m2mrf.io.downsample import mean_2x2, mode_2x2
-from napari_m2mrf.io.omezarr import COMPLETE_KEY
 from napari_m2mrf.io.pyramid_build import level_shapes
 from napari_m2mrf.io.tiff import LABELS_SERIES_NAME
 from napari_m2mrf.io.zarr_arrays import create_array
-from sample_data.slide import PIXEL_SIZE_UM, SAMPLE_SIZE, SLIDE_CLASSES
+from sample_data.slide import PIXEL_SIZE_UM, SAMPLE_SIZE, write_slide_ngff_metadata
 from sample_data.slide_texture import TILE, TissueSynth
 
 GENERATOR_VERSION = 1
@@ -80,24 +78,8 @@ def write_training_slide(
             create_array(root, str(level), image_level.shape, np.uint8, TILE, "cyx")[:] = image_level
             create_array(truth_group, str(level), labels.shape, np.uint8, TILE, "yx")[:] = labels
             image_level, labels = mean_2x2(image_level), mode_2x2(labels)
-        pixel_size = PIXEL_SIZE_UM * 2**reduction
-        downsamples = [2.0**k for k in range(levels)]
-        name = f"generated slide seed {seed}"
-        image_meta = {
-            "multiscales": [ngff.multiscales_entry(name, "cyx", downsamples, pixel_size, "0.5")],
-            "omero": ngff.omero_rgb(name, 3),
-        }
-        truth_meta = {
-            "multiscales": [ngff.multiscales_entry(LABELS_SERIES_NAME, "yx", downsamples, pixel_size, "0.5")],
-            "image-label": ngff.image_label(
-                {k: color for k, (_, color) in SLIDE_CLASSES.items()},
-                {k: label_name for k, (label_name, _) in SLIDE_CLASSES.items()},
-                "0.5",
-            ),
-        }
-        truth_group.attrs.put({**ngff.wrap_attributes(truth_meta, "0.5"), COMPLETE_KEY: {"complete": True}})
-        root["labels"].attrs.put(ngff.wrap_attributes({"labels": [LABELS_SERIES_NAME]}, "0.5"))
-        root.attrs.put({**ngff.wrap_attributes(image_meta, "0.5"), COMPLETE_KEY: {"complete": True}})
+        write_slide_ngff_metadata(root, truth_group, root["labels"], levels, f"generated slide seed {seed}",
+                                  PIXEL_SIZE_UM * 2**reduction)
         if path.exists():
             shutil.rmtree(path)
         os.rename(scratch, path)
