@@ -108,10 +108,10 @@ def test_gui_stays_responsive_while_running_and_cancel_stops_within_two_seconds(
     widget.tile.value = 128
     with event_loop_ticks() as ticks:
         widget.run()
-        qtbot.waitUntil(lambda: widget.progress.value >= 3, timeout=120_000)
+        # at least 3 tiles done and 0.3 s of event-loop ticks, however fast this machine runs the model
+        qtbot.waitUntil(lambda: widget.progress.value >= 3 and len(ticks) > 30, timeout=120_000)
         stalls = np.diff(ticks)
         stopped_after = cancel_and_time(qtbot, widget)
-    assert len(stalls) > 20
     assert stalls.max() <= 0.100, f"the event loop stalled for {stalls.max() * 1000:.0f} ms while the model ran"
     assert stopped_after <= 2.0
     assert "lesions" not in viewer.layers, "a cancelled run must not add results"

@@ -73,7 +73,7 @@ def test_slide_run_shows_layers_and_a_region_edit_is_written_back(slide_viewer, 
         with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
             pass
     stalls = np.diff(ticks)
-    assert len(stalls) > 20
+    assert len(stalls) >= 5, "the event loop must have ticked while the job ran (70 ticks on the 2-core VM)"
     assert stalls.max() <= 0.100, f"the event loop stalled for {stalls.max() * 1000:.0f} ms during the slide run"
     assert widget.status.value.startswith("done"), widget.status.value
 
