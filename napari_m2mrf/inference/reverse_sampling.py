@@ -12,7 +12,9 @@ Algorithm (exact, no full-resolution map): the region is cut into ``T×T`` tiles
 the samples gives each tile the samples within ``d₁ + 2ρ`` of its centre (``d₁``: nearest-sample
 distance of the centre, ``ρ``: half-diagonal of the tile) — a superset of the nearest samples of all
 its pixels, because the nearest-sample distance is 1-Lipschitz. Tiles are then split into quarters;
-each quarter keeps only the candidates within its own bound, and a quarter left with a single
+each quarter keeps only the candidates that are closer than the quarter centre's nearest candidate at
+one of its corner pixels (a difference of squared distances is linear in the position, so a sample
+that loses at every corner loses everywhere in the quarter), and a quarter left with a single
 candidate is filled with it at once. Only 8×8 blocks near Voronoi edges reach the per-pixel
 comparison (a running minimum) with their few remaining candidates — splitting them further costs
 more in bookkeeping than it saves in comparisons. Regions are filled in blocks of at most 2²⁰ pixels,
@@ -45,6 +47,20 @@ def _factors(downsample: Factors) -> tuple[float, float]:
     if not (fy > 0 and fx > 0):
         raise ValueError(f"downsample factors must be positive (got {downsample!r})")
     return float(fy), float(fx)
+
+
+def _squared_offsets(offsets: np.ndarray, half: int, scale: np.float32) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``scale·(offset − p)²`` for ``p`` at the centres of a block's two halves (pixels ``(half − 1)/2`` and
+    ``half + (half − 1)/2``) and at its half's edge pixels ``0, half − 1, half, 2·half − 1``."""
+
+    def squared(position: float) -> np.ndarray:
+        difference = offsets - np.float32(position)
+        difference *= difference
+        difference *= scale
+        return difference
+
+    centre = (half - 1) / 2
+    return [squared(centre), squared(half + centre)], [squared(p) for p in (0, half - 1, half, 2 * half - 1)]
 
 
 @dataclass
@@ -208,7 +224,10 @@ class ReverseSampler:
         """Split blocks into quarters until each has one candidate, writing finished blocks into ``out``;
         small blocks with few candidates compare every pixel with every candidate.
 
-        Distances are measured in level-0 units: level-pixel offsets scaled by ``(fy, fx)``.
+        A quarter keeps candidate ``j`` only if ``j`` is closer than the quarter centre's nearest
+        candidate ``i`` at one of the quarter's corner pixels: ``d_i² − d_j²`` is linear in the pixel
+        position, so that is where it is largest, and ``j`` can be nearest to no pixel of the quarter
+        otherwise. Distances are measured in level-0 units: level-pixel offsets scaled by ``(fy, fx)``.
         """
         n = self.num_samples
         sy, sx = np.float32(fy * fy), np.float32(fx * fx)
@@ -220,35 +239,37 @@ class ReverseSampler:
                 self._assign_pixels(out, group, local_y, local_x, sy, sx)
                 continue
             half = group.size // 2
-            c = (half - 1) / 2
-            # offsets from the top (left) quarters' centres and from the bottom (right) ones
-            top = local_y[cand] - (group.rows[:, None] + c).astype(np.float32)
-            left = local_x[cand] - (group.cols[:, None] + c).astype(np.float32)
-            bottom = top - np.float32(half)
-            right = left - np.float32(half)
-            top *= top
-            bottom *= bottom
-            left *= left
-            right *= right
-            d2 = np.empty((len(cand), 4, cand.shape[1]), dtype=np.float32)
-            np.add(sy * top, sx * left, out=d2[:, 0])
-            np.add(sy * top, sx * right, out=d2[:, 1])
-            np.add(sy * bottom, sx * left, out=d2[:, 2])
-            np.add(sy * bottom, sx * right, out=d2[:, 3])
-            d2 = d2.reshape(-1, cand.shape[1])  # (4·blocks)×K squared distances, quarters in raster order
-            parent = np.repeat(np.arange(len(cand)), 4)
+            blocks = np.arange(len(cand))
+            ly = local_y[cand] - group.rows[:, None].astype(np.float32)  # blocks × K, from the block's first pixel
+            lx = local_x[cand] - group.cols[:, None].astype(np.float32)
+            # squared level-0 distances along one axis to the quarters' centres and edge pixels
+            centre_y, edge_y = _squared_offsets(ly, half, sy)
+            centre_x, edge_x = _squared_offsets(lx, half, sx)
+            reach2 = np.float32(((half - 1) / 2) ** 2 * (sy + sx))  # a quarter's half-diagonal², level-0 units
+            keep = np.empty((len(cand), 4, cand.shape[1]), dtype=bool)
+            nearest = np.empty((len(cand), 4), dtype=np.intp)
+            for quarter, (t, left) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+                at_centre = centre_y[t] + centre_x[left]
+                i = at_centre.argmin(axis=1)
+                nearest[:, quarter] = i
+                # max over the quarter's corners of d_i² − d_j², separably over its two edge rows and columns
+                gain_y = np.maximum(edge_y[2 * t][blocks, i][:, None] - edge_y[2 * t],
+                                    edge_y[2 * t + 1][blocks, i][:, None] - edge_y[2 * t + 1])
+                gain_x = np.maximum(edge_x[2 * left][blocks, i][:, None] - edge_x[2 * left],
+                                    edge_x[2 * left + 1][blocks, i][:, None] - edge_x[2 * left + 1])
+                tolerance = np.float32(4e-5) * (at_centre[blocks, i] + 4 * reach2)  # float32 rounding, kept generous
+                np.greater_equal(gain_y + gain_x, -tolerance[:, None], out=keep[:, quarter])
+            keep = keep.reshape(-1, cand.shape[1])  # (4·blocks)×K, quarters in raster order
+            parent = np.repeat(blocks, 4)
             quarter = np.tile(np.arange(4), len(cand))
             rows = group.rows[parent] + (quarter >> 1) * half
             cols = group.cols[parent] + (quarter & 1) * half
-            reach = np.float32(2 * c * math.hypot(fy, fx))
-            bound = (np.sqrt(d2.min(axis=1)) + reach) * np.float32(1 + 1e-5) + np.float32(1e-3)
-            keep = d2 <= (bound * bound)[:, None]
             count = np.count_nonzero(keep, axis=1)
             single = np.flatnonzero(count == 1)
             if len(single):
-                best = cand[parent[single], d2[single].argmin(axis=1)]
-                blocks = out.reshape(out.shape[0] // half, half, out.shape[1] // half, half)
-                blocks[rows[single] // half, :, cols[single] // half, :] = best[:, None, None]
+                best = cand[parent[single], nearest.reshape(-1)[single]]
+                view = out.reshape(out.shape[0] // half, half, out.shape[1] // half, half)
+                view[rows[single] // half, :, cols[single] // half, :] = best[:, None, None]
             several = np.flatnonzero(count > 1)
             width = 2
             while len(several):
