@@ -63,6 +63,22 @@ def _squared_offsets(offsets: np.ndarray, half: int, scale: np.float32) -> tuple
     return [squared(centre), squared(half + centre)], [squared(p) for p in (0, half - 1, half, 2 * half - 1)]
 
 
+def _running_nearest(dy: np.ndarray, dx: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Nearest of ``K`` candidates ``(K, blocks)`` at every pixel of each block, given their squared
+    distances to the block's rows ``dy`` and columns ``dx`` (``K × blocks × size``): ``blocks × size × size``."""
+    best = dy[0][:, :, None] + dx[0][:, None, :]
+    nearest = np.empty(best.shape, dtype=candidates.dtype)
+    nearest[...] = candidates[0][:, None, None]
+    d2 = np.empty_like(best)
+    closer = np.empty(best.shape, dtype=bool)
+    for k in range(1, len(candidates)):
+        np.add(dy[k][:, :, None], dx[k][:, None, :], out=d2)
+        np.less(d2, best, out=closer)
+        np.minimum(best, d2, out=best)
+        np.copyto(nearest, candidates[k][:, None, None], where=closer)
+    return nearest
+
+
 @dataclass
 class _Group:
     """Blocks of size ``size`` (pixel rows ``rows``, columns ``cols`` of their top-left pixel, relative
@@ -273,7 +289,7 @@ class ReverseSampler:
             several = np.flatnonzero(count > 1)
             width = 2
             while len(several):
-                # compact the kept candidates of blocks with width/2 < count <= width to `width` columns
+                # compact the kept candidates of blocks with count <= width (and more than the previous width)
                 bucket = count[several] <= width
                 chosen = several[bucket]
                 kept = keep[chosen]
@@ -282,14 +298,14 @@ class ReverseSampler:
                 narrowed = np.full((len(chosen), width), n, dtype=cand.dtype)
                 narrowed[r, slot] = cand[parent[chosen[r]], k]
                 stack.append(_Group(half, rows[chosen], cols[chosen], narrowed))
-                several, width = several[~bucket], 2 * width
+                several, width = several[~bucket], width + max(1, width // 2)
 
     @staticmethod
     def _assign_pixels(
         out: np.ndarray, group: _Group, local_y: np.ndarray, local_x: np.ndarray, sy: np.float32, sx: np.float32
     ) -> None:
-        """Every pixel of each block gets its nearest candidate: a running minimum over the candidates
-        (squared distances are separable in y and x), in batches that stay in the cache."""
+        """Every pixel of each block gets its nearest candidate (squared distances are separable in y and
+        x): one comparison for two candidates, a running minimum for more, in batches that stay in the cache."""
         size, width = group.size, group.candidates.shape[1]
         offsets = np.arange(size, dtype=np.float32)
         blocks = out.reshape(out.shape[0] // size, size, out.shape[1] // size, size)
@@ -304,16 +320,11 @@ class ReverseSampler:
             dy *= sy
             dx *= dx
             dx *= sx
-            best = dy[0][:, :, None] + dx[0][:, None, :]  # blocks × size × size
-            nearest = np.empty(best.shape, dtype=cand.dtype)
-            nearest[...] = cand[0][:, None, None]
-            d2 = np.empty_like(best)
-            closer = np.empty(best.shape, dtype=bool)
-            for k in range(1, width):
-                np.add(dy[k][:, :, None], dx[k][:, None, :], out=d2)
-                np.less(d2, best, out=closer)
-                np.minimum(best, d2, out=best)
-                np.copyto(nearest, cand[k][:, None, None], where=closer)
+            if width == 2:  # the second is nearer where dy₀ − dy₁ > dx₁ − dx₀: one comparison per pixel
+                second = np.greater((dy[0] - dy[1])[:, :, None], (dx[1] - dx[0])[:, None, :])
+                nearest = np.where(second, cand[1][:, None, None], cand[0][:, None, None])
+            else:
+                nearest = _running_nearest(dy, dx, cand)
             blocks[group.rows[start : start + step] // size, :, group.cols[start : start + step] // size, :] = nearest
 
 
