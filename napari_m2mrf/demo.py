@@ -112,18 +112,23 @@ def _dock_widgets(viewer: Any, summary: DemoSummary) -> dict[str, Any]:
     return widgets
 
 
-def _wait_for(worker: Any, timeout_s: float = 600.0) -> None:
-    """Keep the GUI alive until a widget's worker finishes."""
+def _wait_until(done: Callable[[], bool], what: str, timeout_s: float = 600.0) -> None:
+    """Keep the GUI alive until ``done()``; ``UserError`` naming ``what`` after ``timeout_s``."""
     from qtpy.QtWidgets import QApplication
 
-    finished: list[bool] = []
-    worker.finished.connect(lambda: finished.append(True))
     deadline = time.perf_counter() + timeout_s
-    while not finished:
+    while not done():
         if time.perf_counter() > deadline:
-            raise UserError(f"the demo's model run took longer than {timeout_s:.0f} s")
+            raise UserError(f"{what} took longer than {timeout_s:.0f} s")
         QApplication.processEvents()
         time.sleep(0.01)
+
+
+def _wait_for(worker: Any) -> None:
+    """Keep the GUI alive until a widget's worker finishes."""
+    finished: list[bool] = []
+    worker.finished.connect(lambda: finished.append(True))
+    _wait_until(lambda: bool(finished), "the demo's model run")
 
 
 def _segment_with(segment_widget: Any, image: Any, model: str, summary: DemoSummary) -> None:
@@ -133,6 +138,9 @@ def _segment_with(segment_widget: Any, image: Any, model: str, summary: DemoSumm
     if model not in bundled_models():
         summary.notes.append(f"bundled model {model} not found: segmentation of {image.name} skipped")
         return
+    if not segment_widget.ready:
+        _timed(summary, "load PyTorch (off the GUI thread)",
+               lambda: _wait_until(lambda: segment_widget.ready, "loading PyTorch", timeout_s=120.0))
     segment_widget.image.value = image
     segment_widget.model.value = model
 

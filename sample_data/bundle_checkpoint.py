@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
-DEFAULT_THRESHOLD = 0.5
 THRESHOLD_CHOICES = tuple(round(0.01 * step, 2) for step in range(1, 100))
 """Calibrated thresholds are chosen among the values the Segment widget's boxes offer (0.01–0.99)."""
 

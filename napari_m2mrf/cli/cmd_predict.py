@@ -42,11 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _thresholds(text: str | None, model: str) -> tuple[float, ...]:
     """``--thresholds`` as given, else the model's calibrated thresholds (said on stderr), else 0.5 each."""
     if text is None:
-        from napari_m2mrf.inference.segment_job import (
-            DEFAULT_THRESHOLD,
-            class_thresholds,
-            model_metadata,
-        )
+        from napari_m2mrf.inference.segment_job import model_metadata
+        from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD, class_thresholds
 
         meta = model_metadata(model)  # None: the run that follows names the problem
         calibrated = class_thresholds(meta) if meta is not None and meta.get("thresholds") else {}

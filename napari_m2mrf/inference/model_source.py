@@ -8,11 +8,13 @@ an untrained network with the official IDRiD settings, useful to try the pipelin
 from __future__ import annotations
 
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "sample_data" / "checkpoints"
 CHECKPOINT_SUFFIX = ".safetensors"

@@ -1,14 +1,12 @@
 """One segmentation run on a fundus image: load the model, run it on the chosen region, threshold.
 
 Qt-free: the segment widget runs ``run_segmentation`` in a worker thread, and so can a script.
-``model_metadata`` and ``class_thresholds`` tell a widget or the CLI, before any weights are read,
-which classes a model has and the thresholds it was calibrated with (checkpoint metadata
-``"thresholds": {"EX": 0.35, …}`` per class code; 0.5 for a class it does not name).
+``model_metadata`` tells a widget or the CLI, before any weights are read, which classes a model
+has and (through :mod:`napari_m2mrf.inference.thresholds`) the thresholds it was calibrated with.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +23,6 @@ from napari_m2mrf.inference.fundus import (
 from napari_m2mrf.inference.progress import CancelToken, ProgressCallback, no_progress
 from napari_m2mrf.inference.regions import Box, box_mask
 
-DEFAULT_THRESHOLD = 0.5
 WHOLE = "whole"  # the official protocol: whole image rescaled to the model's input size
 TILES = "tiles"  # full-resolution sliding window
 
@@ -76,33 +73,6 @@ def model_metadata(source: str | Path) -> dict | None:
     return fundus_metadata("idrid") if name in list_models() else None
 
 
-def uses_thresholds(meta: dict) -> bool:
-    """True for sigmoid (multi-label) models; softmax models take the most probable class (argmax)."""
-    return meta.get("output", "sigmoid") != "softmax"
-
-
-def _uncalibrated(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def class_thresholds(meta: dict) -> dict[str, float]:
-    """Per thresholded class code (every class of a sigmoid model, none of a softmax one), in channel
-    order, its threshold from the checkpoint's ``"thresholds"``; 0.5 for a class it leaves out or
-    could not calibrate (null or NaN, e.g. no lesion of that class in the held-out data).
-
-    ``UserError`` when ``"thresholds"`` is not a mapping of class codes to numbers in (0, 1).
-    """
-    if not uses_thresholds(meta):
-        return {}
-    stored = meta.get("thresholds") or {}
-    codes = [str(c["code"]) for c in meta["classes"]]
-    if not isinstance(stored, dict) or not set(stored) <= set(codes):
-        raise UserError(f"checkpoint thresholds {stored!r} must map class codes ({', '.join(codes)}) to numbers")
-    calibrated = {code: value for code, value in stored.items() if not _uncalibrated(value)}
-    for code, value in calibrated.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-            raise UserError(f"checkpoint threshold of {code} must be a number between 0 and 1, got {value!r}")
-    return {code: float(calibrated.get(code, DEFAULT_THRESHOLD)) for code in codes}
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:

@@ -277,7 +277,7 @@ def logits_to_labels(logits: torch.Tensor, meta: dict, thresholds: Sequence[floa
     most probable class above its threshold (default: the checkpoint's, else 0.5), else background.
     NaN logits count as background.
     """
-    from napari_m2mrf.inference.segment_job import class_thresholds
+    from napari_m2mrf.inference.thresholds import class_thresholds
 
     logits = torch.nan_to_num(logits.float(), nan=-1e4)
     values = np.array([int(c["label"]) for c in meta["classes"]], np.uint8)

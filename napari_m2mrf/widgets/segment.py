@@ -29,23 +29,8 @@ from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.progress import Cancelled, CancelToken
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
-from napari_m2mrf.inference.segment_job import (
-    DEFAULT_THRESHOLD,
-    TILES,
-    WHOLE,
-    SegmentRequest,
-    SegmentResult,
-    class_thresholds,
-    model_metadata,
-    run_segmentation,
-    uses_thresholds,
-)
-from napari_m2mrf.inference.slide import (
-    SlideRequest,
-    SlideResult,
-    is_slide_model,
-    run_slide_segmentation,
-)
+from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD, class_thresholds, uses_thresholds
+from napari_m2mrf.widgets.deferred_import import LOADING, after_import, device_choices
 from napari_m2mrf.widgets.result_layers import (
     LESIONS,
     PREDICTION_KEY,
@@ -57,6 +42,18 @@ from napari_m2mrf.widgets.view import canvas_corners_world
 
 if TYPE_CHECKING:
     import napari
+
+    from napari_m2mrf.inference.segment_job import SegmentRequest, SegmentResult
+    from napari_m2mrf.inference.slide import SlideResult
+
+# imported off the GUI thread when the widget opens (they bring in torch)
+INFERENCE_MODULES = (
+    "torch",
+    "napari_m2mrf.inference.devices",
+    "napari_m2mrf.inference.model_source",
+    "napari_m2mrf.inference.segment_job",
+    "napari_m2mrf.inference.slide",
+)
 
 REGION_WHOLE = "whole image (official protocol)"
 REGION_TILES = "whole image, full-resolution tiles"
@@ -103,23 +100,22 @@ class SegmentWidget(Container):
     """Image, model, device, region and per-class thresholds; Run / Cancel; a progress bar."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        from napari_m2mrf.inference.devices import available_devices
-        from napari_m2mrf.inference.model_source import model_choices
         from napari_m2mrf.inference.trained_models import registry_changed
 
         self._viewer = viewer
+        self._loaded = False  # torch and the model modules imported (see deferred_import)
         self.image = ComboBox(label="image", choices=self._image_layers)
-        self.model = ComboBox(label="model", choices=lambda _widget: model_choices() + [CHECKPOINT_FILE])
+        self.model = ComboBox(label="model", choices=self._model_choices)
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors *.pt", visible=False)
-        self.device = ComboBox(label="device", choices=["auto"] + available_devices(), value="auto")
+        self.device = ComboBox(label="device", choices=self._device_choices, value="auto")
         self.region = ComboBox(label="region", choices=[REGION_WHOLE, REGION_TILES, REGION_VIEW, REGION_SHAPES])
         self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
         self.tile = SpinBox(label="tile (px)", value=1024, min=128, max=8192, step=128)
         self.thresholds = [_threshold_box(cls.code) for cls in FUNDUS_CLASSES]
-        self.run_button = PushButton(text="Run")
+        self.run_button = PushButton(text="Run", enabled=False)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
-        self.status = Label(value="")
+        self.status = Label(value=LOADING)
         super().__init__(
             widgets=[
                 self.image, self.model, self.checkpoint, self.device, self.region, self.shapes, self.tile,
@@ -142,13 +138,45 @@ class SegmentWidget(Container):
         refresh_models = self.model.reset_choices
         registry_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
         self.native.destroyed.connect(lambda: registry_changed.disconnect(refresh_models))
+        after_import(self.native, INFERENCE_MODULES, self._on_loaded)
+
+    def _on_loaded(self, error: str) -> None:
+        """Torch is in: offer the devices and models, follow the chosen model, enable Run."""
+        if error:
+            self._notify(error)
+            return
+        self._loaded = True
+        self.device.reset_choices()
+        self.model.reset_choices()
         self._follow_model()
+        self.run_button.enabled = True
+        self.status.value = ""
+
+    @property
+    def ready(self) -> bool:
+        """True once torch is in and the models are offered (Run works)."""
+        return self._loaded
+
+    def _device_choices(self, _widget=None) -> list[str]:
+        return device_choices(self._loaded)
+
+    def _model_choices(self, _widget=None) -> list[str]:
+        """Bundled, trained and registry models, then a checkpoint file; a placeholder until torch is in."""
+        if not self._loaded:
+            return [LOADING]
+        from napari_m2mrf.inference.model_source import model_choices
+
+        return model_choices() + [CHECKPOINT_FILE]
 
     def _follow_model(self, *_) -> None:
         """One threshold box per class of the chosen model, set to its checkpoint's thresholds.
 
         A model whose metadata cannot be read keeps the boxes as they are (running it reports why).
         """
+        if not self._loaded:
+            return
+        from napari_m2mrf.inference.segment_job import model_metadata
+
         meta = model_metadata(self._model_source())
         if meta is None:
             return
@@ -200,6 +228,8 @@ class SegmentWidget(Container):
         return str(self.model.value)
 
     def _request(self, layer) -> SegmentRequest:
+        from napari_m2mrf.inference.segment_job import TILES, WHOLE, SegmentRequest
+
         height, width = layer.data.shape[:2]
         boxes: list[Box] | None = None
         if self.region.value == REGION_VIEW:
@@ -227,6 +257,9 @@ class SegmentWidget(Container):
 
     def run(self) -> None:
         """Start a run in a worker thread (the GUI stays responsive); errors become notifications."""
+        from napari_m2mrf.inference.segment_job import run_segmentation
+        from napari_m2mrf.inference.slide import is_slide_model
+
         layer = self.image.value
         if layer is None:
             self._notify("open an image first")
@@ -306,6 +339,7 @@ class SegmentWidget(Container):
 
     def _run_slide(self, layer) -> None:
         """Run a slide model on the file behind ``layer`` in a worker thread; show the slide layers."""
+        from napari_m2mrf.inference.slide import SlideRequest, run_slide_segmentation
 
         path = layer.metadata.get("source") or layer.source.path
         if not path:

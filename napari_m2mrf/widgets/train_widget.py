@@ -23,6 +23,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import QProcess
 
+from napari_m2mrf.widgets.deferred_import import LOADING, after_import, device_choices
 from napari_m2mrf.widgets.plot import LinePlot, Series
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ LAYOUTS = ("idrid", "ddr", "folder")
 LOSS_COLOR = (0.9, 0.9, 0.9, 1.0)
 METRIC_COLOR = (0.3, 0.8, 1.0, 1.0)
 OFFICIAL_INPUT_SIZE = (960, 1440)
+DEFAULT_ARCHITECTURE = "m2mrf_hrnetv2_w18s"
+MODEL_MODULES = ("torch", "napari_m2mrf.inference.devices", "napari_m2mrf.models")  # imported off the GUI thread
 
 
 def training_config(
@@ -79,8 +82,6 @@ class TrainWidget(Container):
     """Data, model, schedule and device; Start / Stop; live loss and validation plots."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        from napari_m2mrf.inference.devices import available_devices
-        from napari_m2mrf.models import list_models
         from sample_data.cache import cache_dir
 
         self._viewer = viewer
@@ -91,16 +92,16 @@ class TrainWidget(Container):
         self.image_layer = ComboBox(label="image", choices=self._layers("Image"))
         self.labels_layer = ComboBox(label="labels", choices=self._layers("Labels"))
         self.add_button = PushButton(text="Add to training set")
-        self.model = ComboBox(label="model", choices=[n for n in list_models() if "w18" in n or "w32" in n or "w48" in n],
-                              value="m2mrf_hrnetv2_w18s")
+        self._loaded = False  # torch and the model registry imported (see deferred_import)
+        self.model = ComboBox(label="model", choices=self._architectures)
         self.variant = ComboBox(label="variant", choices=["A", "B", "C", "D"], value="A")
         self.init = ComboBox(label="fine-tune from", choices=self._checkpoints)
         self.iterations = SpinBox(label="iterations", value=200, min=1, max=1_000_000)
         self.batch_size = SpinBox(label="batch size", value=2, min=1, max=256)
         self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
         self.crop = SpinBox(label="crop (px)", value=256, min=32, max=4096, step=32)
-        self.device = ComboBox(label="device", choices=["auto"] + available_devices(), value="auto")
-        self.start_button = PushButton(text="Start")
+        self.device = ComboBox(label="device", choices=self._devices, value="auto")
+        self.start_button = PushButton(text="Start", enabled=False)
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value=f"{len(self._pairs())} pairs in the training set")
         super().__init__(
@@ -124,6 +125,29 @@ class TrainWidget(Container):
         self.run_dir: Path | None = None
         self.registered: str | None = None
         self.events: list[dict[str, Any]] = []
+        after_import(self.native, MODEL_MODULES, self._on_loaded)
+
+    def _on_loaded(self, error: str) -> None:
+        """Torch is in: offer the HRNet architectures and the devices, enable Start."""
+        if error:
+            self._notify(error)
+            return
+        self._loaded = True
+        self.model.reset_choices()
+        self.model.value = DEFAULT_ARCHITECTURE
+        self.device.reset_choices()
+        self.start_button.enabled = self.process is None
+
+    def _architectures(self, _widget=None) -> list[str]:
+        """The HRNet segmentation networks of the registry; a placeholder until torch is in."""
+        if not self._loaded:
+            return [LOADING]
+        from napari_m2mrf.models import list_models
+
+        return [n for n in list_models() if "w18" in n or "w32" in n or "w48" in n]
+
+    def _devices(self, _widget=None) -> list[str]:
+        return device_choices(self._loaded)
 
     def _layers(self, kind: str):
         def choices(_widget=None) -> list:
