@@ -46,6 +46,21 @@ def test_equals_scipy_nearest_interpolator_on_random_deformed_grids(seed, factor
     assert np.mean(filled.reshape(-1) == reference) >= 0.999
 
 
+def test_clustered_samples_and_regions_beyond_them_match_the_exact_nearest_sample():
+    """Tight clusters among sparse samples, and a region reaching 90–210 px past every sample: tiles
+    whose window of nearby tiles may not hold every candidate take the k-d tree route; still exact."""
+    rng = np.random.default_rng(7)
+    sparse = rng.uniform(0, 400, size=(300, 2))
+    clusters = np.concatenate([centre + rng.normal(0, 1.5, size=(400, 2)) for centre in ((100, 100), (300, 250))])
+    points = np.concatenate((sparse, clusters)) + (150, 90)
+    values = np.arange(len(points))
+    sampler = ReverseSampler(points, values)
+    filled = sampler.fill(slice(0, 710), slice(0, 700))
+    reference = NearestNDInterpolator(points, values)(pixel_centres((710, 700), (1.0, 1.0)))
+    assert np.mean(filled.reshape(-1) == reference) >= 0.9999
+    assert sampler._tree is not None, "some tiles should have needed the k-d tree"
+
+
 def test_chunks_are_the_matching_parts_of_the_whole_region():
     points = deformed_points(3, (256, 256), (16, 16))
     values = np.arange(256).reshape(16, 16)

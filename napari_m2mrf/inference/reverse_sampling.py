@@ -8,10 +8,13 @@ are Euclidean in level-0 pixels, sample positions are continuous (not rounded), 
 :mod:`napari_m2mrf.models.deform`). The result equals scipy's ``NearestNDInterpolator`` built on the
 same positions, except where two samples are at exactly the same distance.
 
-Algorithm (exact, no full-resolution map): the region is cut into ``T×T`` tiles. A k-d tree over
-the samples gives each tile the samples within ``d₁ + 2ρ`` of its centre (``d₁``: nearest-sample
+Algorithm (exact, no full-resolution map): the region is cut into ``T×T`` tiles (``T`` ≈ the mean
+sample spacing). Each tile needs the samples within ``d₁ + 2ρ`` of its centre (``d₁``: nearest-sample
 distance of the centre, ``ρ``: half-diagonal of the tile) — a superset of the nearest samples of all
-its pixels, because the nearest-sample distance is 1-Lipschitz. Tiles are then split into quarters;
+its pixels, because the nearest-sample distance is 1-Lipschitz. The samples of a row band are
+bucketed by tile and each tile measures those of the 5×5 tiles around it; where ``d₁ + 2ρ`` stays
+inside that window (nearly everywhere), they hold the whole superset, elsewhere a k-d tree over the
+samples is asked. Tiles are then split into quarters;
 each quarter keeps only the candidates that are closer than the quarter centre's nearest candidate at
 one of its corner pixels (a difference of squared distances is linear in the position, so a sample
 that loses at every corner loses everywhere in the quarter), and a quarter left with a single
@@ -20,7 +23,7 @@ comparison (a running minimum) with their few remaining candidates — splitting
 more in bookkeeping than it saves in comparisons. Regions are filled in blocks of at most 2²⁰ pixels,
 full-width row bands where the region is at most 16384 pixels wide, so each block's output window
 is contiguous (optionally on several threads); memory is the output plus a bounded working set,
-the samples and their tree.
+the samples (and, where needed, their k-d tree).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ Factors = float | tuple[float, float]
 
 _BLOCK_PIXELS = 1 << 20  # regions are filled in blocks of at most this many pixels …
 _BLOCK_WIDTH = 1 << 14  # … as full-width row bands of regions up to this wide (contiguous output windows)
-_FIRST_K = 16  # nearest samples asked of the k-d tree per tile at first (doubled where too few)
+_WINDOW = 2  # a tile looks for candidates among the samples of the (2·_WINDOW + 1)² tiles around it …
+_FIRST_K = 16  # … and where those may not be all, asks the k-d tree for this many (doubled where too few)
 _DIRECT = 8  # blocks this small compare every pixel with every candidate
 _DIRECT_BATCH = 1 << 16  # pixels per batch of that comparison
 
@@ -90,6 +94,51 @@ class _Group:
     candidates: np.ndarray
 
 
+def _merged(groups: list[_Group]) -> _Group:
+    """One group of the blocks of ``groups`` (same block size and width)."""
+    if len(groups) == 1:
+        return groups[0]
+    return _Group(groups[0].size, np.concatenate([g.rows for g in groups]), np.concatenate([g.cols for g in groups]),
+                  np.concatenate([g.candidates for g in groups]))
+
+
+def _group_widths(limit: int = 1 << 32) -> np.ndarray:
+    """Candidate-list widths 1, 2, 3, 4, 6, 9, 13, … (each half as wide again) up to ``limit``."""
+    widths = [1]
+    while widths[-1] < limit:
+        widths.append(widths[-1] + max(1, widths[-1] // 2))
+    return np.array(widths)
+
+
+_WIDTHS = _group_widths()  # blocks are grouped by the narrowest of these that holds their candidates
+
+
+def _compact(
+    size: int, rows: np.ndarray, cols: np.ndarray, block: np.ndarray, values: np.ndarray, count: np.ndarray,
+    sentinel: int,
+) -> list[_Group]:
+    """Blocks (``rows``, ``cols``) with their candidates as groups of similar width (``_WIDTHS``, padded
+    with ``sentinel``). ``block``, ``values``: (block index, candidate) pairs sorted by block;
+    ``count``: how many candidates each block has (at least one)."""
+    slot = np.arange(len(block)) - (np.cumsum(count) - count)[block]
+    group_of = np.searchsorted(_WIDTHS, count).astype(np.uint8)  # stable sorts of uint8 are radix sorts
+    blocks_by_group = np.argsort(group_of, kind="stable")
+    pairs_by_group = np.argsort(group_of[block], kind="stable")
+    block_counts = np.bincount(group_of, minlength=len(_WIDTHS))
+    pair_counts = np.bincount(group_of[block], minlength=len(_WIDTHS))
+    block_starts, pair_starts = np.cumsum(block_counts) - block_counts, np.cumsum(pair_counts) - pair_counts
+    position = np.empty(len(count), dtype=np.int64)  # of each block within its group
+    groups = []
+    for g in np.flatnonzero(block_counts):
+        chosen = blocks_by_group[block_starts[g] : block_starts[g] + block_counts[g]]
+        pairs = pairs_by_group[pair_starts[g] : pair_starts[g] + pair_counts[g]]
+        position[chosen] = np.arange(len(chosen))
+        narrowed = np.full((len(chosen), int(_WIDTHS[g])), sentinel, dtype=np.int64)
+        narrowed[position[block[pairs]], slot[pairs]] = values[pairs]
+        groups.append(_Group(size, rows[chosen], cols[chosen], narrowed))
+    return groups
+
+
 class ReverseSampler:
     """Nearest-sample fill of any region of any pyramid level from ``N`` scattered samples.
 
@@ -119,12 +168,20 @@ class ReverseSampler:
         if not np.isfinite(self.points).all():
             raise ValueError("sample positions must be finite")
         self.workers = workers
-        self.tree = cKDTree(self.points)
+        self._tree: cKDTree | None = None  # built on first need (tiles whose window may miss candidates)
+        self._by_row = np.argsort(self.points[:, 0], kind="stable")  # samples by y, to find a row band's
+        self._sorted_rows = self.points[self._by_row, 0]
         low, high = self.points.min(axis=0), self.points.max(axis=0)
         self._mean_spacing = math.sqrt(max(1.0, float(np.prod(high - low + 1.0))) / len(self.points))
         # padded with an unreachable sentinel sample at index N
         self._py = np.append(self.points[:, 0], np.inf)
         self._px = np.append(self.points[:, 1], np.inf)
+
+    def tree(self) -> cKDTree:
+        """A k-d tree over the sample positions (built once, when first asked for)."""
+        if self._tree is None:
+            self._tree = cKDTree(self.points)
+        return self._tree
 
     @property
     def num_samples(self) -> int:
@@ -209,24 +266,83 @@ class ReverseSampler:
         # (small numbers, so float32 keeps ~1e-5 pixel precision); the sentinel stays at infinity
         local_y = ((self._py - ((y0 + 0.5) * fy - 0.5)) / fy).astype(np.float32)
         local_x = ((self._px - ((x0 + 0.5) * fx - 0.5)) / fx).astype(np.float32)
-        for group in self._tile_candidates(y0, x0, ny, nx, tile, fy, fx):
-            self._refine(out, group, local_y, local_x, fy, fx)
+        self._refine(out, self._tile_candidates(y0, x0, ny, nx, tile, fy, fx), local_y, local_x, fy, fx)
         return out[: y1 - y0, : x1 - x0]
 
     def _tile_candidates(self, y0: int, x0: int, ny: int, nx: int, tile: int, fy: float, fx: float) -> list[_Group]:
-        """Per tile, every sample that can be nearest to one of its pixels (groups of equal width)."""
+        """Per tile, every sample that can be nearest to one of its pixels (groups of similar width).
+
+        The samples of the row band are bucketed by tile; each tile measures the samples of the
+        (2·_WINDOW + 1)² buckets around it. Where the nearest of them is at ``d₁`` and ``d₁ + 2ρ`` still
+        lies inside that window, the window holds every sample within the bound; the other tiles ask
+        the k-d tree.
+        """
         rows, cols = np.meshgrid(np.arange(0, ny, tile), np.arange(0, nx, tile), indexing="ij")
         rows, cols = rows.ravel(), cols.ravel()
         centre = (tile - 1) / 2
-        centres = np.stack(((y0 + rows + centre + 0.5) * fy - 0.5, (x0 + cols + centre + 0.5) * fx - 0.5), axis=1)
+        centre_y, centre_x = (y0 + rows + centre + 0.5) * fy - 0.5, (x0 + cols + centre + 0.5) * fx - 0.5
+        reach = 2 * centre * math.hypot(fy, fx)  # level-0 distance from a tile's centre to its farthest pixel, twice
+        inner = (tile / 2 + _WINDOW * tile) * min(fy, fx)  # from a tile's centre to its window's edge, level 0
+        candidate, tile_of = self._window_samples(y0, x0, ny // tile, nx // tile, tile, fy, fx)
+        d2 = (self.points[candidate, 0] - centre_y[tile_of]) ** 2 + (self.points[candidate, 1] - centre_x[tile_of]) ** 2
+        found = np.bincount(tile_of, minlength=len(rows))
+        d1 = np.full(len(rows), np.inf)
+        some = found > 0
+        d1[some] = np.sqrt(np.minimum.reduceat(d2, (np.cumsum(found) - found)[some]))
+        bound = d1 + reach + 1e-6 * (1 + d1)
+        covered = bound < inner * (1 - 1e-9)
+        keep = covered[tile_of] & (d2 <= bound[tile_of] ** 2)
+        index_among_covered = np.cumsum(covered) - 1
+        tiles = np.flatnonzero(covered)
+        groups = _compact(tile, rows[tiles], cols[tiles], index_among_covered[tile_of[keep]], candidate[keep],
+                          np.bincount(tile_of[keep], minlength=len(rows))[tiles], self.num_samples)
+        rest = np.flatnonzero(~covered)
+        if len(rest):
+            groups += self._tree_candidates(rows[rest], cols[rest], np.stack((centre_y[rest], centre_x[rest]), axis=1),
+                                            tile, reach)
+        return groups
+
+    def _window_samples(
+        self, y0: int, x0: int, tiles_y: int, tiles_x: int, tile: int, fy: float, fx: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(sample, tile) pairs, tile-major: every sample in the window of ``2·_WINDOW + 1`` tiles per side
+        around each of the ``tiles_y × tiles_x`` tiles of the block (tile ``t`` is row ``t // tiles_x``)."""
+        margin = _WINDOW * tile + 1
+        band = self._by_row[np.searchsorted(self._sorted_rows, (y0 - margin) * fy, side="left"):
+                            np.searchsorted(self._sorted_rows, (y0 + tiles_y * tile + margin) * fy, side="right")]
+        # the bucket (tile row, column) of each sample, shifted by _WINDOW so the window never leaves the grid
+        bucket_y = np.floor((self.points[band, 0] + 0.5) / (fy * tile) - y0 / tile).astype(np.int64) + _WINDOW
+        bucket_x = np.floor((self.points[band, 1] + 0.5) / (fx * tile) - x0 / tile).astype(np.int64) + _WINDOW
+        span_y, span_x = tiles_y + 2 * _WINDOW, tiles_x + 2 * _WINDOW
+        inside = (bucket_y >= 0) & (bucket_y < span_y) & (bucket_x >= 0) & (bucket_x < span_x)
+        bucket = bucket_y[inside] * span_x + bucket_x[inside]
+        order = np.argsort(bucket, kind="stable")
+        samples = band[inside][order]
+        per_bucket = np.bincount(bucket, minlength=span_y * span_x)
+        bucket_start = np.cumsum(per_bucket) - per_bucket
+        offsets = np.arange(2 * _WINDOW + 1)
+        window = (np.arange(tiles_y)[:, None, None, None] + offsets[:, None]) * span_x + (
+            np.arange(tiles_x)[None, :, None, None] + offsets
+        )  # tiles_y × tiles_x × side × side bucket numbers
+        count, start = per_bucket[window].ravel(), bucket_start[window].ravel()
+        first = np.cumsum(count) - count
+        pairs = int(count.sum())
+        candidate = samples[np.arange(pairs) - np.repeat(first - start, count)]
+        tile_of = np.repeat(np.arange(tiles_y * tiles_x), count.reshape(tiles_y * tiles_x, -1).sum(axis=1))
+        return candidate, tile_of
+
+    def _tree_candidates(
+        self, rows: np.ndarray, cols: np.ndarray, centres: np.ndarray, tile: int, reach: float
+    ) -> list[_Group]:
+        """The tiles at ``rows``, ``cols`` (centres in level-0 ``(y, x)``) with their candidates from the k-d tree."""
         n = self.num_samples
         groups, todo, k = [], np.arange(len(rows)), min(_FIRST_K, n)
         bound = None
         while len(todo):
-            dist, idx = self.tree.query(centres[todo], k=k)
+            dist, idx = self.tree().query(centres[todo], k=k)
             dist, idx = dist.reshape(len(todo), k), idx.reshape(len(todo), k)
             if bound is None:  # first pass, every tile: its centre's nearest sample gives the bound
-                bound = dist[:, 0] + 2 * centre * math.hypot(fy, fx) + 1e-6 * (1 + dist[:, 0])
+                bound = dist[:, 0] + reach + 1e-6 * (1 + dist[:, 0])
             complete = (dist[:, -1] > bound[todo]) | (k == n)
             done = todo[complete]
             candidates = np.where(dist[complete] <= bound[done, None], idx[complete], n)
@@ -235,10 +351,12 @@ class ReverseSampler:
         return groups
 
     def _refine(
-        self, out: np.ndarray, first: _Group, local_y: np.ndarray, local_x: np.ndarray, fy: float, fx: float
+        self, out: np.ndarray, groups: list[_Group], local_y: np.ndarray, local_x: np.ndarray, fy: float, fx: float
     ) -> None:
         """Split blocks into quarters until each has one candidate, writing finished blocks into ``out``;
-        small blocks with few candidates compare every pixel with every candidate.
+        small blocks with few candidates compare every pixel with every candidate. Groups of the same
+        block size and width are merged before they are worked on (largest first), so each numpy call
+        covers many blocks.
 
         A quarter keeps candidate ``j`` only if ``j`` is closer than the quarter centre's nearest
         candidate ``i`` at one of the quarter's corner pixels: ``d_i² − d_j²`` is linear in the pixel
@@ -247,9 +365,11 @@ class ReverseSampler:
         """
         n = self.num_samples
         sy, sx = np.float32(fy * fy), np.float32(fx * fx)
-        stack = [first]
-        while stack:
-            group = stack.pop()
+        pending: dict[tuple[int, int], list[_Group]] = {}
+        for part in groups:
+            pending.setdefault((part.size, part.candidates.shape[1]), []).append(part)
+        while pending:
+            group = _merged(pending.pop(max(pending)))
             cand = group.candidates
             if group.size <= _DIRECT:
                 self._assign_pixels(out, group, local_y, local_x, sy, sx)
@@ -287,18 +407,10 @@ class ReverseSampler:
                 view = out.reshape(out.shape[0] // half, half, out.shape[1] // half, half)
                 view[rows[single] // half, :, cols[single] // half, :] = best[:, None, None]
             several = np.flatnonzero(count > 1)
-            width = 2
-            while len(several):
-                # compact the kept candidates of blocks with count <= width (and more than the previous width)
-                bucket = count[several] <= width
-                chosen = several[bucket]
-                kept = keep[chosen]
-                r, k = np.nonzero(kept)
-                slot = np.cumsum(kept, axis=1)[r, k] - 1
-                narrowed = np.full((len(chosen), width), n, dtype=cand.dtype)
-                narrowed[r, slot] = cand[parent[chosen[r]], k]
-                stack.append(_Group(half, rows[chosen], cols[chosen], narrowed))
-                several, width = several[~bucket], width + max(1, width // 2)
+            block, k = np.nonzero(keep[several])
+            for part in _compact(half, rows[several], cols[several], block, cand[parent[several[block]], k],
+                                 count[several], n):
+                pending.setdefault((half, part.candidates.shape[1]), []).append(part)
 
     @staticmethod
     def _assign_pixels(
