@@ -11,7 +11,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
-WIDGETS = {"Segment lesions": "run_button", "Train lesion model": "start_button"}
+WIDGETS = {"Segment lesions": ("run_button", "run"), "Train lesion model": ("start_button", "start")}
 
 
 def main(name: str) -> None:
@@ -19,8 +19,11 @@ def main(name: str) -> None:
     app = QApplication.instance()
     torch_before = "torch" in sys.modules
     _, widget = viewer.window.add_plugin_dock_widget("napari-m2mrf", name)
-    button = getattr(widget, WIDGETS[name])
+    button_name, action = WIDGETS[name]
+    button = getattr(widget, button_name)
     at_once = {"button_enabled": button.enabled, "status": str(widget.status.value), "model": str(widget.model.value)}
+    getattr(widget, action)()  # run/start called before torch is in: a message, not a crash or a frozen GUI
+    at_once["status_after_early_call"] = str(widget.status.value)
     ticks = [time.perf_counter()]
     timer = QTimer()
     timer.setInterval(10)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_m2mrf.widgets.deferred_import import LOADING, after_import
+from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, after_import
 
 SCRIPT = Path(__file__).with_name("open_widget_fresh.py")
 
@@ -22,6 +22,7 @@ def test_widget_opens_at_once_and_loads_torch_off_the_gui_thread(name: str, priv
     assert not report["torch_before"], "a fresh napari must not have imported torch"
     # the widget is there before torch is: its model list waits, its run button is off
     assert report["at_once"]["model"] == LOADING and not report["at_once"]["button_enabled"]
+    assert report["at_once"]["status_after_early_call"] == STILL_LOADING
     assert report["loaded"], "the widget never finished loading PyTorch"
     assert "m2mrf_hrnetv2_w18s" in report["models"] and report["devices"][:2] == ["auto", "cpu"]
     # importing torch takes over a second; meanwhile the event loop kept answering

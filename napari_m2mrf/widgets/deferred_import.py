@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from qtpy.QtCore import QObject, Signal
 
 LOADING = "loading PyTorch…"
+STILL_LOADING = "PyTorch is still loading; try again in a moment"
 
 
 class _Finished(QObject):

@@ -30,7 +30,7 @@ from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.progress import Cancelled, CancelToken
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
 from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD, class_thresholds, uses_thresholds
-from napari_m2mrf.widgets.deferred_import import LOADING, after_import, device_choices
+from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, after_import, device_choices
 from napari_m2mrf.widgets.result_layers import (
     LESIONS,
     PREDICTION_KEY,
@@ -260,6 +260,9 @@ class SegmentWidget(Container):
         from napari_m2mrf.inference.segment_job import run_segmentation
         from napari_m2mrf.inference.slide import is_slide_model
 
+        if not self._loaded:
+            self._notify(STILL_LOADING)
+            return
         layer = self.image.value
         if layer is None:
             self._notify("open an image first")

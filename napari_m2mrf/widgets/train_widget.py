@@ -23,7 +23,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import QProcess
 
-from napari_m2mrf.widgets.deferred_import import LOADING, after_import, device_choices
+from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, after_import, device_choices
 from napari_m2mrf.widgets.plot import LinePlot, Series
 
 if TYPE_CHECKING:
@@ -217,6 +217,9 @@ class TrainWidget(Container):
         from sample_data.cache import cache_dir
         from training.config import TrainingConfig, save_config
 
+        if not self._loaded:
+            self._notify(STILL_LOADING)
+            return
         data = self._data_section()
         if data is None:
             return
