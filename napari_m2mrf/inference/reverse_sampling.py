@@ -20,7 +20,7 @@ one of its corner pixels (a difference of squared distances is linear in the pos
 that loses at every corner loses everywhere in the quarter), and a quarter left with a single
 candidate is filled with it at once. Only 8×8 blocks near Voronoi edges reach the per-pixel
 comparison (a running minimum) with their few remaining candidates — splitting them further costs
-more in bookkeeping than it saves in comparisons. Regions are filled in blocks of at most 2²⁰ pixels,
+more in bookkeeping than it saves in comparisons. Regions are filled in blocks of at most 2²¹ pixels,
 full-width row bands where the region is at most 16384 pixels wide, so each block's output window
 is contiguous (optionally on several threads); memory is the output plus a bounded working set,
 the samples (and, where needed, their k-d tree).
@@ -38,7 +38,7 @@ from scipy.spatial import cKDTree
 
 Factors = float | tuple[float, float]
 
-_BLOCK_PIXELS = 1 << 20  # regions are filled in blocks of at most this many pixels …
+_BLOCK_PIXELS = 1 << 21  # regions are filled in blocks of at most this many pixels …
 _BLOCK_WIDTH = 1 << 14  # … as full-width row bands of regions up to this wide (contiguous output windows)
 _WINDOW = 2  # a tile looks for candidates among the samples of the (2·_WINDOW + 1)² tiles around it …
 _FIRST_K = 16  # … and where those may not be all, asks the k-d tree for this many (doubled where too few)
