@@ -230,11 +230,14 @@ class ReverseSampler:
     def _for_each_block(
         self, rows: slice, cols: slice, downsample: Factors, write: Callable[[tuple[slice, slice], np.ndarray], None]
     ) -> None:
-        """Nearest-sample indices of the region block by block (row bands of ``_BLOCK_PIXELS``), each handed to
+        """Nearest-sample indices of the region block by block (row bands of ``_BLOCK_PIXELS``, at least one per
+        worker), each handed to
         ``write(window, index)`` with the block's window relative to the region."""
         fy, fx = _factors(downsample)
         block_width = max(1, min(cols.stop - cols.start, _BLOCK_WIDTH))
         block_height = _BLOCK_PIXELS // block_width
+        if self.workers > 1:  # at least one block per worker
+            block_height = min(block_height, -(-(rows.stop - rows.start) // self.workers))
         blocks = [
             (by, min(by + block_height, rows.stop), bx, min(bx + block_width, cols.stop))
             for by in range(rows.start, rows.stop, block_height)
