@@ -230,9 +230,8 @@ class ReverseSampler:
     def _for_each_block(
         self, rows: slice, cols: slice, downsample: Factors, write: Callable[[tuple[slice, slice], np.ndarray], None]
     ) -> None:
-        """Nearest-sample indices of the region block by block (row bands of ``_BLOCK_PIXELS``, at least one per
-        worker), each handed to
-        ``write(window, index)`` with the block's window relative to the region."""
+        """Nearest-sample indices of the region block by block (row bands of ``_BLOCK_PIXELS``, at least one
+        per worker), each handed to ``write(window, index)`` with the block's window relative to the region."""
         fy, fx = _factors(downsample)
         block_width = max(1, min(cols.stop - cols.start, _BLOCK_WIDTH))
         block_height = _BLOCK_PIXELS // block_width
