@@ -73,8 +73,6 @@ def model_metadata(source: str | Path) -> dict | None:
     return fundus_metadata("idrid") if name in list_models() else None
 
 
-
-
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 3) or (H, W, 4) of uint8/uint16/float → (H, W, 3) uint8; ``UserError`` otherwise."""
     image = np.asarray(image)
