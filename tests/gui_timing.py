@@ -1,4 +1,5 @@
-"""How GUI tests measure a running Segment widget: event-loop stalls and the time Cancel takes."""
+"""How GUI tests drive the Segment and Train widgets: wait until they have loaded PyTorch, measure
+event-loop stalls and the time Cancel takes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
 
 TICK_MS = 10
 
@@ -39,3 +41,13 @@ def cancel_and_time(qtbot, widget) -> float:
     cancelled_at = time.perf_counter()
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10_000)
     return time.perf_counter() - cancelled_at
+
+
+def wait_until_ready(widget, timeout_s: float = 120.0):
+    """Run the event loop until ``widget`` (Segment or Train) has loaded PyTorch off the GUI thread; returns it."""
+    deadline = time.perf_counter() + timeout_s
+    while not widget.ready:
+        assert time.perf_counter() < deadline, "the widget did not finish loading PyTorch"
+        QApplication.processEvents()
+        time.sleep(0.005)
+    return widget

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from gui_timing import wait_until_ready
 from scipy import ndimage
 
 from napari_m2mrf._samples import fundus_labels_layer
@@ -146,5 +147,6 @@ def test_segment_widget_docks_from_the_plugin_manifest(make_napari_viewer) -> No
     pytest.importorskip("napari_m2mrf.models.registry")
     viewer = make_napari_viewer()
     dock, widget = viewer.window.add_plugin_dock_widget("napari-m2mrf", "Segment lesions")
+    wait_until_ready(widget)
     assert type(widget).__name__ == "SegmentWidget"
     assert "hrnetv2_w18s" in widget.model.choices

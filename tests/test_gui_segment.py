@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.gui
 pytest.importorskip("napari_m2mrf.models.registry")
 
-from gui_timing import cancel_and_time, event_loop_ticks  # noqa: E402
+from gui_timing import cancel_and_time, event_loop_ticks, wait_until_ready  # noqa: E402
 
 from napari_m2mrf.inference.fundus import probabilities_to_labels  # noqa: E402
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint  # noqa: E402
@@ -35,7 +35,7 @@ def _fundus_like(height: int, width: int) -> np.ndarray:
 
 def _widget(viewer, image: np.ndarray) -> SegmentWidget:
     viewer.add_image(image, name="fundus", rgb=True)
-    widget = SegmentWidget(viewer)
+    widget = wait_until_ready(SegmentWidget(viewer))
     viewer.window.add_dock_widget(widget, name="Segment lesions")
     widget.model.value = SMALL_MODEL
     widget.device.value = "cpu"

@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.gui
 pytest.importorskip("napari_m2mrf.models.registry")
 
-from gui_timing import cancel_and_time, event_loop_ticks  # noqa: E402
+from gui_timing import cancel_and_time, event_loop_ticks, wait_until_ready  # noqa: E402
 from slide_helpers import save_slide_model, small_slide  # noqa: E402
 
 from napari_m2mrf.io.workspace import Workspace  # noqa: E402
@@ -40,7 +40,7 @@ def slide_viewer(make_napari_viewer, tmp_path):
 
 
 def _segment(viewer, model: str | Path) -> SegmentWidget:
-    widget = SegmentWidget(viewer)
+    widget = wait_until_ready(SegmentWidget(viewer))
     viewer.window.add_dock_widget(widget, name="Segment lesions")
     widget.image.value = viewer.layers["slide"]
     if isinstance(model, Path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gui_timing import wait_until_ready
 
 from napari_m2mrf._samples import fundus_labels_layer
 from napari_m2mrf.classes import FUNDUS_CLASSES
@@ -44,7 +45,7 @@ def _widget_with_one_pair(make_napari_viewer, lesion_crop) -> tuple:
     viewer.add_image(image, name="crop", rgb=True)
     data, kwargs, _ = fundus_labels_layer(truth, "truth")
     viewer.add_labels(data, **kwargs)
-    widget = TrainWidget(viewer)
+    widget = wait_until_ready(TrainWidget(viewer))
     widget.image_layer.value, widget.labels_layer.value = viewer.layers["crop"], viewer.layers["truth"]
     widget.add_to_training_set()
     return viewer, widget
@@ -74,7 +75,7 @@ def test_training_runs_in_a_process_plots_and_registers_the_model(make_napari_vi
     assert widget.registered is not None, widget.status.value
     assert len(widget.loss_plot.series[0].x) == 4
     assert len(widget.metric_plot.series[0].x) >= 1
-    segment = SegmentWidget(viewer)
+    segment = wait_until_ready(SegmentWidget(viewer))
     assert widget.registered in segment.model.choices
 
 
@@ -102,7 +103,7 @@ def test_human_in_the_loop_fine_tuning_raises_iou_in_the_corrected_region(
     viewer = make_napari_viewer()
     viewer.add_image(image, name="fundus", rgb=True)
     current = register_trained_model("current model", untrained_checkpoint)
-    segment = SegmentWidget(viewer)
+    segment = wait_until_ready(SegmentWidget(viewer))
     segment.model.value = current
     segment.device.value, segment.region.value = "cpu", REGION_WHOLE
 
@@ -116,7 +117,7 @@ def test_human_in_the_loop_fine_tuning_raises_iou_in_the_corrected_region(
     lesions = viewer.layers["lesions"]
     edited = np.asarray(lesions.data) != truth
     lesions.data_setitem(np.nonzero(lesions.data != truth), truth[lesions.data != truth])  # the user's correction
-    train = TrainWidget(viewer)
+    train = wait_until_ready(TrainWidget(viewer))
     train.image_layer.value, train.labels_layer.value = viewer.layers["fundus"], lesions
     train.add_to_training_set()
     train.init.value = str(untrained_checkpoint.resolve())

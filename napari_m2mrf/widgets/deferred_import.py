@@ -24,11 +24,6 @@ class _Finished(QObject):
     finished = Signal(str)
 
 
-def torch_loaded() -> bool:
-    """True once torch is imported in this process (by this module or by anything else)."""
-    return "torch" in sys.modules
-
-
 def device_choices(loaded: bool) -> list[str]:
     """The device box's choices: "auto", then (once torch is loaded) the devices torch can use."""
     if not loaded:
@@ -40,8 +35,8 @@ def device_choices(loaded: bool) -> list[str]:
 
 def after_import(owner: QObject, modules: Sequence[str], callback: Callable[[str], None]) -> None:
     """Import ``modules`` and call ``callback("")`` on the GUI thread, or ``callback(message)`` when one
-    fails to import. When torch is already loaded the imports are quick, so they and the callback
-    run at once; otherwise on a daemon thread, the callback queued to ``owner``'s thread."""
+    fails to import. When all are imported already (another widget loaded them) the callback runs at
+    once; otherwise they are imported on a daemon thread and the callback is queued to ``owner``'s thread."""
 
     def load() -> str:
         try:
@@ -51,7 +46,7 @@ def after_import(owner: QObject, modules: Sequence[str], callback: Callable[[str
             return f"PyTorch or the models could not be loaded: {type(exc).__name__}: {exc}"
         return ""
 
-    if torch_loaded():
+    if all(name in sys.modules for name in modules):
         callback(load())
         return
     relay = _Finished(owner)  # parented, so it lives as long as the widget and is deleted with it

@@ -138,6 +138,11 @@ class TrainWidget(Container):
         self.device.reset_choices()
         self.start_button.enabled = self.process is None
 
+    @property
+    def ready(self) -> bool:
+        """True once torch is in and the architectures are offered (Start works)."""
+        return self._loaded
+
     def _architectures(self, _widget=None) -> list[str]:
         """The HRNet segmentation networks of the registry; a placeholder until torch is in."""
         if not self._loaded:
