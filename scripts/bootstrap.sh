@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything napari-m2mrf needs on a fresh Debian machine, and nothing when it is all there.
 #   - system libraries for a virtual display (Xvfb, Mesa OpenGL, Qt's xcb libraries), via apt as root
-#   - a virtual environment in .venv with torch==2.13.0 (CPU) and the package with its qt+test extras
+#   - a virtual environment in .venv holding exactly requirements.lock (every package at a pinned version,
+#     hash-checked; torch is the 2.13.0 CPU build) and the package itself, editable, with no other dependency
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run on its own.
 set -euo pipefail
 
@@ -39,7 +40,7 @@ install_system_packages() {
 }
 
 setup_stamp() {
-  cat "$ROOT/setup.cfg" "$ROOT/constraints.txt" "$ROOT/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1
+  cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$ROOT/requirements.lock" "$ROOT/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1
 }
 
 install_python_packages() {
@@ -50,10 +51,11 @@ install_python_packages() {
   echo "napari-m2mrf setup: installing Python packages into $VENV (first run takes a few minutes)" >&2
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   local pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-  "${pip[@]}" install --upgrade pip setuptools wheel
-  # torch first, from the exact CPU build; the constraint keeps every later step from replacing it.
-  "${pip[@]}" install -c "$ROOT/constraints.txt" torch==2.13.0
-  "${pip[@]}" install -c "$ROOT/constraints.txt" -e "$ROOT[qt,test,distributed]"
+  # Exactly the lock: --require-hashes refuses any file whose hash differs, --no-deps anything unlisted.
+  "${pip[@]}" install --require-hashes --no-deps -r "$ROOT/requirements.lock"
+  # The package itself, built with the locked setuptools; its dependencies are all in the lock.
+  "${pip[@]}" install --no-deps --no-build-isolation -e "$ROOT"
+  "$VENV/bin/python" -m pip check
   setup_stamp > "$stamp_file"
 }
 
