@@ -67,7 +67,7 @@ def fundus_lesions(index: int = 0, seed: int = 0, scale: float = 1.0) -> FundusS
     ``scale`` resizes the photograph (1.0: 1411×1411 before the variant's own resize) and the
     lesions with it. Raises ``UserError`` for a negative index or seed or a scale outside 0.5–4.
     """
-    from sample_data.cache import cache_dir
+    from napari_m2mrf.cache import cache_dir
 
     _check_arguments(index=index, seed=seed, scale=scale)
     path = cache_dir("fundus_lesions") / f"v{GENERATOR_VERSION}_seed{seed}_index{index}_scale{scale:g}.npz"

@@ -59,7 +59,7 @@ class SampleSlide:
 
 def sample_slide(size: int = SAMPLE_SIZE, seed: int = 0) -> SampleSlide:
     """The cached synthetic slide (generated into ``cache_dir("slide")`` on first use, about a minute)."""
-    from sample_data.cache import cache_dir
+    from napari_m2mrf.cache import cache_dir
 
     levels = _default_levels(size)
     folder = cache_dir("slide") / f"synthetic-v{_FORMAT_VERSION}-{size}-seed{seed}"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from napari_m2mrf.cache import cache_dir
 from napari_m2mrf.errors import UserError
-from sample_data.cache import cache_dir
 from sample_data.skimage_samples import ihc, retina
 
 

@@ -97,7 +97,7 @@ def layout_records(root: Path, split: str, classes: tuple[LesionClass, ...]) -> 
 
 def generated_dataset(config: DataConfig, validation: bool) -> Path:
     """The folder holding the generated training (or validation) images, written on first use."""
-    from sample_data.cache import cache_dir
+    from napari_m2mrf.cache import cache_dir
     from sample_data.fundus import GENERATOR_VERSION, write_fundus_dataset
 
     count = config.generated_val if validation else config.generated_train

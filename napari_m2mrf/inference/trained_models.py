@@ -13,8 +13,8 @@ from pathlib import Path
 
 from psygnal import Signal, SignalInstance
 
+from napari_m2mrf.cache import cache_dir
 from napari_m2mrf.errors import UserError
-from sample_data.cache import cache_dir
 
 REGISTER_FILE = "trained_models.json"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_m2mrf.cache import cache_dir
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.io.workspace import Workspace, workspace_path_for
-from sample_data.cache import cache_dir
 
 CORRECTED = "corrected"
 PREDICTION = "prediction"

@@ -65,7 +65,7 @@ def workspace_path_for(source: str | os.PathLike[str]) -> Path:
     stem = source.name.split(".")[0] or source.name
     if os.access(source.parent, os.W_OK):
         return source.parent / f"{stem}{WORKSPACE_SUFFIX}"
-    from sample_data.cache import cache_dir
+    from napari_m2mrf.cache import cache_dir
 
     digest = hashlib.sha1(str(source).encode()).hexdigest()[:10]
     return cache_dir("workspaces") / f"{stem}-{digest}{WORKSPACE_SUFFIX}"

@@ -82,7 +82,7 @@ class TrainWidget(Container):
     """Data, model, schedule and device; Start / Stop; live loss and validation plots."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        from sample_data.cache import cache_dir
+        from napari_m2mrf.cache import cache_dir
 
         self._viewer = viewer
         self.training_set_dir = cache_dir("training_set")
@@ -219,7 +219,7 @@ class TrainWidget(Container):
     def start(self) -> None:
         """Write the run's config and start the trainer in its own process."""
         from napari_m2mrf.errors import UserError
-        from sample_data.cache import cache_dir
+        from napari_m2mrf.cache import cache_dir
         from training.config import TrainingConfig, save_config
 
         if not self._loaded:

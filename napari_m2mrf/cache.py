@@ -1,4 +1,4 @@
-"""The per-user cache folder where sample data are generated on first use and reused after."""
+"""The per-user cache folder (generated sample data, workspaces, the register of trained models), created on first use."""
 
 from __future__ import annotations
 
