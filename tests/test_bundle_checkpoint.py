@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from napari_m2mrf.models import load_checkpoint
-from sample_data.bundle_checkpoint import bundle, cross_validation_summary, main
 from training.config import TrainingConfig
 from training.loop import Trainer
+from training.recipes.bundle_checkpoint import bundle, cross_validation_summary, main
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ def test_report_in_the_metadata_says_deformed_beats_uniform_at_the_same_budget(b
 
 
 def test_output_on_the_fixed_input_is_the_recorded_one(bundled) -> None:
-    from sample_data.slide_model_report import reference_input
+    from training.recipes.slide_model_report import reference_input
 
     model, meta = bundled
     recorded = meta["provenance"]["reference_output"]

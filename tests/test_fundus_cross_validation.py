@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from napari_m2mrf.errors import UserError
-from sample_data.fundus_cross_validation import IMAGES, MASKS, build_fold, fold_ids
-from sample_data.fundus_training_set import TRAIN, VALIDATION
+from training.recipes.fundus_cross_validation import IMAGES, MASKS, build_fold, fold_ids
+from training.recipes.fundus_training_set import TRAIN, VALIDATION
 
 
 def test_folds_hold_out_every_image_exactly_once() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import zarr
 
 from sample_data.slide import generate_slide
-from sample_data.training_slides import (
+from training.recipes.training_slides import (
     ensure_training_slides,
     reduced_slide,
     training_slide_path,

@@ -1,9 +1,9 @@
 """The bundled slide model and its report: learned deformed sampler vs uniform sampler, same budget.
 
-``python -m sample_data.slide_model_report`` (add ``--no-bundle`` to leave the bundled checkpoint alone):
+``python -m training.recipes.slide_model_report`` (add ``--no-bundle`` to leave the bundled checkpoint alone):
 
 1. generates the slides the config lists (training, validation) and the held-out test slides
-   that are missing (:mod:`sample_data.training_slides`: the sample slide's generator, other seeds);
+   that are missing (:mod:`training.recipes.training_slides`: the sample slide's generator, other seeds);
 2. trains the config (``deform.sampler: deformed``) and the same config with ``deform.sampler:
    uniform`` — same output size (sampling budget), iterations, seed — into ``<output_dir>`` and
    ``<output_dir>_uniform``, unless a run has finished (an interrupted run is resumed);
@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from napari_m2mrf.errors import UserError
+from training.recipes import CHECKPOINTS
 
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CONFIG = CHECKPOINTS / "slide_deformed_w18s.yaml"
 TEST_SEEDS = (301, 302, 303)
 SLIDE_NAME = re.compile(r"generated-v\d+-seed(\d+)\.ome\.zarr$")
@@ -46,7 +46,7 @@ REFERENCE_SEED = 0
 
 def ensure_slides(paths: Sequence[str]) -> list[Path]:
     """The listed slides, generating each missing one whose name gives its seed (``generated-v1-seedN.ome.zarr``)."""
-    from sample_data.training_slides import write_training_slide
+    from training.recipes.training_slides import write_training_slide
 
     found = []
     for text in paths:
@@ -64,7 +64,7 @@ def ensure_slides(paths: Sequence[str]) -> list[Path]:
 
 def test_slide_paths(config) -> list[str]:
     """Held-out test slides: seeds :data:`TEST_SEEDS`, beside the config's validation slides."""
-    from sample_data.training_slides import training_slide_path
+    from training.recipes.training_slides import training_slide_path
 
     folder = Path(config.data.val_slides[0]).parent if config.data.val_slides else Path("runs/slide_model/data")
     return [str(training_slide_path(folder, seed)) for seed in TEST_SEEDS]
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from napari_m2mrf.models.deformed_checkpoints import load_deformed_checkpoint
     from training.config import load_config
 
-    parser = argparse.ArgumentParser(prog="python -m sample_data.slide_model_report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m training.recipes.slide_model_report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--no-bundle", action="store_true", help="score only; leave the bundled checkpoint alone")

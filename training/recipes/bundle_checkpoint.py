@@ -1,7 +1,7 @@
 """Turn a training run into a bundled fundus checkpoint: the best model, int8 weights, calibrated
 per-class thresholds, provenance.
 
-``python -m sample_data.bundle_checkpoint RUN_DIR NAME [--cross-validation REPORT.json]`` reads
+``python -m training.recipes.bundle_checkpoint RUN_DIR NAME [--cross-validation REPORT.json]`` reads
 ``RUN_DIR/best.safetensors`` (or ``last.safetensors``), the run's ``config.yaml`` and ``events.jsonl``,
 and writes ``sample_data/checkpoints/NAME.safetensors``:
 
@@ -13,7 +13,7 @@ and writes ``sample_data/checkpoints/NAME.safetensors``:
    class without positive pixels there); the validation metrics
    (official AUPR, dense AUPR, IoU at 0.5 and at the calibrated thresholds) go into the provenance;
 3. the lesion pixel fraction the model marks on the normal ``retina`` sample at those thresholds,
-   and the pooled figures of a cross-validation report (``sample_data.fundus_cross_validation``),
+   and the pooled figures of a cross-validation report (``training.recipes.fundus_cross_validation``),
    go into the provenance too.
 """
 
@@ -30,8 +30,8 @@ import numpy as np
 
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD
+from training.recipes import CHECKPOINTS
 
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 THRESHOLD_CHOICES = tuple(round(0.01 * step, 2) for step in range(1, 100))
 """Calibrated thresholds are chosen among the values the Segment widget's boxes offer (0.01–0.99)."""
 
@@ -148,10 +148,10 @@ def cross_validation_summary(report_path: Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sample_data.bundle_checkpoint", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.recipes.bundle_checkpoint", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name")
-    parser.add_argument("--cross-validation", type=Path, help="report.json of sample_data.fundus_cross_validation")
+    parser.add_argument("--cross-validation", type=Path, help="report.json of training.recipes.fundus_cross_validation")
     args = parser.parse_args(argv)
     try:
         print(bundle(args.run_dir, args.name, args.cross_validation))

@@ -9,7 +9,7 @@ so the report's AUPR and IoU are dataset-level over every real image, each score
 never saw it. The report also gives each fold's scores and the per-class threshold of best F1 on
 the pooled held-out pixels.
 
-``python -m sample_data.fundus_cross_validation OUT --idrid DIR [--folds 5] [--iterations N]``
+``python -m training.recipes.fundus_cross_validation OUT --idrid DIR [--folds 5] [--iterations N]``
 writes ``OUT/report.json``; the training data, runs and fold folders stay under ``OUT``.
 """
 
@@ -26,9 +26,10 @@ from pathlib import Path
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
-from sample_data.fundus_training_set import TRAIN, VALIDATION
+from training.recipes import CHECKPOINTS
+from training.recipes.fundus_training_set import TRAIN, VALIDATION
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "checkpoints" / "fundus_m2mrf_w18s.yaml"
+DEFAULT_CONFIG = CHECKPOINTS / "fundus_m2mrf_w18s.yaml"
 IMAGES, MASKS = "1. Original Images", "2. All Segmentation Groundtruths"
 
 
@@ -154,7 +155,7 @@ def cross_validate(out: Path, idrid: Path, folds: int, iterations: int, config: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sample_data.fundus_cross_validation", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.recipes.fundus_cross_validation", description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--idrid", type=Path, required=True, help="IDRiD 'A. Segmentation' folder")
     parser.add_argument("--folds", type=int, default=5)

@@ -2,7 +2,7 @@
 
 Real IDRiD images (linked, never copied) go to the training split except those held out for
 validation, which go to ``b. Testing Set``; semi-synthetic ``fundus_lesions`` images are added to
-the training split. Run as ``python -m sample_data.fundus_training_set OUT --idrid DIR``.
+the training split. Run as ``python -m training.recipes.fundus_training_set OUT --idrid DIR``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def assemble(out: Path, idrid: Path, validation_ids: Sequence[str], generated: i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sample_data.fundus_training_set", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.recipes.fundus_training_set", description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--idrid", type=Path, required=True, help="IDRiD 'A. Segmentation' folder")
     parser.add_argument("--validation", default="09,10", help="image numbers held out (default 09,10)")
