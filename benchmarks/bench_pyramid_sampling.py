@@ -34,11 +34,6 @@ from bench_reverse_fill import PeakRSS
 from zarr.storage import LocalStore
 
 from napari_m2mrf.inference.counting_store import CountingStore
-from napari_m2mrf.inference.pyramid_sampling import (
-    level_bytes,
-    local_spacing,
-    sample_pyramid,
-)
 from napari_m2mrf.models.deform import (
     DeformationModule,
     DeformedSampler,
@@ -46,6 +41,11 @@ from napari_m2mrf.models.deform import (
     gaussian_blur,
     grid_to_pixels,
     uniform_grid,
+)
+from napari_m2mrf.sampling.pyramid import (
+    level_bytes,
+    local_spacing,
+    sample_pyramid,
 )
 from sample_data.slide import sample_slide
 

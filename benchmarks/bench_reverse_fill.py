@@ -11,7 +11,7 @@ Samples lie on a deformed grid (the deformed sampler applied to a random blobby 
   ``NearestNDInterpolator`` is built over the (class, y, x) of the valid pixels next to a missing
   one and evaluated at every missing (class, y, x) — as the official code's ``'nearest'`` mode;
 * (b) a 2-D ``NearestNDInterpolator`` over the sample positions, evaluated at every pixel centre;
-* ours: :class:`napari_m2mrf.inference.reverse_sampling.ReverseSampler`, 1 and 2 threads.
+* ours: :class:`napari_m2mrf.sampling.reverse.ReverseSampler`, 1 and 2 threads.
 
 Times are wall and process-CPU seconds, best of 3 runs for ours, of 2 for (b), one run of (a)
 (the VM is shared, so wall times are noisy; CPU seconds much less so); peak RSS is sampled every
@@ -34,8 +34,8 @@ import torch
 from scipy.interpolate import NearestNDInterpolator
 from scipy.ndimage import binary_dilation
 
-from napari_m2mrf.inference.reverse_sampling import ReverseSampler
 from napari_m2mrf.models.deform import DeformedSampler, grid_to_pixels
+from napari_m2mrf.sampling.reverse import ReverseSampler
 
 
 class PeakRSS:

@@ -66,9 +66,9 @@ class PeakRss:
 
 
 def run_once(slide: Path, model: Path, sampler: str, output: int, device: str, workspace: Path) -> dict:
-    from napari_m2mrf.inference.pyramid_sampling import level_bytes
     from napari_m2mrf.inference.slide import SlideRequest, run_slide_segmentation
     from napari_m2mrf.io.slides import open_pyramid
+    from napari_m2mrf.sampling.pyramid import level_bytes
 
     marks: list[tuple[str, float]] = []
 

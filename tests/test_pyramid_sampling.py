@@ -11,13 +11,13 @@ import zarr
 from zarr.storage import LocalStore
 
 from napari_m2mrf.inference.counting_store import CountingStore
-from napari_m2mrf.inference.pyramid_sampling import (
+from napari_m2mrf.models.deform import grid_to_pixels, uniform_grid
+from napari_m2mrf.sampling.pyramid import (
     choose_levels,
     level_bytes,
     local_spacing,
     sample_pyramid,
 )
-from napari_m2mrf.models.deform import grid_to_pixels, uniform_grid
 
 CHUNK = 128
 

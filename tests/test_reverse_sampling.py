@@ -7,13 +7,13 @@ import pytest
 import torch
 from scipy.interpolate import NearestNDInterpolator
 
-from napari_m2mrf.inference.reverse_sampling import (
+from napari_m2mrf.models.deform import DeformedSampler, grid_to_pixels, uniform_grid
+from napari_m2mrf.sampling.reverse import (
     ReverseFilledLevel,
     ReverseSampler,
     intrinsic_iou,
     reverse_filled_pyramid,
 )
-from napari_m2mrf.models.deform import DeformedSampler, grid_to_pixels, uniform_grid
 
 
 def deformed_points(

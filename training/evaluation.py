@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_m2mrf.classes import LesionClass
-from napari_m2mrf.inference.reverse_sampling import ReverseSampler
 from napari_m2mrf.metrics import LesionMetrics
 from napari_m2mrf.models.deform import DeformedOutput, grid_to_pixels
+from napari_m2mrf.sampling.reverse import ReverseSampler
 from training.datasets import SampleRecord, load_sample, to_tensors
 from training.slide_samples import SlideRecord
 from training.transforms import ResizeToFit

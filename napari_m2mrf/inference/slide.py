@@ -8,13 +8,13 @@ One run, Qt-free (the Segment widget runs it in a worker thread, a script can ca
    turns it into an ``h×w`` grid, i.e. ``h·w`` sampling locations in level-0 pixels ``(y, x)``.
    ``sampler="uniform"`` is the uniform baseline at the same budget, through the same steps.
 3. **Deformed image**: the slide is sampled at those locations by
-   :func:`~napari_m2mrf.inference.pyramid_sampling.sample_pyramid` (each sample from the coarsest
+   :func:`~napari_m2mrf.sampling.pyramid.sample_pyramid` (each sample from the coarsest
    level that resolves the local spacing, only the chunks under samples are decoded), in bands of
    grid rows so a cancel is seen between bands.
 4. **Segmentation** of the ``h×w`` deformed image (float32 on CPU, autocast on GPU; on CUDA
    out-of-memory the image is segmented in overlapping tiles of half the size, with a notice).
 5. **Reverse mapping**: the low-resolution labels become the lazy label map Π∘G⁻¹ (nearest
-   sample, :class:`~napari_m2mrf.inference.reverse_sampling.ReverseSampler`); level 0 is filled
+   sample, :class:`~napari_m2mrf.sampling.reverse.ReverseSampler`); level 0 is filled
    block by block into the workspace's ``labels/prediction``, whose coarser levels are then built
    (2×2 mode, as corrections are) and the pyramid is published in one rename. The per-class
    probabilities (softmax without the background channel, or sigmoid) are reverse-mapped the same
@@ -50,12 +50,6 @@ from napari_m2mrf.inference.fundus import (
     tile_starts,
 )
 from napari_m2mrf.inference.progress import CancelToken, ProgressCallback, no_progress
-from napari_m2mrf.inference.pyramid_sampling import (
-    ReadStats,
-    local_spacing,
-    sample_pyramid,
-)
-from napari_m2mrf.inference.reverse_sampling import ReverseSampler
 from napari_m2mrf.io.pyramid import Pyramid
 from napari_m2mrf.models.deform import (
     DeformedSegmenter,
@@ -63,6 +57,12 @@ from napari_m2mrf.models.deform import (
     grid_to_pixels,
     low_resolution_view,
 )
+from napari_m2mrf.sampling.pyramid import (
+    ReadStats,
+    local_spacing,
+    sample_pyramid,
+)
+from napari_m2mrf.sampling.reverse import ReverseSampler
 
 PREDICTION = "prediction"
 CORRECTED = "corrected"

@@ -132,8 +132,8 @@ def score(model, config, paths: Sequence[Path]) -> dict[str, Any]:
     and the intrinsic upsampling IoU of its sampler; see the module docstring."""
     import torch
 
-    from napari_m2mrf.inference.reverse_sampling import ReverseSampler
     from napari_m2mrf.models.deform import grid_to_pixels, sample_labels
+    from napari_m2mrf.sampling.reverse import ReverseSampler
     from training.datasets import to_tensors
     from training.slide_samples import SlideRecord, load_slide_sample, slide_classes
     from training.transforms import ResizeToFit
