@@ -1,39 +1,62 @@
-"""A training run's configuration: nested dataclasses with a strict YAML/JSON round trip.
+"""A training run's configuration: nested pydantic models with a strict YAML/JSON round trip.
 
-``TrainingConfig.from_dict(config.to_dict()) == config`` for every config, and the same through
-YAML and JSON files. Unknown keys, wrong types and impossible values raise ``UserError`` naming
-the file and the key. Sizes are ``[height, width]`` in pixels; learning rates are per iteration.
-No torch import here, so reading a config is cheap.
+Library: pydantic v2 validates the sections (``extra="forbid"``, ``Literal`` choices, ``Field``
+bounds, one ``model_validator`` for the cross-field rules) instead of hand-written coercion; YAML
+is still read with ``yaml.safe_load``. ``TrainingConfig.from_dict(config.to_dict()) == config``
+for every config, and the same through YAML and JSON files. Unknown keys, wrong types and
+impossible values raise ``UserError`` naming the file and the key (:func:`_user_error` maps
+pydantic's errors to those messages). Sections are plain attribute containers: assigning to a
+field does not validate; ``from_dict``/``load_config``/``with_overrides`` do. Sizes are
+``[height, width]`` in pixels; learning rates are per iteration. No torch import here, so reading
+a config is cheap.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from napari_m2mrf.errors import UserError
 
 IDRID_MEAN = [116.513, 56.437, 16.309]
 IDRID_STD = [80.206, 41.232, 13.293]
 
-DATA_KINDS = ("idrid", "ddr", "folder", "pairs", "generated", "slides", "workspaces")
+# Scalars are strict (no "1" -> 1, no true -> 1); an int is accepted where a float is expected.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
+
+DataKind = Literal["idrid", "ddr", "folder", "pairs", "generated", "slides", "workspaces"]
+LossName = Literal["dice", "bce", "cross_entropy", "focal"]
+OptimizerName = Literal["sgd", "adam"]
+Schedule = Literal["poly", "step", "constant"]
+Sampler = Literal["deformed", "uniform"]
+Deformation = Literal["paper", "official"]
+EdgeNormalization = Literal["none", "minmax"]
+
+DATA_KINDS = typing.get_args(DataKind)
 PYRAMID_KINDS = ("slides", "workspaces")
-LOSSES = ("dice", "bce", "cross_entropy", "focal")
+LOSSES = typing.get_args(LossName)
 MULTILABEL_LOSSES = ("dice", "bce")
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("poly", "step", "constant")
-SAMPLERS = ("deformed", "uniform")
-DEFORMATIONS = ("paper", "official")
-EDGE_NORMALIZATIONS = ("none", "minmax")
+OPTIMIZERS = typing.get_args(OptimizerName)
+SCHEDULES = typing.get_args(Schedule)
+SAMPLERS = typing.get_args(Sampler)
+DEFORMATIONS = typing.get_args(Deformation)
+EDGE_NORMALIZATIONS = typing.get_args(EdgeNormalization)
 
 
-@dataclass
-class DataConfig:
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
     """Where the images and masks come from (details in :mod:`training.sources`).
 
     ``kind``: ``idrid`` / ``ddr`` (dataset layouts under ``root``), ``folder`` (``root/images`` +
@@ -51,29 +74,28 @@ class DataConfig:
     ``mean``/``std``: RGB normalisation on the 0-255 scale.
     """
 
-    kind: str = "generated"
-    root: str = ""
-    val_root: str = ""
-    train_split: str = "train"
-    val_split: str = ""
-    pairs: list[dict[str, str]] = field(default_factory=list)
-    val_pairs: list[dict[str, str]] = field(default_factory=list)
-    generated_train: int = 8
-    generated_val: int = 2
-    generated_seed: int = 0
-    slides: list[str] = field(default_factory=list)
-    val_slides: list[str] = field(default_factory=list)
-    slide_labels: str = "ground_truth"
-    slide_level_size: int = 1024
-    classes: list[str] = field(default_factory=lambda: ["EX", "HE", "SE", "MA"])
-    mean: list[float] = field(default_factory=lambda: list(IDRID_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IDRID_STD))
-    cache_in_memory: bool = True
-    num_workers: int = 0
+    kind: DataKind = "generated"
+    root: Str = ""
+    val_root: Str = ""
+    train_split: Str = "train"
+    val_split: Str = ""
+    pairs: list[dict[Str, Str]] = Field(default_factory=list)
+    val_pairs: list[dict[Str, Str]] = Field(default_factory=list)
+    generated_train: Int = 8
+    generated_val: Int = 2
+    generated_seed: Int = 0
+    slides: list[Str] = Field(default_factory=list)
+    val_slides: list[Str] = Field(default_factory=list)
+    slide_labels: Str = "ground_truth"
+    slide_level_size: Int = Field(1024, gt=0)
+    classes: list[Str] = Field(default_factory=lambda: ["EX", "HE", "SE", "MA"], min_length=1)
+    mean: list[Float] = Field(default_factory=lambda: list(IDRID_MEAN), min_length=3, max_length=3)
+    std: list[Annotated[Float, Field(gt=0)]] = Field(default_factory=lambda: list(IDRID_STD), min_length=3, max_length=3)
+    cache_in_memory: Bool = True
+    num_workers: Int = Field(0, ge=0)
 
 
-@dataclass
-class AugmentConfig:
+class AugmentConfig(_Section):
     """Training-time transforms (M2MRF paper §4.1 and its official pipeline; order in
     :func:`training.transforms.training_transform`).
 
@@ -84,31 +106,29 @@ class AugmentConfig:
     flip probabilities. ``photometric``: brightness/contrast/saturation/hue jitter.
     """
 
-    resize: list[int] = field(default_factory=lambda: [960, 1440])
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
-    crop: list[int] = field(default_factory=lambda: [960, 1440])
-    rotate90: bool = True
-    hflip: float = 0.5
-    vflip: float = 0.5
-    photometric: bool = True
+    resize: list[Annotated[Int, Field(gt=0)]] = Field(default_factory=lambda: [960, 1440], max_length=2)
+    scale_range: list[Annotated[Float, Field(gt=0)]] = Field(default_factory=lambda: [0.5, 2.0], min_length=2, max_length=2)
+    crop: list[Annotated[Int, Field(gt=0)]] = Field(default_factory=lambda: [960, 1440], max_length=2)
+    rotate90: Bool = True
+    hflip: Float = Field(0.5, ge=0, le=1)
+    vflip: Float = Field(0.5, ge=0, le=1)
+    photometric: Bool = True
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """The network: a registry name plus its build options (``napari_m2mrf.models.build_model``).
 
     ``init_checkpoint``: fine-tune from this model checkpoint (weights only; the optimiser starts
     fresh). ``sync_batchnorm``: synchronise BatchNorm statistics across processes under torchrun.
     """
 
-    name: str = "m2mrf_hrnetv2_w48"
-    options: dict[str, Any] = field(default_factory=lambda: {"variant": "D"})
-    init_checkpoint: str = ""
-    sync_batchnorm: bool = True
+    name: Str = "m2mrf_hrnetv2_w48"
+    options: dict[Str, Any] = Field(default_factory=lambda: {"variant": "D"})
+    init_checkpoint: Str = ""
+    sync_batchnorm: Bool = True
 
 
-@dataclass
-class DeformConfig:
+class DeformConfig(_Section):
     """Learned deformed downsampling (Jin et al.; ``napari_m2mrf.models.deform``) around the model.
 
     ``enabled``: the network sees the image through a :class:`DeformedSegmenter` that samples an
@@ -120,49 +140,46 @@ class DeformConfig:
     ``edge_normalize``: ``none`` (paper's MSE) or ``minmax`` (official).
     """
 
-    enabled: bool = False
-    output_size: list[int] = field(default_factory=lambda: [64, 64])
-    density_size: list[int] = field(default_factory=list)
-    sampler: str = "deformed"
-    sigma: float = 10.0
-    deformation: str = "paper"
-    edge_normalize: str = "none"
+    enabled: Bool = False
+    output_size: list[Annotated[Int, Field(gt=0)]] = Field(default_factory=lambda: [64, 64], min_length=2, max_length=2)
+    density_size: list[Annotated[Int, Field(gt=0)]] = Field(default_factory=list, max_length=2)
+    sampler: Sampler = "deformed"
+    sigma: Float = Field(10.0, gt=0)
+    deformation: Deformation = "paper"
+    edge_normalize: EdgeNormalization = "none"
 
 
-@dataclass
-class LossConfig:
+class LossConfig(_Section):
     """Segmentation loss. ``dice``: sigmoid binary Dice per lesion (official M2MRF), ``bce``:
     sigmoid binary cross-entropy, ``cross_entropy`` / ``focal`` (Jin et al.): softmax over classes
     with background as channel 0. ``edge_weight``: γ of Jin et al.'s edge loss (deformed models)."""
 
-    name: str = "dice"
-    smooth: float = 1e-5
-    focal_gamma: float = 2.0
-    edge_weight: float = 0.0
+    name: LossName = "dice"
+    smooth: Float = Field(1e-5, ge=0)
+    focal_gamma: Float = Field(2.0, ge=0)
+    edge_weight: Float = Field(0.0, ge=0)
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(_Section):
     """Optimiser and learning-rate schedule, evaluated per iteration.
 
     ``poly``: ``(lr - min_lr) · (1 - it / iterations) ** power + min_lr`` (mmseg's policy);
     ``step``: ``lr · step_gamma ** (it // step_every)``; ``constant``: ``lr``.
     """
 
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "poly"
-    power: float = 0.9
-    min_lr: float = 1e-4
-    step_every: int = 0
-    step_gamma: float = 0.1
+    name: OptimizerName = "sgd"
+    lr: Float = Field(0.01, gt=0)
+    momentum: Float = 0.9
+    weight_decay: Float = 5e-4
+    betas: list[Float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
+    schedule: Schedule = "poly"
+    power: Float = 0.9
+    min_lr: Float = Field(1e-4, ge=0)
+    step_every: Int = 0
+    step_gamma: Float = 0.1
 
 
-@dataclass
-class RunConfig:
+class RunConfig(_Section):
     """Length, batch, devices, logging and checkpoints of the run.
 
     ``batch_size`` is the global batch (split evenly over torchrun processes). ``device``:
@@ -172,42 +189,72 @@ class RunConfig:
     metric (mean over classes) whose maximum selects ``best``.
     """
 
-    iterations: int = 40000
-    batch_size: int = 4
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    eval_every: int = 0
-    checkpoint_every: int = 1000
-    output_dir: str = "runs/m2mrf"
-    threads: int = 0
-    tensorboard: bool = False
-    best_metric: str = "aupr_official_11pt"
+    iterations: Int = Field(40000, gt=0)
+    batch_size: Int = Field(4, gt=0)
+    seed: Int = 0
+    device: Str = Field("auto", pattern=r"^(auto|cpu|cuda(:.*)?)$")
+    amp: Bool = True
+    eval_every: Int = Field(0, ge=0)
+    checkpoint_every: Int = Field(1000, ge=0)
+    output_dir: Str = Field("runs/m2mrf", min_length=1)
+    threads: Int = Field(0, ge=0)
+    tensorboard: Bool = False
+    best_metric: Str = "aupr_official_11pt"
 
 
-@dataclass
-class TrainingConfig:
+class TrainingConfig(_Section):
     """A whole training run."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    deform: DeformConfig = field(default_factory=DeformConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    deform: DeformConfig = Field(default_factory=DeformConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> TrainingConfig:
+        """The rules that tie fields (and sections) together."""
+
+        def check(condition: bool, message: str) -> None:
+            if not condition:
+                raise PydanticCustomError("config", "{message}", {"message": message})
+
+        data, augment, deform, loss, optim = self.data, self.augment, self.deform, self.loss, self.optim
+        check(data.kind not in ("idrid", "ddr", "folder") or bool(data.root), f"data.root is needed for kind {data.kind!r}")
+        check(data.kind != "pairs" or bool(data.pairs), "data.pairs must list {image, labels} files for kind 'pairs'")
+        check(data.kind not in PYRAMID_KINDS or bool(data.slides), f"data.slides must list the files for kind {data.kind!r}")
+        for pair in data.pairs + data.val_pairs:
+            check(set(pair) == {"image", "labels"}, f"each data pair needs exactly 'image' and 'labels', got {pair}")
+        for name in ("resize", "crop"):
+            check(len(getattr(augment, name)) != 1, f"augment.{name} must be [] or [height, width] > 0")
+        check(
+            self.run.batch_size == 1 or bool(augment.crop),
+            "augment.crop is needed for batches of more than one image (images differ in size)",
+        )
+        low, high = augment.scale_range
+        check(low <= high, "augment.scale_range must be [low, high], 0 < low <= high")
+        if deform.enabled:
+            check(loss.name not in MULTILABEL_LOSSES, "deformed models train with loss.name cross_entropy or focal")
+            check(len(deform.density_size) != 1, "deform.density_size must be [height, width] > 0")
+        else:
+            check(loss.edge_weight == 0, "loss.edge_weight needs deform.enabled (the edge loss acts on the density map)")
+        check(optim.schedule != "step" or optim.step_every > 0, "optim.step_every must be > 0 for the step schedule")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts/lists/scalars (what YAML and JSON hold)."""
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainingConfig:
         """Build and validate a config; missing keys take their defaults. ``source`` names the
         file in error messages. Raises ``UserError`` for unknown keys, wrong types, bad values."""
-        config = _from_dict(cls, values, source, "")
-        validate(config, source)
-        return config
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise _user_error(exc, source) from None
 
     def with_overrides(self, assignments: list[str], source: str = "--set") -> TrainingConfig:
         """A copy with ``section.key=value`` assignments applied (value parsed as YAML)."""
@@ -255,98 +302,61 @@ def save_config(config: TrainingConfig, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _from_dict(cls: type, values: Any, source: str, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise UserError(f"{source}: section {where or 'top level'!r} must be a mapping, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise UserError(
-            f"{source}: unknown key {where + '.' if where else ''}{unknown[0]} (valid: {', '.join(fields)})"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{where}.{name}" if where else name
-        kwargs[name] = _coerce(hints[name], value, source, key)
-    return cls(**kwargs)
+# What a failed bound or length check says, by field (list indices dropped from the key).
+_BOUND_MESSAGES = {
+    "data.slide_level_size": "data.slide_level_size must be > 0",
+    "data.classes": "data.classes must name at least one class",
+    "data.mean": "data.mean/std need 3 values, std > 0",
+    "data.std": "data.mean/std need 3 values, std > 0",
+    "data.num_workers": "data.num_workers must be >= 0",
+    "augment.resize": "augment.resize must be [] or [height, width] > 0",
+    "augment.crop": "augment.crop must be [] or [height, width] > 0",
+    "augment.scale_range": "augment.scale_range must be [low, high], 0 < low <= high",
+    "augment.hflip": "augment.hflip/vflip are probabilities in [0, 1]",
+    "augment.vflip": "augment.hflip/vflip are probabilities in [0, 1]",
+    "deform.output_size": "deform.output_size must be [height, width] > 0",
+    "deform.density_size": "deform.density_size must be [height, width] > 0",
+    "deform.sigma": "deform.sigma must be > 0",
+    "loss.smooth": "loss values must be >= 0",
+    "loss.focal_gamma": "loss values must be >= 0",
+    "loss.edge_weight": "loss values must be >= 0",
+    "optim.lr": "optim.lr must be > 0 and optim.min_lr >= 0",
+    "optim.min_lr": "optim.lr must be > 0 and optim.min_lr >= 0",
+    "optim.betas": "optim.betas must be [beta1, beta2]",
+    "run.iterations": "run.iterations and run.batch_size must be > 0",
+    "run.batch_size": "run.iterations and run.batch_size must be > 0",
+    "run.eval_every": "run intervals must be >= 0",
+    "run.checkpoint_every": "run intervals must be >= 0",
+    "run.threads": "run intervals must be >= 0",
+    "run.output_dir": "run.output_dir must be set",
+}
+_TYPE_NAMES = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool",
+               "list_type": "a list", "dict_type": "a mapping"}
 
 
-def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, source, key)
-    origin = typing.get_origin(hint)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{source}: {key} must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{source}: {key} must be a mapping, got {value!r}")
-        _, item = typing.get_args(hint)
-        return {str(k): _coerce(item, v, source, f"{key}.{k}") for k, v in value.items()}
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    raise UserError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
-
-
-def validate(config: TrainingConfig, source: str = "config") -> None:
-    """Raise ``UserError`` for values no run can use."""
-
-    def check(condition: bool, message: str) -> None:
-        if not condition:
-            raise UserError(f"{source}: {message}")
-
-    data, augment, loss, optim, run = config.data, config.augment, config.loss, config.optim, config.run
-    check(data.kind in DATA_KINDS, f"data.kind must be one of {', '.join(DATA_KINDS)}, got {data.kind!r}")
-    check(data.kind not in ("idrid", "ddr", "folder") or bool(data.root), f"data.root is needed for kind {data.kind!r}")
-    check(data.kind != "pairs" or bool(data.pairs), "data.pairs must list {image, labels} files for kind 'pairs'")
-    check(data.kind not in PYRAMID_KINDS or bool(data.slides), f"data.slides must list the files for kind {data.kind!r}")
-    check(data.slide_level_size > 0, "data.slide_level_size must be > 0")
-    for pair in data.pairs + data.val_pairs:
-        check(set(pair) == {"image", "labels"}, f"each data pair needs exactly 'image' and 'labels', got {pair}")
-    check(len(data.classes) >= 1, "data.classes must name at least one class")
-    check(len(data.mean) == 3 and len(data.std) == 3 and min(data.std) > 0, "data.mean/std need 3 values, std > 0")
-    check(data.num_workers >= 0, "data.num_workers must be >= 0")
-    for name in ("resize", "crop"):
-        size = getattr(augment, name)
-        check(len(size) in (0, 2) and all(s > 0 for s in size), f"augment.{name} must be [] or [height, width] > 0")
-    check(
-        run.batch_size == 1 or bool(augment.crop),
-        "augment.crop is needed for batches of more than one image (images differ in size)",
-    )
-    scales = augment.scale_range
-    check(len(scales) == 2 and 0 < scales[0] <= scales[1], "augment.scale_range must be [low, high], 0 < low <= high")
-    check(0 <= augment.hflip <= 1 and 0 <= augment.vflip <= 1, "augment.hflip/vflip are probabilities in [0, 1]")
-    check(loss.name in LOSSES, f"loss.name must be one of {', '.join(LOSSES)}, got {loss.name!r}")
-    check(loss.smooth >= 0 and loss.focal_gamma >= 0 and loss.edge_weight >= 0, "loss values must be >= 0")
-    deform = config.deform
-    if deform.enabled:
-        check(loss.name not in MULTILABEL_LOSSES, "deformed models train with loss.name cross_entropy or focal")
-        for name in ("output_size", "density_size"):
-            size = getattr(deform, name)
-            check(len(size) in (0, 2) and all(v > 0 for v in size), f"deform.{name} must be [height, width] > 0")
-        check(len(deform.output_size) == 2, "deform.output_size must be [height, width]")
-        check(deform.sampler in SAMPLERS, f"deform.sampler must be one of {', '.join(SAMPLERS)}")
-        check(deform.deformation in DEFORMATIONS, f"deform.deformation must be one of {', '.join(DEFORMATIONS)}")
-        check(deform.edge_normalize in EDGE_NORMALIZATIONS, f"deform.edge_normalize must be one of {', '.join(EDGE_NORMALIZATIONS)}")
-        check(deform.sigma > 0, "deform.sigma must be > 0")
-    else:
-        check(loss.edge_weight == 0, "loss.edge_weight needs deform.enabled (the edge loss acts on the density map)")
-    check(optim.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {optim.name!r}")
-    check(optim.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}")
-    check(optim.lr > 0 and optim.min_lr >= 0, "optim.lr must be > 0 and optim.min_lr >= 0")
-    check(optim.schedule != "step" or optim.step_every > 0, "optim.step_every must be > 0 for the step schedule")
-    check(len(optim.betas) == 2, "optim.betas must be [beta1, beta2]")
-    check(run.iterations > 0 and run.batch_size > 0, "run.iterations and run.batch_size must be > 0")
-    check(run.eval_every >= 0 and run.checkpoint_every >= 0 and run.threads >= 0, "run intervals must be >= 0")
-    check(bool(run.output_dir), "run.output_dir must be set")
-    check(
-        run.device == "auto" or run.device == "cpu" or run.device.split(":")[0] == "cuda",
-        f"run.device must be auto, cpu, cuda or cuda:N, got {run.device!r}",
-    )
+def _user_error(exc: ValidationError, source: str) -> UserError:
+    """The first of pydantic's errors as the config's own message: ``<source>: <key> ...``."""
+    error = exc.errors()[0]
+    loc, kind, value = error["loc"], error["type"], error.get("input")
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    field_key = ".".join(str(p) for p in loc if not isinstance(p, int))
+    section: Any = TrainingConfig
+    for part in loc[:-1]:  # the model that holds the failing key
+        fields = getattr(section, "model_fields", {})
+        section = fields[part].annotation if part in fields else None
+    if kind == "extra_forbidden":
+        message = f"unknown key {key} (valid: {', '.join(section.model_fields)})"
+    elif kind == "model_type":
+        message = f"section {key or 'top level'!r} must be a mapping, got {value!r}"
+    elif kind in _TYPE_NAMES:
+        message = f"{key} must be {_TYPE_NAMES[kind]}, got {value!r}"
+    elif kind == "literal_error":
+        choices = typing.get_args(section.model_fields[loc[-1]].annotation)
+        message = f"{key} must be one of {', '.join(choices)}, got {value!r}"
+    elif kind == "string_pattern_mismatch" and field_key == "run.device":
+        message = f"run.device must be auto, cpu, cuda or cuda:N, got {value!r}"
+    elif field_key in _BOUND_MESSAGES:
+        message = _BOUND_MESSAGES[field_key]
+    else:  # the cross-field rules ("config") and anything unforeseen
+        message = error["msg"] if kind == "config" else f"{key}: {error['msg']}"
+    return UserError(f"{source}: {message}")

@@ -16,7 +16,6 @@ writes ``OUT/report.json``; the training data, runs and fold folders stay under 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -73,13 +72,12 @@ def train_fold(config_path: Path, data_root: Path, run_dir: Path, iterations: in
     from training.config import load_config, save_config
 
     config = load_config(config_path)
-    config = dataclasses.replace(
-        config,
-        data=dataclasses.replace(config.data, root=str(data_root)),
-        run=dataclasses.replace(
-            config.run, iterations=iterations, eval_every=0, output_dir=str(run_dir), threads=threads
+    config = config.model_copy(update={
+        "data": config.data.model_copy(update={"root": str(data_root)}),
+        "run": config.run.model_copy(
+            update={"iterations": iterations, "eval_every": 0, "output_dir": str(run_dir), "threads": threads}
         ),
-    )
+    })
     last = run_dir / "last.safetensors"
     if _finished(run_dir, iterations):
         return last
