@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_m2mrf.cli.text_progress import TextProgress
+from napari_m2mrf.cli import TqdmProgress
 from napari_m2mrf.errors import UserError
 
 
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     truth = _ground_truth(args.input, info.kind, source.shape[1:])
     workspace = _prepare_output(args.output, args.input, args.ngff, args.overwrite)
     level0_bytes = int(np.prod(source.shape)) * source.dtype.itemsize
-    bar = TextProgress(f"{args.input.name} → {args.output.name}", total_bytes=level0_bytes)
+    bar = TqdmProgress(f"{args.input.name} → {args.output.name}", total_bytes=level0_bytes)
     workspace.write_image(
         source.levels[0],
         pixel_size_um=source.pixel_size_um,

@@ -62,7 +62,7 @@ def _thresholds(text: str | None, model: str) -> tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_m2mrf.cli.text_progress import TextProgress
+    from napari_m2mrf.cli import TqdmProgress
     from napari_m2mrf.inference.batch import (
         PredictOptions,
         collect_inputs,
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         thresholds=_thresholds(args.thresholds, args.model), masks=args.masks, probability_maps=args.probability_maps,
     )
     inputs = collect_inputs(args.inputs)
-    progress = TextProgress("predict")
+    progress = TqdmProgress("predict")
     try:
         results = predict_many(inputs, options, workers=args.workers, scheduler=args.scheduler, progress=progress)
     finally:
