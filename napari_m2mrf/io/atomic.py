@@ -51,10 +51,33 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to {tmp} for {target}")
+        if tmp.is_file():
+            _fsync_file(tmp)
         replace(tmp, target)
+        _fsync_folder(target.parent)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a written file's data to the disk (so the rename publishes complete content)."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def replace(new: Path, target: Path) -> None:

@@ -101,8 +101,11 @@ def _multiscale(group: Any, path: Path) -> Multiscale:
 def _level_arrays(group: Any, multiscale: Multiscale, path: Path) -> list[Any]:
     import zarr
 
+    from napari_m2mrf.io.input_gate import check_store_key
+
     arrays = []
     for level_path in multiscale.paths:
+        check_store_key(path, level_path)  # no '..', absolute or empty paths out of the store
         try:
             node = group[level_path]
         except (KeyError, FileNotFoundError):
@@ -128,8 +131,11 @@ def absent_chunks(array: Any) -> int:
     if folder is None:
         return int(array.nchunks) - int(array.nchunks_initialized)
     stored = sum(
-        1 for _, _, files in os.walk(folder) for name in files if name not in _METADATA_FILES and not name.startswith(".")
-    )
+        1
+        for _, _, files in os.walk(folder)
+        for name in files
+        if name not in _METADATA_FILES and not name.startswith(".") and not name.endswith(".partial")
+    )  # ``*.partial``: zarr's aside-write of a chunk, left behind by a kill; never a chunk
     return int(array.nchunks) - stored
 
 
@@ -165,8 +171,12 @@ def label_names(path: str | os.PathLike[str]) -> list[str]:
     if "labels" not in root:
         return []
     _, metadata = ome_attributes(root["labels"].attrs.asdict())
+    from napari_m2mrf.io.input_gate import check_store_key
+
     names = metadata.get("labels") or []
-    return [str(name) for name in names if str(name) in root["labels"]]
+    if not isinstance(names, list):
+        raise UserError(f"{path}/labels: malformed OME-NGFF labels metadata (expected a list of names)")
+    return [check_store_key(path / "labels", str(name)) for name in names if str(name) in root["labels"]]
 
 
 def open_ome_zarr_labels(path: str | os.PathLike[str], name: str) -> LabelPyramid:
@@ -184,6 +194,9 @@ def label_pyramid_from_group(group: Any, where: Path, name: str) -> LabelPyramid
     """The multiscale labels of ``group`` (levels ``(Y, X)``) with their image-label colours and names."""
     multiscale = _multiscale(group, where)
     arrays = _level_arrays(group, multiscale, where)
+    from napari_m2mrf.io.input_gate import check_zarr_levels
+
+    check_zarr_levels(where, [a.shape for a in arrays], [a.dtype for a in arrays], [a.chunks for a in arrays], None, labels=True)
     _check_chunks(group, arrays, multiscale, where)
     _, metadata = ome_attributes(group.attrs.asdict())
     colors, names = parse_image_label(metadata)

@@ -88,6 +88,7 @@ def build_pyramid(
     cancel: CancelCheck | None = None,
     workers: int = 2,
     copy_level0: bool = True,
+    source_id: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Copy ``source`` into array ``"0"`` of ``group`` and build levels ``"1"``… by 2×2 reduction.
 
@@ -109,6 +110,8 @@ def build_pyramid(
         "chunk": chunk,
         "copy_level0": copy_level0,
     }
+    if source_id is not None:  # output_gate.source_identity: a different source of one shape restarts, never resumes
+        plan["source"] = source_id
     state = dict(group.attrs.get(BUILD_KEY) or {})
     if state.get("plan") == plan and all(str(k) in group for k in range(levels)):
         arrays = [group[str(k)] for k in range(levels)]

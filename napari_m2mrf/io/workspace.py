@@ -14,7 +14,9 @@ Layout (``<name>.m2mrf.zarr``, NGFF 0.5 on zarr v3 by default, 0.4 on zarr v2 on
 
 Whole arrays and label pyramids are replaced atomically (built aside, then renamed in), so a
 crash never leaves a half-written layer as the only copy; a region write changes whole chunks,
-each of which zarr writes atomically.
+each of which zarr writes atomically. Every write goes through ``napari_m2mrf.io.output_gate``: it
+holds the workspace's lock (a second writing process gets a clear error), and refuses to write
+through a symbolic link that leads outside the workspace.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from napari_m2mrf.io.atomic import (
     replace,
     temporary_sibling,
 )
+from napari_m2mrf.io.output_gate import check_tree, output_lock, output_store, remove_partials, resolve_inside
 from napari_m2mrf.io.omezarr import (
     COMPLETE_KEY,
     label_names,
@@ -97,13 +100,20 @@ class Workspace:
             raise UserError(f"NGFF version {ngff_version!r} is not supported; choose one of {ngff.WRITE_VERSIONS}")
         import zarr
 
-        tmp = temporary_sibling(path)
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=ngff.zarr_format_for(ngff_version))
-        info: dict[str, Any] = {"workspace": WORKSPACE_VERSION, "created": _now()}
-        if source is not None:
-            info["source"] = str(Path(source).resolve())
-        group.attrs[COMPLETE_KEY] = info
-        replace(tmp, path)
+        with output_store(path):
+            if path.exists():  # made by another writer while we waited for nothing: open it
+                return cls.open(path)
+            tmp = temporary_sibling(path)
+            try:
+                group = zarr.open_group(str(tmp), mode="w", zarr_format=ngff.zarr_format_for(ngff_version))
+                info: dict[str, Any] = {"workspace": WORKSPACE_VERSION, "created": _now()}
+                if source is not None:
+                    info["source"] = str(Path(source).resolve())
+                group.attrs[COMPLETE_KEY] = info
+                replace(tmp, path)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         return cls.open(path)
 
     @classmethod
@@ -142,7 +152,8 @@ class Workspace:
         return dict(self.group.attrs.get(COMPLETE_KEY) or {})
 
     def _update_info(self, **fields: Any) -> None:
-        self.group.attrs[COMPLETE_KEY] = {**self.info, **fields}
+        with output_lock(self.path):
+            self.group.attrs[COMPLETE_KEY] = {**self.info, **fields}
 
     @property
     def source(self) -> Path | None:
@@ -187,16 +198,28 @@ class Workspace:
         chunk: int = DEFAULT_CHUNK,
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
+        source_id: dict[str, Any] | None = None,
     ) -> Pyramid:
         """Copy level-0 ``source`` ``(C, Y, X)`` uint8 into the store and build its pyramid, block by block.
 
         Resumable: after an interruption, calling it again continues where it stopped. The image
-        is marked complete (and readable by NGFF tools) only at the end.
+        is marked complete (and readable by NGFF tools) only at the end. ``source_id``
+        (``output_gate.source_identity``) is recorded, and a build interrupted while reading another
+        source restarts instead of resuming; leftovers of killed writes (``*.partial``) are removed first.
         """
         if source.ndim != 3:
             raise UserError(f"{self.path}: an image must be (C, Y, X); got shape {tuple(source.shape)}")
-        self._update_info(complete=False)
-        arrays = build_pyramid(self.group, source, kind="image", chunk=chunk, progress=progress, cancel=cancel)
+        with output_lock(self.path):
+            check_tree(self.path, self.path)
+            remove_partials(self.path)
+            extra = {"source_identity": source_id, "source": source_id["path"]} if source_id else {}
+            self._update_info(complete=False, **extra)
+            arrays = build_pyramid(
+                self.group, source, kind="image", chunk=chunk, progress=progress, cancel=cancel, source_id=source_id
+            )
+            return self._publish_image(arrays, source, name, pixel_size_um)
+
+    def _publish_image(self, arrays: list[Any], source: Any, name: str, pixel_size_um: float | None) -> Pyramid:
         downsamples = [2.0**k for k in range(len(arrays))]
         entry = ngff.multiscales_entry(name, "cyx", downsamples, pixel_size_um, self.version)
         metadata = {"multiscales": [entry], "omero": ngff.omero_rgb(name, int(source.shape[0]))}
@@ -238,12 +261,28 @@ class Workspace:
         normal exit the coarser levels are built and the finished pyramid replaces any previous
         ``labels/<name>``. On an exception nothing changes.
         """
+        _check_label_name(self.path, name)
+        with output_lock(self.path):
+            target = resolve_inside(self.path, "labels", name)
+            self._ensure_labels_group()
+            with self._atomic_labels(target, name, shape, colors, names, pixel_size_um, chunk, progress) as level0:
+                yield level0
+            self._list_label(name)
+
+    @contextmanager
+    def _atomic_labels(
+        self,
+        target: Path,
+        name: str,
+        shape: tuple[int, int],
+        colors: Mapping[int, Sequence[float]],
+        names: Mapping[int, str],
+        pixel_size_um: float | None,
+        chunk: int,
+        progress: ProgressCallback | None,
+    ) -> Iterator[Any]:
         import zarr
 
-        _check_label_name(self.path, name)
-        labels_dir = self.path / "labels"
-        self._ensure_labels_group()
-        target = labels_dir / name
         with atomic_path(target) as tmp:
             group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
             level0 = create_array(group, "0", tuple(shape), np.uint8, chunk, "yx")
@@ -258,7 +297,6 @@ class Workspace:
                 "image-label": ngff.image_label(colors, names, self.version),
             }
             group.attrs.put({**ngff.wrap_attributes(metadata, self.version), COMPLETE_KEY: {"complete": True}})
-        self._list_label(name)
 
     def _matching_levels(self, shape: tuple[int, int]) -> int | None:
         """The image's level count when labels of ``shape`` cover the image (so both pyramids align)."""
@@ -304,10 +342,13 @@ class Workspace:
         h, w = region.shape
         if y0 < 0 or x0 < 0 or y0 + h > height or x0 + w > width:
             raise UserError(f"{self.path}: region {h}×{w} at ({y0}, {x0}) lies outside labels {height}×{width}")
-        pyramid.levels[0][y0 : y0 + h, x0 : x0 + w] = np.asarray(region, dtype=np.uint8)
-        update_region(pyramid.levels, y0, y0 + h, x0, x0 + w, kind="labels")
+        with output_lock(self.path):
+            check_tree(self.path, self.path / "labels" / name)
+            pyramid.levels[0][y0 : y0 + h, x0 : x0 + w] = np.asarray(region, dtype=np.uint8)
+            update_region(pyramid.levels, y0, y0 + h, x0, x0 + w, kind="labels")
 
     def _ensure_labels_group(self) -> None:
+        resolve_inside(self.path, "labels")
         if "labels" not in self.group:
             group = self.group.create_group("labels")
             group.attrs.put(ngff.wrap_attributes({"labels": []}, self.version))
@@ -369,8 +410,7 @@ class Workspace:
             raise UserError(
                 f"{self.path}: probabilities must be (K, Y, X) with K = {len(class_codes)} classes; got shape {shape}"
             )
-        target = self.path / "probabilities"
-        with atomic_path(target) as tmp:
+        with output_lock(self.path), atomic_path(resolve_inside(self.path, "probabilities")) as tmp:
             group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
             level0 = create_array(group, "0", tuple(shape), np.float16, chunk, "cyx")
             yield level0
@@ -426,9 +466,13 @@ class Workspace:
 
     def _write_array_atomic(self, key: str, data: np.ndarray, axes: str, attrs: dict[str, Any]) -> None:
         """Write ``data`` as array ``key`` aside in a scratch store, then rename it into place."""
+        with output_lock(self.path):
+            self._write_array_locked(key, data, axes, attrs)
+
+    def _write_array_locked(self, key: str, data: np.ndarray, axes: str, attrs: dict[str, Any]) -> None:
         import zarr
 
-        target = self.path / key
+        target = resolve_inside(self.path, *key.split("/"))
         parent_key = key.rsplit("/", 1)[0] if "/" in key else ""
         if parent_key and parent_key not in self.group:
             self.group.create_group(parent_key)
