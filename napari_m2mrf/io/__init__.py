@@ -3,7 +3,8 @@
 Nothing here imports Qt or napari. Images in memory are channel-last ``(Y, X, C)`` uint8;
 on disk images are stored in OME-NGFF order ``(C, Y, X)`` and labels as ``(Y, X)`` uint8.
 
-Public names (imported on first use, so ``import napari_m2mrf.io`` stays light):
+Public names (imported on first use through ``lazy_loader.attach``, the scientific-Python standard
+for lazy package attributes, so ``import napari_m2mrf.io`` stays light):
 
 * :class:`Workspace` — the ``<name>.m2mrf.zarr`` store of an image and its results;
 * :class:`Pyramid`, :class:`LabelPyramid` — lazy multiresolution images and label maps;
@@ -17,38 +18,18 @@ Public names (imported on first use, so ``import napari_m2mrf.io`` stays light):
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import lazy_loader
 
-_PUBLIC = {
-    "Workspace": "workspace",
-    "workspace_path_for": "workspace",
-    "Pyramid": "pyramid",
-    "LabelPyramid": "pyramid",
-    "inspect_source": "formats",
-    "SourceInfo": "formats",
-    "read_image": "fundus",
-    "open_pyramid": "slides",
-    "ensure_pyramid": "slides",
-    "open_label_pyramids": "slides",
-    "find_ground_truth": "datasets",
-    "load_ground_truth": "datasets",
-    "list_dataset": "datasets",
-    "write_idrid_masks": "writers",
-    "write_points_csv": "writers",
-    "read_points_csv": "writers",
-    "read_idrid_mask": "idrid_masks",
-    "write_idrid_mask": "idrid_masks",
-}
-
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "workspace": ["Workspace", "workspace_path_for"],
+        "pyramid": ["Pyramid", "LabelPyramid"],
+        "formats": ["inspect_source", "SourceInfo"],
+        "fundus": ["read_image"],
+        "slides": ["open_pyramid", "ensure_pyramid", "open_label_pyramids"],
+        "datasets": ["find_ground_truth", "load_ground_truth", "list_dataset"],
+        "writers": ["write_idrid_masks", "write_points_csv", "read_points_csv"],
+        "idrid_masks": ["read_idrid_mask", "write_idrid_mask"],
+    },
+)
