@@ -2,7 +2,8 @@
 
 A job calls ``progress(done, total, message)`` as it goes and ``cancel.check()`` between chunks
 of work; ``check`` raises ``Cancelled`` once ``cancel.set()`` was called from another thread, so a
-job stops within one chunk (chunks are sized to take well under a second).
+job stops within one chunk (chunks are sized to take well under a second). Inference runs, the
+pyramid builder of the workspace store and the CLI's progress bars all use these types.
 """
 
 from __future__ import annotations

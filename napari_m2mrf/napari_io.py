@@ -20,6 +20,7 @@ import numpy as np
 from napari_m2mrf.classes import FUNDUS_CLASSES, label_colormap, lesion_features
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.formats import SourceInfo
+from napari_m2mrf.jobs import ProgressCallback
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | Sequence[str]
@@ -56,7 +57,7 @@ def read_paths(path: PathOrPaths) -> list[Any]:
 def layer_data_for_path(
     path: str | os.PathLike[str],
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> list[LayerData]:
     """Layers for ``path`` (raises ``UserError`` naming the file when it cannot be read)."""
@@ -101,13 +102,13 @@ def _fundus_labels(labels: np.ndarray, name: str, layout: str) -> LayerData:
 def slide_layer_data(
     path: str | os.PathLike[str],
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
     info: SourceInfo | None = None,
 ) -> list[LayerData]:
     """A slide as a lazy multiscale RGB image layer (µm scale when known) plus its stored label pyramids.
 
     Works for OME-TIFF, SVS, NDPI, generic tiled TIFF, OME-Zarr and workspaces. A large
-    single-resolution image gets a pyramid built into its workspace first (``progress(done, total)``).
+    single-resolution image gets a pyramid built into its workspace first (``progress(done, total, message)``).
     """
     from napari_m2mrf.io.slides import (
         check_pyramid_readable,
@@ -293,7 +294,7 @@ def _notify_info(message: str) -> None:
     show_info(message)
 
 
-def _napari_progress(name: str) -> Callable[[int, int], None] | None:
+def _napari_progress(name: str) -> ProgressCallback | None:
     """A progress callback drawing a napari progress bar (closed when complete); None without napari."""
     try:
         from napari.utils import progress as napari_progress
@@ -301,7 +302,7 @@ def _napari_progress(name: str) -> Callable[[int, int], None] | None:
         return None
     state: dict[str, Any] = {}
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int, message: str = "") -> None:
         bar = state.get("bar")
         if bar is None:
             bar = state["bar"] = napari_progress(total=total, desc=f"Building pyramid of {name}")

@@ -46,13 +46,15 @@ def test_convert_idrid_photograph_with_ground_truth_as_ngff_04(tmp_path: Path, s
 
 
 def test_an_interrupted_conversion_resumes(tmp_path: Path) -> None:
-    from napari_m2mrf.io.pyramid_build import BuildCancelled
+    from napari_m2mrf.jobs import Cancelled, CancelToken
 
     image = np.random.default_rng(0).integers(0, 255, (3, 1024, 1024), dtype=np.uint8)
     out = tmp_path / "partial.zarr"
     workspace = Workspace.create(out, source=tmp_path / "scan.tif")
-    with pytest.raises(BuildCancelled):
-        workspace.write_image(image, chunk=128, cancel=lambda: True)
+    cancel = CancelToken()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        workspace.write_image(image, chunk=128, cancel=cancel)
     assert not Workspace.open(out).has_image
     source = tmp_path / "scan.tif"
     tifffile.imwrite(source, image.transpose(1, 2, 0), tile=(256, 256), photometric="rgb")

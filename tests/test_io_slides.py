@@ -126,7 +126,7 @@ def test_32k_slide_opens_with_bounded_memory(tmp_path: Path) -> None:
 
 def test_large_single_level_tiff_gets_a_resumable_pyramid(tmp_path: Path) -> None:
     from napari_m2mrf.io import pyramid_build
-    from napari_m2mrf.io.pyramid_build import BuildCancelled
+    from napari_m2mrf.jobs import Cancelled, CancelToken
 
     image = np.zeros((7000, 6000, 3), np.uint8)
     image[::7] = 255
@@ -135,14 +135,21 @@ def test_large_single_level_tiff_gets_a_resumable_pyramid(tmp_path: Path) -> Non
     tifffile.imwrite(path, image, tile=(512, 512), photometric="rgb", compression="zlib")
     assert inspect_source(path).kind == "slide" and inspect_source(path).levels == 1
     calls: list[tuple[int, int]] = []
-    with pytest.raises(BuildCancelled):
-        ensure_pyramid(path, progress=lambda done, total: calls.append((done, total)), cancel=lambda: len(calls) > 20)
+    cancel = CancelToken()
+
+    def progress(done: int, total: int, message: str) -> None:
+        calls.append((done, total))
+        if len(calls) > 20:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        ensure_pyramid(path, progress=progress, cancel=cancel)
     workspace_dir = tmp_path / "flat.m2mrf.zarr"
     assert workspace_dir.is_dir()
     stopped_at = dict(zarr.open_group(str(workspace_dir)).attrs[pyramid_build.BUILD_KEY])["done"]
     assert 0 < stopped_at == calls[-1][0] < calls[-1][1]
     resumed: list[int] = []
-    pyramid = ensure_pyramid(path, progress=lambda done, total: resumed.append(done))
+    pyramid = ensure_pyramid(path, progress=lambda done, total, message: resumed.append(done))
     assert resumed[0] == stopped_at  # it continued, not restarted
     assert np.array_equal(np.asarray(pyramid.levels[0][:, 3000:3600, 100:700]), image[3000:3600, 100:700].transpose(2, 0, 1))
     expected_level1 = image.reshape(3500, 2, 3000, 2, 3).astype(np.uint16).sum(axis=(1, 3))

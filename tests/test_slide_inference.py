@@ -13,7 +13,6 @@ from slide_helpers import save_slide_model, small_slide
 
 from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.progress import Cancelled, CancelToken
 from napari_m2mrf.inference.slide import (
     CORRECTED,
     PREDICTION,
@@ -25,6 +24,7 @@ from napari_m2mrf.inference.slide import (
     run_slide_segmentation,
 )
 from napari_m2mrf.io.workspace import Workspace
+from napari_m2mrf.jobs import Cancelled, CancelToken
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
 from napari_m2mrf.models.deformed_checkpoints import is_deformed, load_model_file
 from napari_m2mrf.sampling.pyramid import level_bytes

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.progress import ProgressCallback, no_progress
+from napari_m2mrf.jobs import ProgressCallback, no_progress
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 PROBABILITY_DOWNSAMPLE = 4

@@ -26,7 +26,7 @@ from torch import nn
 
 from napari_m2mrf.inference.devices import choose_device, inference_precision
 from napari_m2mrf.inference.preprocess import keep_ratio_size, resize_bilinear, to_normalised_tensor
-from napari_m2mrf.inference.progress import CancelToken, ProgressCallback, no_progress
+from napari_m2mrf.jobs import CancelToken, ProgressCallback, no_progress
 
 MIN_TILE = 128
 

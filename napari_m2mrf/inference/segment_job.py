@@ -20,8 +20,8 @@ from napari_m2mrf.inference.fundus import (
     Preprocessing,
     probabilities_to_labels,
 )
-from napari_m2mrf.inference.progress import CancelToken, ProgressCallback, no_progress
 from napari_m2mrf.inference.regions import Box, box_mask
+from napari_m2mrf.jobs import CancelToken, ProgressCallback, no_progress
 
 WHOLE = "whole"  # the official protocol: whole image rescaled to the model's input size
 TILES = "tiles"  # full-resolution sliding window

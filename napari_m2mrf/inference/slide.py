@@ -49,8 +49,8 @@ from napari_m2mrf.inference.fundus import (
     probabilities_to_labels,
     tile_starts,
 )
-from napari_m2mrf.inference.progress import CancelToken, ProgressCallback, no_progress
 from napari_m2mrf.io.pyramid import Pyramid
+from napari_m2mrf.jobs import CancelToken, ProgressCallback, no_progress
 from napari_m2mrf.models.deform import (
     DeformedSegmenter,
     UniformSampler,
@@ -369,7 +369,7 @@ def _write_prediction(workspace, sampler: ReverseSampler, shape: tuple[int, int]
     height, width = shape
     blocks = [(y, x) for y in range(0, height, WRITE_BLOCK) for x in range(0, width, WRITE_BLOCK)]
 
-    def level_progress(done: int, total: int) -> None:
+    def level_progress(done: int, total: int, message: str) -> None:
         progress("levels", done, total, f"building coarser levels: block {done}/{total}")
 
     with workspace.new_labels(
@@ -436,7 +436,7 @@ def run_slide_segmentation(
     factor = probability_downsample((height, width), labels.size)
     map_shape = (len(codes), -(-height // factor), -(-width // factor))
 
-    def probability_levels(done: int, total: int) -> None:  # after the prediction is published: no cancel
+    def probability_levels(done: int, total: int, message: str) -> None:  # after the prediction is published: no cancel
         step.report("levels", total, total, f"probability maps: coarser levels, block {done}/{total}")
 
     with workspace.new_probabilities(map_shape, downsample=factor, class_codes=codes,

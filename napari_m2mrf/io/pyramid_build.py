@@ -15,16 +15,10 @@ import numpy as np
 
 from napari_m2mrf.io.downsample import half_shape, mean_2x2, mode_2x2
 from napari_m2mrf.io.parallel import bounded_ordered_map
+from napari_m2mrf.jobs import Cancelled, CancelToken, ProgressCallback
 
 BUILD_KEY = "m2mrf_build"
 DEFAULT_CHUNK = 512
-
-ProgressCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
-
-
-class BuildCancelled(Exception):
-    """The build stopped because its cancel check returned True; calling it again resumes."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +79,7 @@ def build_pyramid(
     chunk: int = DEFAULT_CHUNK,
     levels: int | None = None,
     progress: ProgressCallback | None = None,
-    cancel: CancelCheck | None = None,
+    cancel: CancelToken | None = None,
     workers: int = 2,
     copy_level0: bool = True,
     source_id: dict[str, Any] | None = None,
@@ -95,8 +89,9 @@ def build_pyramid(
     ``source``: array-like ``(C, Y, X)`` for ``kind="image"`` (area average) or ``(Y, X)`` for
     ``kind="labels"`` (mode), read one block at a time. With ``copy_level0=False`` array ``"0"``
     already holds level 0 (``source`` is that array) and only the coarser levels are built.
-    ``progress(done, total)`` counts blocks. Resumes a previous interrupted build of the same
-    plan. Returns the level arrays.
+    ``progress(done, total, "")`` counts blocks. A set ``cancel`` token stops the build after the
+    block in flight with ``Cancelled``; calling again with the same plan resumes the interrupted
+    build. Returns the level arrays.
     """
     if kind not in ("image", "labels"):
         raise ValueError(f"kind must be 'image' or 'labels', not {kind!r}")
@@ -133,13 +128,13 @@ def build_pyramid(
         _write_block(item, arrays, source, reduce)
 
     if progress:
-        progress(done, len(schedule))
+        progress(done, len(schedule), "")
     for finished, _ in enumerate(_run_levels(run, schedule, done, workers), start=done + 1):
         group.attrs[BUILD_KEY] = {"plan": plan, "done": finished}
         if progress:
-            progress(finished, len(schedule))
-        if cancel and cancel() and finished < len(schedule):
-            raise BuildCancelled(f"stopped after {finished} of {len(schedule)} blocks")
+            progress(finished, len(schedule), "")
+        if cancel is not None and cancel.is_set and finished < len(schedule):
+            raise Cancelled(f"stopped after {finished} of {len(schedule)} blocks")
     del group.attrs[BUILD_KEY]
     return arrays
 

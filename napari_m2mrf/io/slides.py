@@ -15,7 +15,7 @@ import numpy as np
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.formats import FUNDUS_MAX_PIXELS, SourceInfo, inspect_source, sniff_format
 from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
-from napari_m2mrf.io.pyramid_build import CancelCheck, ProgressCallback
+from napari_m2mrf.jobs import CancelToken, ProgressCallback
 
 # Flat (non-tiled) formats must be decoded whole; refuse beyond this many pixels (3 GB of RGB).
 MAX_FLAT_PIXELS = 1 << 30
@@ -68,12 +68,13 @@ def ensure_pyramid(
     info: SourceInfo | None = None,
     workspace_path: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
-    cancel: CancelCheck | None = None,
+    cancel: CancelToken | None = None,
 ) -> Pyramid:
     """:func:`open_pyramid`, but a large single-resolution source gets a pyramid built into its workspace.
 
     The build reads the source block by block (a flat JPEG/PNG is decoded once, whole), shows
-    ``progress(done, total)`` in blocks, stops when ``cancel()`` is True and resumes on the next call.
+    ``progress(done, total, message)`` in blocks, stops with ``Cancelled`` once ``cancel`` is set and
+    resumes on the next call.
     """
     path = Path(path)
     info = info or inspect_source(path)

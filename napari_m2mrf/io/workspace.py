@@ -51,12 +51,11 @@ from napari_m2mrf.io.omezarr import (
 from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
 from napari_m2mrf.io.pyramid_build import (
     DEFAULT_CHUNK,
-    CancelCheck,
-    ProgressCallback,
     build_pyramid,
     update_region,
 )
 from napari_m2mrf.io.zarr_arrays import create_array
+from napari_m2mrf.jobs import CancelToken, ProgressCallback
 
 WORKSPACE_SUFFIX = ".m2mrf.zarr"
 WORKSPACE_VERSION = 1
@@ -197,7 +196,7 @@ class Workspace:
         name: str = "image",
         chunk: int = DEFAULT_CHUNK,
         progress: ProgressCallback | None = None,
-        cancel: CancelCheck | None = None,
+        cancel: CancelToken | None = None,
         source_id: dict[str, Any] | None = None,
     ) -> Pyramid:
         """Copy level-0 ``source`` ``(C, Y, X)`` uint8 into the store and build its pyramid, block by block.

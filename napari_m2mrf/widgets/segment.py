@@ -27,9 +27,9 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.progress import Cancelled, CancelToken
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
 from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD, class_thresholds, uses_thresholds
+from napari_m2mrf.jobs import Cancelled, CancelToken
 from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, after_import, device_choices
 from napari_m2mrf.widgets.result_layers import (
     LESIONS,
