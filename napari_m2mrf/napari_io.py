@@ -10,6 +10,7 @@ progress.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,7 +47,9 @@ def read_paths(path: PathOrPaths) -> list[Any]:
     layers: list[LayerData] = []
     for one in paths:
         try:
-            layers += layer_data_for_path(one, progress=_napari_progress(Path(one).name), notify=_notify_info)
+            layers += layer_data_for_path(
+                one, progress=_napari_progress(Path(one).name), notify=_notify_info, on_corrupt=_notify_once()
+            )
         except UserError as exc:
             _notify_error(str(exc))
         except Exception as exc:  # a decoder's own failure on a broken file: still one message, no traceback
@@ -59,14 +62,20 @@ def layer_data_for_path(
     *,
     progress: ProgressCallback | None = None,
     notify: Callable[[str], None] | None = None,
+    on_corrupt: Callable[[Exception], None] | None = None,
 ) -> list[LayerData]:
-    """Layers for ``path`` (raises ``UserError`` naming the file when it cannot be read)."""
+    """Layers for ``path`` (raises ``UserError`` naming the file when it cannot be read).
+
+    ``path`` passes the read-side gate first (:func:`~napari_m2mrf.io.formats.inspect_source`).
+    ``on_corrupt``: for a slide, called with the ``CorruptData`` error of a chunk that fails to
+    decode while napari reads it later (the chunk then shows as zeros); without it such a read raises.
+    """
     from napari_m2mrf.io.formats import inspect_source
 
     info = inspect_source(path)
     if info.kind == "fundus":
         return fundus_layer_data(path, notify=notify)
-    return slide_layer_data(path, progress=progress, info=info)
+    return slide_layer_data(path, progress=progress, info=info, on_corrupt=on_corrupt)
 
 
 def fundus_layer_data(path: str | os.PathLike[str], *, notify: Callable[[str], None] | None = None) -> list[LayerData]:
@@ -104,6 +113,7 @@ def slide_layer_data(
     *,
     progress: ProgressCallback | None = None,
     info: SourceInfo | None = None,
+    on_corrupt: Callable[[Exception], None] | None = None,
 ) -> list[LayerData]:
     """A slide as a lazy multiscale RGB image layer (µm scale when known) plus its stored label pyramids.
 
@@ -116,9 +126,12 @@ def slide_layer_data(
         open_label_pyramids,
     )
 
+    from napari_m2mrf.io.input_gate import checked_levels
+
     path = Path(path)
     pyramid = ensure_pyramid(path, info=info, progress=progress)
-    check_pyramid_readable(pyramid)
+    check_pyramid_readable(pyramid, coarsest_only=True)  # level 0 is read lazily, chunk by chunk
+    pyramid = dataclasses.replace(pyramid, levels=checked_levels(pyramid.levels, str(pyramid.source), on_corrupt))
     scale = (pyramid.pixel_size_um,) * 2 if pyramid.pixel_size_um else (1.0, 1.0)
     levels = pyramid.channel_last()
     image_meta: dict[str, Any] = {
@@ -139,7 +152,10 @@ def slide_layer_data(
         image_meta.pop("rgb")
     layers: list[LayerData] = [(data, image_meta, "image")]
     label_source = pyramid.source if Path(pyramid.source).is_dir() else path  # a built pyramid's workspace
-    layers += [_slide_labels(labels, scale) for labels in open_label_pyramids(label_source)]
+    for labels in open_label_pyramids(label_source):
+        where = f"{label_source} labels '{labels.name}'"
+        labels = dataclasses.replace(labels, levels=checked_levels(labels.levels, where, on_corrupt))
+        layers.append(_slide_labels(labels, scale))
     return layers
 
 
@@ -284,6 +300,22 @@ def _notify_error(message: str) -> None:
     except ImportError:
         raise UserError(message) from None
     show_error(message)
+
+
+def _notify_once() -> Callable[[Exception], None]:
+    """An ``on_corrupt`` callback: one error notification per array and chunk, however often it is read."""
+    seen: set[str] = set()
+
+    def notify(error: Exception) -> None:
+        message = str(error)
+        if message not in seen:
+            seen.add(message)
+            try:
+                _notify_error(message)
+            except UserError:  # no napari: nowhere to show it; the chunk reads as zeros
+                pass
+
+    return notify
 
 
 def _notify_info(message: str) -> None:

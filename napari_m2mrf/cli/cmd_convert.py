@@ -53,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     workspace = _prepare_output(args.output, args.input, args.ngff, args.overwrite)
     level0_bytes = int(np.prod(source.shape)) * source.dtype.itemsize
     bar = TqdmProgress(f"{args.input.name} → {args.output.name}", total_bytes=level0_bytes)
+    from napari_m2mrf.io.input_gate import CheckedArray
+
     workspace.write_image(
-        source.levels[0],
+        CheckedArray(source.levels[0], f"{args.input} level 0"),  # a chunk failing mid-copy: one message naming it
         pixel_size_um=source.pixel_size_um,
         name=source.name,
         chunk=args.chunk,

@@ -8,6 +8,7 @@ slide (a pyramid, or an image too large to hold in memory comfortably).
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +56,10 @@ def sniff_format(path: str | os.PathLike[str]) -> str | None:
 
     Raises ``UserError`` naming the file when it cannot be opened or is empty.
     """
+    from napari_m2mrf.io.input_gate import check_path
+
     path = Path(path)
-    if path.is_dir():
+    if stat.S_ISDIR(check_path(path).st_mode):  # never opens a FIFO or a device
         return "zarr" if _is_zarr_folder(path) else None
     head = _read_head(path, 16)
     for magic, name in _MAGIC:
@@ -81,24 +84,22 @@ def _is_zarr_folder(path: Path) -> bool:
 
 
 def _read_head(path: Path, size: int) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(size)
-    except PermissionError:
-        raise UserError(f"{path}: permission denied (cannot read the file)") from None
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    from napari_m2mrf.io.input_gate import read_head
+
+    head = read_head(path, size)
     if not head:
         raise UserError(f"{path}: the file is empty (0 bytes)")
     return head
 
 
 def inspect_source(path: str | os.PathLike[str]) -> SourceInfo:
-    """Format, size and levels of ``path`` without decoding pixels; ``UserError`` if unreadable."""
+    """Format, size and levels of ``path`` without decoding pixels; ``UserError`` if unreadable.
+
+    This is the read-side gate for images (:mod:`napari_m2mrf.io.input_gate`): the path kind, the
+    header and the metadata are checked against :func:`~napari_m2mrf.io.limits.current_limits`.
+    """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"{path}: no such file or folder")
     found = sniff_format(path)
     if found is None:
@@ -107,9 +108,7 @@ def inspect_source(path: str | os.PathLike[str]) -> SourceInfo:
             f"{path}: not a supported image ({what} content is not JPEG, PNG, BMP, TIFF or OME-Zarr)"
         )
     if found == "zarr":
-        from napari_m2mrf.io.omezarr import open_ome_zarr
-
-        pyramid = open_ome_zarr(path, check_chunks=False)
+        pyramid = gated_ome_zarr(path, check_chunks=False)
         _, height, width = pyramid.shape
         return SourceInfo(path, "zarr", height, width, len(pyramid.levels))
     if found == "tiff":
@@ -121,3 +120,20 @@ def inspect_source(path: str | os.PathLike[str]) -> SourceInfo:
 
     width, height = pillow_size(path)
     return SourceInfo(path, found, height, width, 1)
+
+
+def gated_ome_zarr(path: Path, *, check_chunks: bool = True):  # noqa: ANN201 - a Pyramid
+    """The OME-Zarr image at ``path`` once the store layout and every level's metadata pass the gate."""
+    from napari_m2mrf.io.input_gate import check_zarr_levels, check_zarr_store
+    from napari_m2mrf.io.omezarr import open_ome_zarr
+
+    stored = check_zarr_store(path)
+    pyramid = open_ome_zarr(path, check_chunks=check_chunks)
+    check_zarr_levels(
+        path,
+        [level.shape for level in pyramid.levels],
+        [level.dtype for level in pyramid.levels],
+        [getattr(level, "chunks", level.shape) for level in pyramid.levels],
+        stored,
+    )
+    return pyramid

@@ -34,19 +34,15 @@ class LoadedImage:
 
 
 def pillow_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """``(width, height)`` from the header of a JPEG/PNG/BMP, without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
+    """``(width, height)`` from the header of a JPEG/PNG/BMP, without decoding the pixels.
 
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                return image.size
-    except PermissionError:
-        raise UserError(f"{path}: permission denied (cannot read the file)") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable image ({exc})") from None
+    Goes through the read-side gate (:func:`~napari_m2mrf.io.input_gate.pil_header`): a file that is
+    not regular, or declares more than ``max_image_pixels``, is refused before decoding.
+    """
+    from napari_m2mrf.io.input_gate import pil_header
+
+    width, height, _ = pil_header(path)
+    return width, height
 
 
 def read_image(
@@ -89,8 +85,11 @@ def _check_size(path: Path, height: int, width: int, max_pixels: int, min_side: 
 def _decode_with_pillow(path: Path, notices: list[str]) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from napari_m2mrf.io.input_gate import pil_pixel_limit
+    from napari_m2mrf.io.limits import current_limits
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pil_pixel_limit(current_limits().max_image_pixels):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()
@@ -105,7 +104,7 @@ def _decode_with_pillow(path: Path, notices: list[str]) -> np.ndarray:
                 return np.asarray(oriented)
     except PermissionError:
         raise UserError(f"{path}: permission denied (cannot read the file)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: the image cannot be decoded ({exc})") from None
 
 

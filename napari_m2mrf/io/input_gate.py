@@ -159,7 +159,7 @@ def pil_header(path: str | os.PathLike[str], limits: Limits | None = None) -> tu
 
 def too_many_pixels(path: Path, height: int | None, width: int | None, limits: Limits, field: str = "max_image_pixels") -> LimitExceeded:
     size = f"{width}×{height} pixels" if height is not None else "more pixels than allowed"
-    return LimitExceeded(f"{path}: declares {size}, over the limit of {getattr(limits, field):,} pixels; {limits.how_to_raise(field)}")
+    return LimitExceeded(f"{path}: the header claims {size}, over the limit of {getattr(limits, field):,} pixels; {limits.how_to_raise(field)}")
 
 
 def check_pixels(path: Path, height: int, width: int, limit: int, field: str, limits: Limits) -> None:
@@ -381,14 +381,16 @@ def checked_levels(levels: Sequence[Any], where: str, on_error: Callable[[Corrup
     return [level if isinstance(level, CheckedArray) else CheckedArray(level, f"{where} level {k}", on_error) for k, level in enumerate(levels)]
 
 
-def verify_decodes(levels: Sequence[Any], where: str, budget_bytes: int = FULL_VERIFY_BYTES) -> None:
+def verify_decodes(
+    levels: Sequence[Any], where: str, budget_bytes: int = FULL_VERIFY_BYTES, *, first_level: int = 0
+) -> None:
     """Decode every chunk of ``levels`` when they hold at most ``budget_bytes``, else each level's corner chunks.
 
     Raises :class:`CorruptData` naming the level and chunk of the first one that fails.
     """
     total = sum(int(np.prod(level.shape)) * np.dtype(level.dtype).itemsize for level in levels)
     for k, level in enumerate(levels):
-        array = level if isinstance(level, CheckedArray) else CheckedArray(level, f"{where} level {k}")
+        array = level if isinstance(level, CheckedArray) else CheckedArray(level, f"{where} level {first_level + k}")
         chunks = array.chunks
         grid = [max(1, -(-n // c)) for n, c in zip(array.shape, chunks, strict=True)]
         if total <= budget_bytes:

@@ -176,7 +176,8 @@ def label_names(path: str | os.PathLike[str]) -> list[str]:
     names = metadata.get("labels") or []
     if not isinstance(names, list):
         raise UserError(f"{path}/labels: malformed OME-NGFF labels metadata (expected a list of names)")
-    return [check_store_key(path / "labels", str(name)) for name in names if str(name) in root["labels"]]
+    checked = [check_store_key(path / "labels", str(name)) for name in names]
+    return [name for name in checked if name in root["labels"]]
 
 
 def open_ome_zarr_labels(path: str | os.PathLike[str], name: str) -> LabelPyramid:

@@ -17,8 +17,9 @@ from napari_m2mrf.io.formats import FUNDUS_MAX_PIXELS, SourceInfo, inspect_sourc
 from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
 from napari_m2mrf.jobs import CancelToken, ProgressCallback
 
-# Flat (non-tiled) formats must be decoded whole; refuse beyond this many pixels (3 GB of RGB).
-MAX_FLAT_PIXELS = 1 << 30
+# Flat (non-tiled) formats must be decoded whole; refused beyond ``Limits.max_image_pixels``
+# (``NAPARI_M2MRF_MAX_IMAGE_PIXELS``); this is the default, kept for importers.
+MAX_FLAT_PIXELS = 1 << 28
 
 
 def open_pyramid(path: str | os.PathLike[str], info: SourceInfo | None = None) -> Pyramid:
@@ -28,21 +29,35 @@ def open_pyramid(path: str | os.PathLike[str], info: SourceInfo | None = None) -
     """
     path = Path(path)
     info = info or inspect_source(path)
-    if info.format == "zarr":
+    from napari_m2mrf.errors import InputRefused
+    from napari_m2mrf.io.fundus import read_image
+    from napari_m2mrf.io.input_gate import check_zarr_levels
+    from napari_m2mrf.io.limits import current_limits
+
+    if info.format == "zarr":  # the store layout was checked by inspect_source; now the levels' metadata
         from napari_m2mrf.io.workspace import Workspace
 
         if Workspace.is_workspace(path):
-            return Workspace.open(path, mode="r").image
-        from napari_m2mrf.io.omezarr import open_ome_zarr
+            pyramid = Workspace.open(path, mode="r").image
+        else:
+            from napari_m2mrf.io.omezarr import open_ome_zarr
 
-        return open_ome_zarr(path)
+            pyramid = open_ome_zarr(path)
+        levels = pyramid.levels
+        check_zarr_levels(
+            path, [a.shape for a in levels], [a.dtype for a in levels], [getattr(a, "chunks", a.shape) for a in levels], None
+        )
+        return pyramid
     if info.format == "tiff":
         from napari_m2mrf.io.tiff import tiff_pyramid
 
-        return tiff_pyramid(path)
-    from napari_m2mrf.io.fundus import read_image
-
-    image = read_image(path, max_pixels=MAX_FLAT_PIXELS)
+        try:
+            return tiff_pyramid(path)
+        except InputRefused:
+            if info.kind != "fundus":
+                raise
+        # a photograph of another pixel type (1-bit, float): decoded whole by the photograph rules
+    image = read_image(path, max_pixels=current_limits().max_image_pixels)
     return in_memory_pyramid(image.data, path)
 
 
@@ -80,12 +95,16 @@ def ensure_pyramid(
     info = info or inspect_source(path)
     if not needs_built_pyramid(info):
         return open_pyramid(path, info)
-    from napari_m2mrf.io.workspace import Workspace
+    from napari_m2mrf.io.workspace import Workspace, workspace_path_for
 
-    workspace = Workspace.for_source(path, workspace_path)
-    if workspace.has_image:
-        return workspace.image
+    target = Path(workspace_path) if workspace_path is not None else workspace_path_for(path)
+    if Workspace.is_workspace(target):
+        existing = Workspace.open(target)
+        if existing.has_image:
+            return existing.image
     source = open_pyramid(path, info)
+    check_pyramid_readable(source)  # nothing is written next to the input before it passed the gate
+    workspace = Workspace.for_source(path, workspace_path)
     return workspace.write_image(
         source.levels[0], pixel_size_um=source.pixel_size_um, name=source.name, progress=progress, cancel=cancel
     )
@@ -107,16 +126,16 @@ def open_label_pyramids(path: str | os.PathLike[str]) -> list[LabelPyramid]:
     return []
 
 
-def check_pyramid_readable(pyramid: Pyramid) -> None:
-    """Decode one chunk of the coarsest level; ``UserError`` naming the file if its data are broken."""
-    level = pyramid.levels[-1]
-    chunks = getattr(level, "chunks", level.shape)
-    try:
-        np.asarray(level[..., : max(1, chunks[-2]), : max(1, chunks[-1])])
-    except UserError:
-        raise
-    except Exception as exc:  # decoders raise many types; all mean the same to the user
-        text = str(exc).strip().splitlines()
-        raise UserError(
-            f"{pyramid.source}: pixel data cannot be decoded ({text[0] if text else type(exc).__name__})"
-        ) from None
+def check_pyramid_readable(pyramid: Pyramid, *, coarsest_only: bool = False) -> None:
+    """Decode every chunk of a small pyramid, the corner chunks of each level of a large one.
+
+    ``coarsest_only``: check the coarsest level alone (the napari reader, which reads level 0 lazily).
+
+    ``CorruptData`` (a ``UserError``) naming the file, the level and the chunk that fails to decode
+    (see :func:`~napari_m2mrf.io.input_gate.verify_decodes`).
+    """
+    from napari_m2mrf.io.input_gate import verify_decodes
+
+    levels = pyramid.levels
+    first = len(levels) - 1 if coarsest_only else 0
+    verify_decodes(levels[first:], str(pyramid.source), first_level=first)

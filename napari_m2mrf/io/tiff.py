@@ -67,9 +67,17 @@ def check_series(path: Path, series: Any) -> None:
     Checks that every strip/tile lies inside the file, that uncompressed pieces have the size the
     header promises, that no piece is too large to decode alone, and that the image is 2-D.
     """
+    from napari_m2mrf.io.input_gate import check_tiff_level
+    from napari_m2mrf.io.limits import current_limits
+
+    limits = current_limits()
     file_size = path.stat().st_size
+    if len(series.levels) > limits.max_levels:
+        raise UserError(f"{path}: {len(series.levels)} pyramid levels, over {limits.max_levels}; {limits.how_to_raise('max_levels')}")
     for level_index, level in enumerate(series.levels):
         page = level.keyframe
+        stored = sum(int(sum(p.databytecounts)) for p in level.pages if p is not None)
+        check_tiff_level(path, level_index, page, stored, limits)
         extra = {a: n for a, n in zip(level.axes, level.shape, strict=True) if a not in "YXSC" and n > 1}
         if extra:
             raise UserError(f"{path}: holds a stack ({level.axes} {level.shape}); only 2-D images are supported")
@@ -194,8 +202,9 @@ def tiff_pyramid(path: str | os.PathLike[str]) -> Pyramid:
         index = image_series_index(tif)
         series = tif.series[index]
         check_series(path, series)
-        if series.dtype.kind not in "uif" or series.dtype.itemsize > 2 and series.dtype.kind != "f":
-            raise UserError(f"{path}: unsupported pixel type {series.dtype}")
+        from napari_m2mrf.io.input_gate import check_lazy_dtype
+
+        check_lazy_dtype(path, series.dtype)  # lazily read: uint8/uint16 (photographs go through read_image)
         levels, store = _zarr_levels(tif, index)
         views = [AxesView(array, level.axes, "CYX") for array, level in zip(levels, series.levels, strict=True)]
         height = views[0].shape[1]
