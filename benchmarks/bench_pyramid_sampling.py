@@ -25,6 +25,7 @@ the user cache on first use).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -33,7 +34,6 @@ import zarr
 from bench_reverse_fill import PeakRSS
 from zarr.storage import LocalStore
 
-from napari_m2mrf.inference.counting_store import CountingStore
 from napari_m2mrf.models.deform import (
     DeformationModule,
     DeformedSampler,
@@ -123,6 +123,11 @@ def level0_chunks_under(points: np.ndarray, chunk: int) -> int:
 
 
 def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from counting_store import CountingStore
+
     torch.set_num_threads(2)
     print(f"load average before: {psutil.getloadavg()}")
     slide, seconds, _ = clock(sample_slide)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_numerics import AUTOCAST_PROBABILITY_TOLERANCE, deterministic, place_model
 
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.models import build_model, count_parameters, list_models
-from napari_m2mrf.models.devices import AUTOCAST_PROBABILITY_TOLERANCE, deterministic, place_model
 from napari_m2mrf.models.hrnet import HRNet, HRNET_CONFIGS
 from napari_m2mrf.models.m2mrf import M2MRF
 

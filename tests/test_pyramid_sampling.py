@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from counting_store import CountingStore
 from zarr.storage import LocalStore
 
-from napari_m2mrf.inference.counting_store import CountingStore
 from napari_m2mrf.models.deform import grid_to_pixels, uniform_grid
 from napari_m2mrf.sampling.pyramid import (
     choose_levels,

@@ -1,5 +1,6 @@
-"""Numerics and placement of the models: a deterministic mode for tests, channels_last placement, and
-the tolerance within which autocast inference agrees with float32.
+"""Test support for the models' numerics: a deterministic mode, channels_last placement, and the
+tolerance within which autocast inference agrees with float32 (moved here from the runtime package:
+only tests use it).
 
 Device choice and the autocast context used for inference live in
 :mod:`napari_m2mrf.inference.devices` (float32 on CPU; bf16, else fp16, autocast on CUDA).
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 # Largest difference of sigmoid probabilities between autocast and float32 inference that we accept,
-# per autocast dtype (checked by tests/test_hrnet_models.py on every device present).
+# per autocast dtype (checked by test_hrnet_models.py on every device present).
 AUTOCAST_PROBABILITY_TOLERANCE: dict[torch.dtype, float] = {torch.bfloat16: 0.05, torch.float16: 0.01}
 
 

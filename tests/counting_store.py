@@ -1,4 +1,4 @@
-"""A zarr store wrapper that records what it hands out: audits how much of a pyramid a reader fetched."""
+"""A zarr store wrapper that records what it hands out: audits how much of a pyramid a reader fetched (test and benchmark support)."""
 
 from __future__ import annotations
 
