@@ -81,7 +81,7 @@ def layer_data_for_path(
 def fundus_layer_data(path: str | os.PathLike[str], *, notify: Callable[[str], None] | None = None) -> list[LayerData]:
     """A fundus photograph as an RGB image layer, plus a Labels layer when its ground truth is found."""
     from napari_m2mrf.io.datasets import find_ground_truth, load_ground_truth
-    from napari_m2mrf.io.fundus import read_image
+    from napari_m2mrf.io.photographs import read_image
 
     image = read_image(path)
     for notice in image.notices:

@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 
 from napari_m2mrf.io.formats import inspect_source, sniff_format
-from napari_m2mrf.io.fundus import apply_orientation, read_image
+from napari_m2mrf.io.photographs import apply_orientation, read_image
 
 _Y, _X = np.mgrid[0:40, 0:64]
 RGB = np.dstack([_X * 4, _Y * 6, (_X + _Y) * 2]).astype(np.uint8)  # smooth, so JPEG stays close

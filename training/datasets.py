@@ -24,7 +24,7 @@ import torch
 
 from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.io.fundus import read_image
+from napari_m2mrf.io.photographs import read_image
 from napari_m2mrf.io.datasets import read_binary_mask
 from training.slide_samples import SlideRecord, load_slide_sample
 from training.transforms import Compose, ResizeToFit, Sample

@@ -70,7 +70,7 @@ def predict_file(path: str | Path, options: PredictOptions) -> dict:
     from napari_m2mrf.classes import FUNDUS_CLASSES
     from napari_m2mrf.inference.fundus import probabilities_to_labels
     from napari_m2mrf.io.formats import inspect_source
-    from napari_m2mrf.io.fundus import read_image
+    from napari_m2mrf.io.photographs import read_image
     from napari_m2mrf.io.fundus_results import fundus_label_style
     from napari_m2mrf.io.workspace import Workspace
     from napari_m2mrf.io.writers import write_idrid_masks

@@ -26,7 +26,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "workspace": ["Workspace", "workspace_path_for"],
         "pyramid": ["Pyramid", "LabelPyramid"],
         "formats": ["inspect_source", "SourceInfo"],
-        "fundus": ["read_image"],
+        "photographs": ["read_image"],
         "slides": ["open_pyramid", "ensure_pyramid", "open_label_pyramids"],
         "datasets": ["find_ground_truth", "load_ground_truth", "list_dataset"],
         "writers": ["write_idrid_masks", "write_points_csv", "read_points_csv"],

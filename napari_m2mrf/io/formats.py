@@ -116,7 +116,7 @@ def inspect_source(path: str | os.PathLike[str]) -> SourceInfo:
 
         height, width, levels, whole_slide = inspect_tiff(path)
         return SourceInfo(path, "tiff", height, width, levels, whole_slide)
-    from napari_m2mrf.io.fundus import pillow_size
+    from napari_m2mrf.io.photographs import pillow_size
 
     width, height = pillow_size(path)
     return SourceInfo(path, found, height, width, 1)

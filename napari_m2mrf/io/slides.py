@@ -30,7 +30,7 @@ def open_pyramid(path: str | os.PathLike[str], info: SourceInfo | None = None) -
     path = Path(path)
     info = info or inspect_source(path)
     from napari_m2mrf.errors import InputRefused
-    from napari_m2mrf.io.fundus import read_image
+    from napari_m2mrf.io.photographs import read_image
     from napari_m2mrf.io.input_gate import check_zarr_levels
     from napari_m2mrf.io.limits import current_limits
 
