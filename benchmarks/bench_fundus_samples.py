@@ -47,7 +47,7 @@ def main() -> None:
     from skimage import data
 
     from napari_m2mrf.io.idrid_masks import read_idrid_mask, write_idrid_mask
-    from sample_data.fundus import fundus_lesions, generate_fundus_sample
+    from sample_data.fundus_samples import fundus_lesions, generate_fundus_sample
     from sample_data.fundus_variants import base_fundus
 
     base_fundus()  # one-off per process: decode + vessel map

@@ -36,7 +36,7 @@ def ihc_layers() -> list[LayerData]:
 
 def fundus_lesions_layers() -> list[LayerData]:
     """A semi-synthetic fundus photograph with lesions of all four classes and its exact ground truth."""
-    from sample_data.fundus import fundus_lesions
+    from sample_data.fundus_samples import fundus_lesions
 
     sample = fundus_lesions(index=0)
     return [

@@ -15,7 +15,7 @@ import torch
 from napari_m2mrf.io.idrid_masks import read_idrid_mask
 from napari_m2mrf.io.workspace import Workspace
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
-from sample_data.fundus import write_fundus_dataset
+from sample_data.fundus_samples import write_fundus_dataset
 
 CLI = str(Path(sys.executable).with_name("napari-m2mrf"))
 

@@ -14,7 +14,7 @@ from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.idrid_masks import idrid_image_path, idrid_mask_path, read_idrid_mask
 from sample_data import fundus_variants
-from sample_data.fundus import (
+from sample_data.fundus_samples import (
     GENERATOR_VERSION,
     FundusSample,
     fundus_lesions,

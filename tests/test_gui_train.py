@@ -17,7 +17,7 @@ from napari_m2mrf.metrics import LesionMetrics
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
 from napari_m2mrf.widgets.segment import REGION_WHOLE, SegmentWidget
 from napari_m2mrf.widgets.train_widget import TrainWidget
-from sample_data.fundus import fundus_lesions
+from sample_data.fundus_samples import fundus_lesions
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 CROP = (slice(560, 752), slice(420, 612))  # a 192×192 part of fundus_lesions index 0 with EX and HE

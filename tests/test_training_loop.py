@@ -184,7 +184,7 @@ def write_pairs(folder: Path, count: int) -> list[dict[str, str]]:
     import tifffile
     from PIL import Image
 
-    from sample_data.fundus import generate_fundus_sample
+    from sample_data.fundus_samples import generate_fundus_sample
 
     pairs = []
     for index in range(count):

@@ -6,7 +6,7 @@ folder names, with ``train``/``test`` also naming IDRiD's ``a. Training Set``/``
 a plain folder has no splits. A class without a mask file for an image has no lesion there
 (IDRiD has soft-exudate masks for only some images).
 ``pairs``: explicit image/label-image files, as the training widget exports napari layers.
-``generated``: semi-synthetic fundus images with exact masks (``sample_data.fundus``), written
+``generated``: semi-synthetic fundus images with exact masks (``sample_data.fundus_samples``), written
 once in IDRiD layout into the sample-data cache: ``generated_train`` images of series
 ``generated_seed`` for training, ``generated_val`` of series ``generated_seed + 1`` for validation.
 ``slides``: pyramidal slides with label pyramids (:mod:`training.slide_samples`); ``workspaces``:
@@ -98,7 +98,7 @@ def layout_records(root: Path, split: str, classes: tuple[LesionClass, ...]) -> 
 def generated_dataset(config: DataConfig, validation: bool) -> Path:
     """The folder holding the generated training (or validation) images, written on first use."""
     from napari_m2mrf.cache import cache_dir
-    from sample_data.fundus import GENERATOR_VERSION, write_fundus_dataset
+    from sample_data.fundus_samples import GENERATOR_VERSION, write_fundus_dataset
 
     count = config.generated_val if validation else config.generated_train
     seed = config.generated_seed + (1 if validation else 0)

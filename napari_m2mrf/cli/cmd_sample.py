@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"output {args.out} exists and is not a folder")
     if args.kind == "fundus_lesions":
-        from sample_data.fundus import write_fundus_dataset
+        from sample_data.fundus_samples import write_fundus_dataset
 
         root = write_fundus_dataset(args.out, args.count, seed=args.seed, scale=args.scale)
         print(f"wrote {args.count} fundus images with lesion masks in IDRiD layout under {root}")

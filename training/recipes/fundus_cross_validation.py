@@ -122,7 +122,7 @@ def held_out_scores(checkpoint: Path, data_root: Path, pooled) -> dict:
 def cross_validate(out: Path, idrid: Path, folds: int, iterations: int, config: Path, generated: int, threads: int) -> dict:
     """Run every fold (resuming finished or interrupted ones) and write ``out/report.json``."""
     from napari_m2mrf.metrics import LesionMetrics
-    from sample_data.fundus import write_fundus_dataset
+    from sample_data.fundus_samples import write_fundus_dataset
 
     images = sorted((idrid / IMAGES / TRAIN).glob("*.jpg"))
     if not images:

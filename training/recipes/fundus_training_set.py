@@ -27,7 +27,7 @@ def _link(source: Path, target: Path) -> None:
 def assemble(out: Path, idrid: Path, validation_ids: Sequence[str], generated: int, seed: int = 100) -> Path:
     """Link the real images and masks of ``idrid`` (its ``a. Training Set``) and write ``generated``
     semi-synthetic images into ``out``; images whose number is in ``validation_ids`` are held out."""
-    from sample_data.fundus import write_fundus_dataset
+    from sample_data.fundus_samples import write_fundus_dataset
 
     images = sorted((idrid / "1. Original Images" / TRAIN).glob("*.jpg"))
     if not images:
