@@ -4,6 +4,8 @@ Prints one JSON object per event on stdout (see :mod:`training.events`); the sam
 ``<output_dir>/events.jsonl``. A user's mistake (bad config, missing files) is one line on stderr
 and exit code 2. SIGINT/SIGTERM, or a file named ``STOP`` in the output folder, stop the run
 cooperatively: the last checkpoint is written and the run can be resumed with ``--resume``.
+Without ``--resume`` a run refuses an output folder holding an earlier run's checkpoints unless
+``--overwrite``; the folder is locked while the run writes (a second run there gets an error).
 Under ``torchrun`` only rank 0 prints. Importing this module does not import torch.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -20,6 +23,7 @@ from pathlib import Path
 from napari_m2mrf.errors import UserError
 
 STOP_FILE = "STOP"
+EARLIER_RESULTS = ("last.pt", "last.safetensors", "best.safetensors")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -41,20 +45,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="override one config value (YAML syntax), e.g. --set run.iterations=100; repeatable",
     )
     parser.add_argument("--output-dir", type=Path, help="where checkpoints and logs go (overrides run.output_dir)")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="start afresh in an output folder that holds an earlier run's checkpoints (replacing them)",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Train as ``args`` say, printing events as JSON lines; returns the exit code."""
     from training.config import load_config
-    from training.events import event_record
-    from training.loop import Trainer
 
     config = load_config(args.config)
     overrides = list(args.overrides) + ([f"run.output_dir={args.output_dir}"] if args.output_dir else [])
     if overrides:
-        config = config.with_overrides(overrides)
+        import yaml
+
+        try:
+            config = config.with_overrides(overrides)
+        except (ValueError, TypeError, yaml.YAMLError) as exc:  # a --set value YAML or the config model cannot take
+            raise UserError(f"--set: {' '.join(str(exc).split())}") from None
     output_dir = Path(config.run.output_dir)
+    if args.resume is None:
+        _refuse_earlier_run(output_dir, getattr(args, "overwrite", False))
+    if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 writes, and holds the lock
+        return _train(args, config, output_dir)
+    from napari_m2mrf.io.output_gate import output_folder
+
+    with output_folder(output_dir):
+        if args.resume is None and getattr(args, "overwrite", False):  # the earlier run's best would pass as ours
+            (output_dir / "best.safetensors").unlink(missing_ok=True)
+        return _train(args, config, output_dir)
+
+
+def _refuse_earlier_run(output_dir: Path, overwrite: bool) -> None:
+    """Without ``--resume``, a fresh run must not silently replace an earlier run's checkpoints."""
+    from napari_m2mrf.io.output_gate import refuse_existing
+
+    earlier = [output_dir / name for name in EARLIER_RESULTS]
+    refuse_existing(earlier, overwrite, "checkpoints of an earlier run; --resume continues it")
+
+
+def _train(args: argparse.Namespace, config, output_dir: Path) -> int:
+    from training.events import event_record
+    from training.loop import Trainer
+
     stop_file = output_dir / STOP_FILE
     stop_file.unlink(missing_ok=True)
     requested = threading.Event()
@@ -94,6 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except UserError as exc:
-        sys.stderr.write(f"training: error: {exc}\n")
+    except Exception as exc:  # the CLI's boundary: expected failures are one line, bugs a traceback
+        from napari_m2mrf.errors import user_message
+
+        message = user_message(exc)
+        if message is None:
+            raise
+        sys.stderr.write(f"training: error: {message}\n")
         return 2

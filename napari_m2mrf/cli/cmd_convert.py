@@ -4,7 +4,11 @@ Inputs: JPEG/PNG/BMP/TIFF photographs, OME-TIFF, Aperio SVS, Hamamatsu NDPI, gen
 pyramids, OME-Zarr. Level 0 is copied block by block and every coarser level is made by 2×2 area
 averaging; ground truth found with the input (a dataset layout's masks, an OME-Zarr's labels, an
 OME-TIFF ``ground_truth`` series) is written as ``labels/ground_truth``. An interrupted conversion
-resumes when run again with the same arguments.
+resumes when run again with the same arguments and the same source (size, mtime and a hash of its
+first and last MiB are recorded); another source restarts the image instead. The output is locked
+while written (a second process writing it gets an error), and the user's corrections
+(``labels/corrected``) in an existing workspace are never deleted: a conversion that would lose
+them (another NGFF version, another image) is refused, with or without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 from napari_m2mrf.cli import TqdmProgress
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.io.output_gate import output_store, source_identity
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,7 +55,14 @@ def run(args: argparse.Namespace) -> int:
     source = open_pyramid(args.input)
     check_pyramid_readable(source)
     truth = _ground_truth(args.input, info.kind, source.shape[1:])
-    workspace = _prepare_output(args.output, args.input, args.ngff, args.overwrite)
+    identity = source_identity(args.input)
+    with output_store(args.output):  # parents made only now (after the input passed), lock held while writing
+        workspace = _prepare_output(args.output, args.input, args.ngff, args.overwrite, identity)
+        _write(args, workspace, source, truth, identity)
+    return 0
+
+
+def _write(args: argparse.Namespace, workspace, source, truth, identity: dict) -> None:
     level0_bytes = int(np.prod(source.shape)) * source.dtype.itemsize
     bar = TqdmProgress(f"{args.input.name} → {args.output.name}", total_bytes=level0_bytes)
     from napari_m2mrf.io.input_gate import CheckedArray
@@ -61,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         name=source.name,
         chunk=args.chunk,
         progress=None if args.quiet else bar,
+        source_id=identity,
     )
     bar.finish()
     if truth is not None:
@@ -69,22 +82,48 @@ def run(args: argparse.Namespace) -> int:
             "ground_truth", labels, colors=colors, names=names, pixel_size_um=source.pixel_size_um, chunk=args.chunk
         )
     print(f"wrote {args.output} ({len(workspace.image.levels)} levels{', ground truth' if truth else ''})")
-    return 0
 
 
-def _prepare_output(output: Path, source: Path, version: str, overwrite: bool):
-    """The workspace to write into: a new one, or an interrupted conversion's to resume."""
+def _prepare_output(output: Path, source: Path, version: str, overwrite: bool, identity: dict):
+    """The workspace to write into: a new one, or an existing one (an interrupted conversion to resume or
+    restart, a workspace holding only labels, or with ``overwrite`` a complete one). Never deletes
+    ``labels/corrected``; other earlier results only with ``overwrite``."""
+    from napari_m2mrf.io.output_gate import OutputExists, same_source
     from napari_m2mrf.io.workspace import Workspace
 
-    if output.exists():
-        if not Workspace.is_workspace(output):
-            raise UserError(f"{output}: exists and is not a workspace; choose another output")
-        existing = Workspace.open(output)
-        if existing.has_image and not overwrite:
-            raise UserError(f"{output}: exists already (use --overwrite to replace it)")
-        if not existing.has_image and existing.version == version:
-            return existing
-        shutil.rmtree(output)
+    if not (output.exists() or output.is_symlink()):
+        return Workspace.create(output, source=source, ngff_version=version)
+    if not Workspace.is_workspace(output):
+        raise UserError(f"{output}: exists and is not a workspace; choose another output")
+    existing = Workspace.open(output)
+    if existing.has_image and not overwrite:
+        raise OutputExists(f"{output}: exists already (use --overwrite to replace its image)")
+    labels = existing.label_names()
+    if "corrected" in labels:
+        if existing.version != version:
+            raise UserError(
+                f"{output}: holds the user's corrections (labels/corrected) in NGFF {existing.version}; converting to "
+                f"{version} would delete them. Use --ngff {existing.version} or another output"
+            )
+        recorded = existing.info.get("source_identity")
+        same = same_source(recorded, identity) if recorded else (
+            existing.source is None or existing.source.resolve() == source.resolve()
+        )
+        if not same:
+            raise UserError(
+                f"{output}: holds the user's corrections (labels/corrected) for another image "
+                f"({existing.source}); convert to another output"
+            )
+        return existing
+    if existing.version == version:
+        return existing
+    others = [name for name in labels if name != "ground_truth"]
+    if others and not overwrite:
+        raise OutputExists(
+            f"{output}: holds labels/{others[0]} in NGFF {existing.version}; converting to {version} replaces the "
+            "whole store (use --overwrite, or --ngff " + existing.version + ")"
+        )
+    shutil.rmtree(output)
     return Workspace.create(output, source=source, ngff_version=version)
 
 

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Run a lesion model on files and folders of fundus photographs. Each input gets "
         "OUT/<name>.m2mrf.zarr (image, labels/prediction, probabilities, provenance); --masks also writes "
         "IDRiD-style 1-bit masks to OUT/masks. --workers or --scheduler spread the inputs over a "
-        "dask.distributed cluster.",
+        "dask.distributed cluster. Inputs sharing a file name (a/img.jpg, b/img.jpg) get their folder in the "
+        "name (a_img, b_img). Earlier masks are kept unless --overwrite.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     parser.add_argument("--model", required=True, help="bundled model name, checkpoint file or registry name")
@@ -35,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     group.add_argument("--workers", type=int, default=0, help="run on a local dask cluster of N worker processes")
     group.add_argument("--scheduler", metavar="ADDRESS", help="run on the dask.distributed scheduler at ADDRESS")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line per input")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace masks and probability maps of an earlier run, and reuse a workspace made for another "
+        "image of the same name (never one holding corrections)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     options = PredictOptions(
         model=args.model, out_dir=args.out, mode=args.mode, device=args.device, tile=args.tile,
         thresholds=_thresholds(args.thresholds, args.model), masks=args.masks, probability_maps=args.probability_maps,
+        overwrite=args.overwrite,
     )
     inputs = collect_inputs(args.inputs)
     progress = TqdmProgress("predict")
