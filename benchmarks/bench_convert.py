@@ -43,7 +43,7 @@ def child(code: str) -> dict:
 
 
 def generate(size: int, folder: Path) -> dict:
-    return child(f"from sample_data.slide import generate_slide\ngenerate_slide({str(folder)!r}, size={size})")
+    return child(f"from sample_data.slide_sample import generate_slide\ngenerate_slide({str(folder)!r}, size={size})")
 
 
 def convert(source: Path, out: Path) -> dict:

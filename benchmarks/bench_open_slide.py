@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--slide", type=Path, default=None, help="folder with slide.ome.zarr and slide.ome.tif")
     args = parser.parse_args()
     if args.slide is None:
-        from sample_data.slide import sample_slide
+        from sample_data.slide_sample import sample_slide
 
         args.slide = sample_slide().ome_zarr.parent
     print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores)")

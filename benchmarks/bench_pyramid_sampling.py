@@ -47,7 +47,7 @@ from napari_m2mrf.sampling.pyramid import (
     local_spacing,
     sample_pyramid,
 )
-from sample_data.slide import sample_slide
+from sample_data.slide_sample import sample_slide
 
 OUTPUT = (512, 512)
 DENSITY = (512, 512)

@@ -113,7 +113,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from slide_helpers import save_slide_model
 
-    from sample_data.slide import sample_slide
+    from sample_data.slide_sample import sample_slide
 
     slide = sample_slide().ome_zarr
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,6 +48,6 @@ def fundus_lesions_layers() -> list[LayerData]:
 def slide_layers() -> list[LayerData]:
     """The synthetic 32k² pyramidal histology slide (lazy multiscale) with its ground-truth label pyramid."""
     from napari_m2mrf.napari_io import slide_layer_data
-    from sample_data.slide import sample_slide
+    from sample_data.slide_sample import sample_slide
 
     return slide_layer_data(sample_slide().ome_zarr)

@@ -80,7 +80,7 @@ def test_output_on_the_fixed_input_is_the_recorded_one(bundled) -> None:
 
 def test_slide_model_segments_a_generated_slide(tmp_path: Path) -> None:
     from napari_m2mrf.inference.slide import SlideRequest, run_slide_segmentation
-    from sample_data.slide import generate_slide
+    from sample_data.slide_sample import generate_slide
 
     slide = generate_slide(tmp_path / "slide", size=2048, seed=5)
     request = SlideRequest(model=SLIDE_MODEL, device="cpu", workspace=tmp_path / "slide.m2mrf.zarr", workers=1)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture(scope="module")
 def small_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sample_data.slide import generate_slide
+    from sample_data.slide_sample import generate_slide
 
     return generate_slide(tmp_path_factory.mktemp("gui-slide"), size=2048, levels=4, seed=1).ome_zarr
 

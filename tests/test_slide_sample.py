@@ -12,7 +12,7 @@ import zarr
 from napari_m2mrf.io.downsample import mean_2x2, mode_2x2
 from napari_m2mrf.io.slides import open_label_pyramids, open_pyramid
 from napari_m2mrf.napari_io import slide_layer_data
-from sample_data.slide import SLIDE_CLASSES, generate_slide, sample_slide
+from sample_data.slide_sample import SLIDE_CLASSES, generate_slide, sample_slide
 from sample_data.slide_texture import TissueSynth
 
 SIZE = 2048

@@ -23,7 +23,7 @@ from training.slide_samples import SlideRecord, load_slide_sample, slide_classes
 
 @pytest.fixture(scope="module")
 def slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sample_data.slide import generate_slide
+    from sample_data.slide_sample import generate_slide
 
     return generate_slide(tmp_path_factory.mktemp("slide"), size=1024, seed=3).ome_zarr
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from sample_data.slide import generate_slide
+from sample_data.slide_sample import generate_slide
 from training.recipes.training_slides import (
     ensure_training_slides,
     reduced_slide,

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.size <= 0 or args.size % 512:
         raise UserError(f"slide size must be a positive multiple of 512 px, got {args.size}")
-    from sample_data.slide import generate_slide
+    from sample_data.slide_sample import generate_slide
 
     slide = generate_slide(args.out, size=args.size, seed=args.seed)
     print(f"wrote a {args.size}×{args.size} slide: {slide.ome_zarr} and {slide.ome_tiff}")

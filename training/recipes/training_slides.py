@@ -3,7 +3,7 @@
 A slide of the sample's size (32768² level 0, :class:`~sample_data.slide_texture.TissueSynth`)
 is rendered tile by tile and reduced in memory by ``reduction`` rounds of the sample pyramid's own
 2×2 steps (images: area mean, labels: 2×2 mode), so the result equals level ``reduction`` of a
-slide written by :func:`sample_data.slide.generate_slide` with that seed, without ever storing
+slide written by :func:`sample_data.slide_sample.generate_slide` with that seed, without ever storing
 level 0 (a 32768² slide takes 1.9 GB on disk; its 2048² level 12 MB). It is written as a small
 OME-Zarr (NGFF 0.5) whose level 0 is that reduced level (pixel size scaled accordingly), with the
 ``labels/ground_truth`` pyramid the trainer's ``slides`` data kind reads.
@@ -23,7 +23,7 @@ from napari_m2mrf.io.downsample import mean_2x2, mode_2x2
 from napari_m2mrf.io.pyramid_build import level_shapes
 from napari_m2mrf.io.tiff import LABELS_SERIES_NAME
 from napari_m2mrf.io.zarr_arrays import create_array
-from sample_data.slide import PIXEL_SIZE_UM, SAMPLE_SIZE, write_slide_ngff_metadata
+from sample_data.slide_sample import PIXEL_SIZE_UM, SAMPLE_SIZE, write_slide_ngff_metadata
 from sample_data.slide_texture import TILE, TissueSynth
 
 GENERATOR_VERSION = 1
