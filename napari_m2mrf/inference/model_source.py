@@ -7,6 +7,7 @@ an untrained network with the official IDRiD settings, useful to try the pipelin
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,9 @@ from napari_m2mrf.errors import UserError
 if TYPE_CHECKING:
     from torch import nn
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "sample_data" / "checkpoints"
+# The only place the core finds the bundled checkpoints: package data looked up by package name
+# (importlib.resources runs sample_data's docstring-only __init__, imports none of its modules).
+BUNDLED_DIR = Path(str(resources.files("sample_data") / "checkpoints"))
 CHECKPOINT_SUFFIX = ".safetensors"
 
 
