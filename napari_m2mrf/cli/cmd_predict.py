@@ -77,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    if args.workers or args.scheduler:
+        from napari_m2mrf.compat import require_dask_distributed
+
+        require_dask_distributed()  # before any work: a mismatched pair would fail mid-run
     if args.tile < 128:
         raise UserError(f"--tile must be at least 128 px, got {args.tile}")
     options = PredictOptions(

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_m2mrf.compat import require_dask_distributed
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.jobs import ProgressCallback, no_progress
 
@@ -252,10 +253,9 @@ def _predict_all(
             results.append(predict_file(path, options, name))
             progress(done, total, path.name)
         return results
-    try:
-        from dask.distributed import Client, LocalCluster, as_completed
-    except ImportError as exc:
-        raise UserError("distributed prediction needs dask.distributed: pip install 'napari-m2mrf[distributed]'") from exc
+    require_dask_distributed()
+    from dask.distributed import Client, LocalCluster, as_completed
+
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
     client = Client(scheduler or cluster)
     try:

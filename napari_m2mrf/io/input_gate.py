@@ -547,3 +547,44 @@ def _count_nodes(root: Any, limit: int, where: str, limits: Limits) -> int:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# -- masks and predictions ----------------------------------------------------------------------------
+
+
+def mask_header(
+    path: str | os.PathLike[str], expected: tuple[int, int] | None = None, limits: Limits | None = None
+) -> tuple[int, int]:
+    """``(height, width)`` of a mask or prediction file (TIFF, PNG, BMP, GIF, JPEG) from its header.
+
+    Refused before decoding: a path that is not a regular file, more than ``max_image_pixels``, more
+    than ``max_channels`` samples, or (``expected`` given) a size other than ``expected`` (a
+    ``UserError`` naming both sizes).
+    """
+    limits = limits or current_limits()
+    path = Path(path)
+    head = read_head(path, 4)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        height, width, channels = _tiff_first_page(path)
+        check_pixels(path, height, width, limits.max_image_pixels, "max_image_pixels", limits)
+        if channels > limits.max_channels:
+            raise InputRefused(f"{path}: {channels} samples per pixel; a mask has 1 (or grey/RGB/RGBA colours)")
+    else:
+        width, height, _ = pil_header(path, limits)
+    if expected is not None and (height, width) != tuple(expected):
+        raise UserError(
+            f"{path}: the mask is {width}×{height} pixels but {expected[1]}×{expected[0]} are expected "
+            "(checked from the header, nothing decoded)"
+        )
+    return height, width
+
+
+def _tiff_first_page(path: Path) -> tuple[int, int, int]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            return int(page.imagelength), int(page.imagewidth), int(page.samplesperpixel)
+    except (tifffile.TiffFileError, struct.error, IndexError, KeyError, ValueError, OSError) as exc:
+        raise InputRefused(f"{path}: not a readable TIFF ({_first_line(exc)})") from None
