@@ -7,6 +7,7 @@ those variables everything here is a no-op for one process.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from torch import nn
 
 from napari_m2mrf.errors import UserError
 from training.sync_batchnorm import convert_batchnorm
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ def choose_device(request: str, local_rank: int = 0) -> torch.device:
     rank's GPU; ``cuda:N``/``cpu`` as given. ``UserError`` when CUDA is asked for but absent."""
     if request == "auto":
         request = "cuda" if torch.cuda.is_available() else "cpu"
+        logger.info("run.device auto: %s (CUDA %s)", request, "available" if request == "cuda" else "not available")
     if request == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -55,11 +59,14 @@ def start(device_request: str) -> Processes:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = choose_device(device_request, local_rank)
     if world_size == 1:
+        logger.info("training on %s, one process", device)
         return Processes(0, 1, device)
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        logger.info("joining the torchrun group: %d processes, %s backend, this one on %s", world_size, backend, device)
+        dist.init_process_group(backend=backend)
     return Processes(dist.get_rank(), dist.get_world_size(), device)
 
 

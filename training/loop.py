@@ -19,6 +19,7 @@ GUI); ``config.model.init_checkpoint`` starts from a trained model's weights (fi
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,8 @@ from training.networks import build_network, forward_losses
 from training.sampling import IterationBatchSampler
 from training.schedules import build_optimizer, learning_rate, set_learning_rate
 from training.transforms import training_transform
+
+logger = logging.getLogger(__name__)
 
 
 def _optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -110,6 +113,8 @@ class Trainer:
         model = distributed.unwrap(network)
         optimizer = build_optimizer(model.parameters(), config.optim)
         use_amp = run.amp and processes.device.type == "cuda"
+        if run.amp and not use_amp:
+            logger.info("run.amp ignored on %s (mixed precision is for CUDA)", processes.device)
         scaler = torch.amp.GradScaler("cuda") if use_amp else None
 
         start, best_score, best_iteration = 0, -math.inf, 0
@@ -126,6 +131,7 @@ class Trainer:
                 scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["torch_rng"])
             start, best_score, best_iteration = state["iteration"], state["best_score"], state["best_iteration"]
+            logger.info("resuming %s at iteration %d of %d", self._resume, start, run.iterations)
 
         train_records = sources.records(config.data, classes, config.data.train_split, validation=False)
         evaluating = sources.has_validation(config.data) and processes.is_main

@@ -9,6 +9,7 @@ and the classes' names and colours.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.pyramid import LabelPyramid
 from napari_m2mrf.io.slides import open_label_pyramids, open_pyramid
 from training.transforms import Sample
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,11 @@ def load_slide_sample(record: SlideRecord, classes: Sequence[LesionClass]) -> Sa
     pyramid = open_pyramid(record.path)
     sides = [max(level.shape[1:]) for level in pyramid.levels]
     index = max((k for k, side in enumerate(sides) if side >= record.level_size), default=0)
+    logger.info(
+        "%s: training on level %d of %d (%s px, downsample %g; wanted a long side >= %d)",
+        record.path, index, len(sides), "×".join(map(str, pyramid.levels[index].shape[1:])),
+        pyramid.downsamples[index], record.level_size,
+    )
     image = np.moveaxis(np.asarray(pyramid.levels[index][:]), 0, -1)
     if image.dtype != np.uint8 or image.shape[-1] != 3:
         raise UserError(f"{record.path}: expected an 8-bit RGB slide, found {image.dtype} with {image.shape[-1]} channels")

@@ -7,12 +7,15 @@ slide (a pyramid, or an image too large to hold in memory comfortably).
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from napari_m2mrf.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 # Above this many pixels a single image is treated as a slide (DDR's largest photograph is 18 Mpx).
 FUNDUS_MAX_PIXELS = 40_000_000
@@ -110,16 +113,24 @@ def inspect_source(path: str | os.PathLike[str]) -> SourceInfo:
     if found == "zarr":
         pyramid = gated_ome_zarr(path, check_chunks=False)
         _, height, width = pyramid.shape
-        return SourceInfo(path, "zarr", height, width, len(pyramid.levels))
+        return _found(SourceInfo(path, "zarr", height, width, len(pyramid.levels)))
     if found == "tiff":
         from napari_m2mrf.io.tiff import inspect_tiff
 
         height, width, levels, whole_slide = inspect_tiff(path)
-        return SourceInfo(path, "tiff", height, width, levels, whole_slide)
+        return _found(SourceInfo(path, "tiff", height, width, levels, whole_slide))
     from napari_m2mrf.io.photographs import pillow_size
 
     width, height = pillow_size(path)
-    return SourceInfo(path, found, height, width, 1)
+    return _found(SourceInfo(path, found, height, width, 1))
+
+
+def _found(info: SourceInfo) -> SourceInfo:
+    logger.info(
+        "%s: %s content, %d×%d px, %d level(s): a %s", info.path, info.format, info.width, info.height, info.levels,
+        info.kind,
+    )
+    return info
 
 
 def gated_ome_zarr(path: Path, *, check_chunks: bool = True):  # noqa: ANN201 - a Pyramid

@@ -7,6 +7,7 @@ for a large single-resolution image, in blocks, resumably, with progress.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.formats import FUNDUS_MAX_PIXELS, SourceInfo, inspect_source, sniff_format
 from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
 from napari_m2mrf.jobs import CancelToken, ProgressCallback
+
+logger = logging.getLogger(__name__)
 
 # Flat (non-tiled) formats must be decoded whole; refused beyond ``Limits.max_image_pixels``
 # (``NAPARI_M2MRF_MAX_IMAGE_PIXELS``); this is the default, kept for importers.
@@ -37,7 +40,8 @@ def open_pyramid(path: str | os.PathLike[str], info: SourceInfo | None = None) -
     if info.format == "zarr":  # the store layout was checked by inspect_source; now the levels' metadata
         from napari_m2mrf.io.workspace import Workspace
 
-        if Workspace.is_workspace(path):
+        workspace = Workspace.is_workspace(path)
+        if workspace:
             pyramid = Workspace.open(path, mode="r").image
         else:
             from napari_m2mrf.io.omezarr import open_ome_zarr
@@ -47,18 +51,26 @@ def open_pyramid(path: str | os.PathLike[str], info: SourceInfo | None = None) -
         check_zarr_levels(
             path, [a.shape for a in levels], [a.dtype for a in levels], [getattr(a, "chunks", a.shape) for a in levels], None
         )
-        return pyramid
+        return _opened(path, pyramid, "workspace" if workspace else "OME-Zarr")
     if info.format == "tiff":
         from napari_m2mrf.io.tiff import tiff_pyramid
 
         try:
-            return tiff_pyramid(path)
+            return _opened(path, tiff_pyramid(path), "TIFF levels")
         except InputRefused:
             if info.kind != "fundus":
                 raise
         # a photograph of another pixel type (1-bit, float): decoded whole by the photograph rules
     image = read_image(path, max_pixels=current_limits().max_image_pixels)
-    return in_memory_pyramid(image.data, path)
+    return _opened(path, in_memory_pyramid(image.data, path), "decoded whole into memory")
+
+
+def _opened(path: Path, pyramid: Pyramid, how: str) -> Pyramid:
+    logger.info(
+        "%s: opened as %s, %d level(s), downsamples %s", path, how, len(pyramid.levels),
+        ", ".join(f"{d:g}" for d in pyramid.downsamples),
+    )
+    return pyramid
 
 
 def in_memory_pyramid(data: np.ndarray, path: Path, pixel_size_um: float | None = None) -> Pyramid:
@@ -101,7 +113,9 @@ def ensure_pyramid(
     if Workspace.is_workspace(target):
         existing = Workspace.open(target)
         if existing.has_image:
+            logger.info("%s: one level only; using the pyramid already built in %s", path, target)
             return existing.image
+    logger.info("%s: one level only; building a pyramid in %s", path, target)
     source = open_pyramid(path, info)
     check_pyramid_readable(source)  # nothing is written next to the input before it passed the gate
     workspace = Workspace.for_source(path, workspace_path)

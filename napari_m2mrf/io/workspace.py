@@ -22,6 +22,7 @@ through a symbolic link that leads outside the workspace.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,6 +57,8 @@ from napari_m2mrf.io.pyramid_build import (
 )
 from napari_m2mrf.io.zarr_arrays import create_array
 from napari_m2mrf.jobs import CancelToken, ProgressCallback
+
+logger = logging.getLogger(__name__)
 
 WORKSPACE_SUFFIX = ".m2mrf.zarr"
 WORKSPACE_VERSION = 1
@@ -94,6 +97,7 @@ class Workspace:
         """A new empty workspace at ``path`` (an existing one there is kept and opened instead)."""
         path = Path(path)
         if path.exists():
+            logger.info("%s: workspace exists; resuming it", path)
             return cls.open(path)
         if ngff_version not in ngff.WRITE_VERSIONS:
             raise UserError(f"NGFF version {ngff_version!r} is not supported; choose one of {ngff.WRITE_VERSIONS}")
@@ -113,6 +117,7 @@ class Workspace:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+        logger.info("%s: created workspace (NGFF %s)", path, ngff_version)
         return cls.open(path)
 
     @classmethod
@@ -124,6 +129,7 @@ class Workspace:
         group = open_group(path, mode=mode)
         if "workspace" not in (group.attrs.get(COMPLETE_KEY) or {}):
             raise UserError(f"{path}: a zarr store but not a napari-m2mrf workspace")
+        logger.debug("%s: opened workspace (%s)", path, mode)
         return cls(path, group)
 
     @classmethod

@@ -18,12 +18,15 @@ in the levels' units (0–255 for uint8 slides).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 Factors = float | tuple[float, float]
 
@@ -194,6 +197,13 @@ def sample_pyramid(
         )
         stats.chunks_per_level[int(index)] = chunks
         stats.bytes_decoded += chunks * _chunk_nbytes(array, channel_axis)
+    if logger.isEnabledFor(logging.DEBUG):
+        counts = np.bincount(level_of, minlength=len(levels))
+        logger.debug(
+            "%d samples read from levels %s (%d chunks, %.1f MB decoded)",
+            len(flat), ", ".join(f"{k}: {n}" for k, n in enumerate(counts) if n),
+            stats.chunks, stats.bytes_decoded / 1e6,
+        )
     return PyramidSamples(values.reshape(*points.shape[:-1], channels), level_of.reshape(points.shape[:-1]), stats)
 
 
