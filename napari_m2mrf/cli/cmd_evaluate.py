@@ -158,7 +158,15 @@ def load_image_pair(
     A class without a ground-truth mask is all background; the image's size then comes from its
     other masks. Every prediction and mask must have that size.
     """
-    truth = {cls.code: read_binary_mask(image.masks[cls.code]) for cls in classes if cls.code in image.masks}
+    from napari_m2mrf.io.input_gate import mask_header
+
+    truth: dict[str, np.ndarray] = {}
+    for cls in classes:  # every mask after the first is checked against the first's size from its header
+        if cls.code in image.masks:
+            if truth:
+                first = next(iter(truth))
+                _check_size(image.masks[cls.code], mask_header(image.masks[cls.code]), image.masks[first], truth[first].shape)
+            truth[cls.code] = read_binary_mask(image.masks[cls.code])
     reference = next((image.masks[code] for code in truth), None) or next(iter(image.masks.values()))
     shape = truth[next(iter(truth))].shape if truth else read_binary_mask(reference).shape
     probabilities = np.empty((len(classes), *shape), dtype=np.float32)
@@ -168,7 +176,8 @@ def load_image_pair(
             _check_size(image.masks[cls.code], truth[cls.code].shape, reference, shape)
             masks[k] = truth[cls.code]
         path = prediction_path(pred, image.stem, cls.code)
-        probability = read_prediction(path)
+        _check_size(path, mask_header(path), reference, shape)  # before decoding
+        probability = read_prediction(path, shape)
         _check_size(path, probability.shape, reference, shape)
         probabilities[k] = probability
     return probabilities, masks
@@ -182,15 +191,25 @@ def _check_size(path: Path, shape: tuple[int, ...], reference: Path, expected: t
         )
 
 
-def read_prediction(path: Path) -> np.ndarray:
-    """A prediction file as float32 (H, W) probabilities in [0, 1] (integer 0/1 maps are masks)."""
+def read_prediction(path: Path, expected_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A prediction file as float32 (H, W) probabilities in [0, 1] (integer 0/1 maps are masks).
+
+    The header passes the read-side gate first: a regular file, within the limits, of
+    ``expected_shape`` (H, W) when given; NaN or infinite values are refused.
+    """
+    from napari_m2mrf.io.input_gate import mask_header
     from napari_m2mrf.metrics import as_probability
 
+    mask_header(path, tuple(expected_shape[:2]) if expected_shape is not None else None)
     if path.suffix.lower() == ".png":
         values = _read_png(path)
     else:
         values = _read_tiff(path)
     values = _single_channel(path, values)
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise UserError(f"{path}: the prediction holds NaN or infinite values")
+    if values.dtype.kind not in "uifb":
+        raise UserError(f"{path}: unsupported pixel type {values.dtype} for a prediction")
     if values.dtype.kind in "ui" and values.size and values.max() <= 1:
         values = values.astype(bool)
     try:
@@ -211,10 +230,13 @@ def _read_tiff(path: Path) -> np.ndarray:
 def _read_png(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    from napari_m2mrf.io.input_gate import pil_pixel_limit
+    from napari_m2mrf.io.limits import current_limits
+
     try:
-        with Image.open(path) as image:
+        with pil_pixel_limit(current_limits().max_image_pixels), Image.open(path) as image:
             return np.asarray(image)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable PNG ({exc})") from None
 
 

@@ -216,16 +216,20 @@ def _images_of_masks(folders: dict[str, Path]) -> list[GroundTruthImage]:
     return [GroundTruthImage(stem, masks[stem]) for stem in sorted(masks)]
 
 
-def read_binary_mask(path: str | os.PathLike[str]) -> np.ndarray:
+def read_binary_mask(path: str | os.PathLike[str], expected_shape: tuple[int, int] | None = None) -> np.ndarray:
     """A lesion mask file as bool ``(H, W)``: True where any colour channel is non-zero (alpha ignored).
 
     Single-channel TIFFs (IDRiD's 1-bit masks, DDR's 8-bit ones) go through
     :func:`~napari_m2mrf.io.idrid_masks.read_idrid_mask`; everything else through Pillow at its
     own bit depth (a 16-bit mask holding 0/1 keeps its lesions). ``UserError`` names an unreadable file.
+    The header passes the read-side gate first (:func:`~napari_m2mrf.io.input_gate.mask_header`):
+    a size over the limits, or other than ``expected_shape`` when given, is refused before decoding.
     """
     from napari_m2mrf.io.formats import sniff_format
+    from napari_m2mrf.io.input_gate import mask_header
 
     path = Path(path)
+    mask_header(path, expected_shape)
     if sniff_format(path) == "tiff":
         try:
             return read_idrid_mask(path)
@@ -244,14 +248,17 @@ def read_binary_mask(path: str | os.PathLike[str]) -> np.ndarray:
 def _decoded_mask(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    from napari_m2mrf.io.input_gate import pil_pixel_limit
+    from napari_m2mrf.io.limits import current_limits
+
     try:
-        with Image.open(path) as image:
+        with pil_pixel_limit(current_limits().max_image_pixels), Image.open(path) as image:
             if image.mode in ("P", "PA"):
                 image = image.convert("RGBA")
             elif image.mode == "1":
                 image = image.convert("L")
             return np.asarray(image)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable mask image ({exc})") from None
 
 
@@ -264,7 +271,8 @@ def load_ground_truth(
         path = files.masks.get(cls.code)
         if path is None:
             continue
-        mask = read_binary_mask(path)
+        declared = _header_shape(path)  # from the header: a wrong size is refused before decoding
+        mask = read_binary_mask(path) if declared == tuple(shape) else np.zeros(declared, bool)
         if mask.shape != tuple(shape):
             raise UserError(
                 f"{path}: the mask is {mask.shape[1]}×{mask.shape[0]} pixels but the image {files.image.name} "
@@ -272,6 +280,12 @@ def load_ground_truth(
             )
         labels[mask] = cls.label
     return labels
+
+
+def _header_shape(path: Path) -> tuple[int, int]:
+    from napari_m2mrf.io.input_gate import mask_header
+
+    return mask_header(path)
 
 
 def labels_to_masks(labels: np.ndarray, classes: tuple[LesionClass, ...] = FUNDUS_CLASSES) -> dict[str, np.ndarray]:

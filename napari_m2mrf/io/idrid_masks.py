@@ -72,6 +72,11 @@ def read_idrid_mask(path: str | os.PathLike[str]) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
             _check_pixels_present(path, page.dataoffsets, page.databytecounts)
+            from napari_m2mrf.io.input_gate import check_pixels
+            from napari_m2mrf.io.limits import current_limits
+
+            limits = current_limits()
+            check_pixels(path, int(page.imagelength), int(page.imagewidth), limits.max_image_pixels, "max_image_pixels", limits)
             data = page.asarray()
     except UserError:
         raise

@@ -587,4 +587,4 @@ def _tiff_first_page(path: Path) -> tuple[int, int, int]:
             page = tif.pages.first
             return int(page.imagelength), int(page.imagewidth), int(page.samplesperpixel)
     except (tifffile.TiffFileError, struct.error, IndexError, KeyError, ValueError, OSError) as exc:
-        raise InputRefused(f"{path}: not a readable TIFF ({_first_line(exc)})") from None
+        raise InputRefused(f"{path}: not a readable TIFF mask ({_first_line(exc)})") from None
