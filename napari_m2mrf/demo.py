@@ -6,19 +6,27 @@ them; the slide run adds its ``sampling dots`` and ``deformation map`` layers. I
 display; with ``screenshot`` set it saves a PNG of the whole window, writes a JSON summary beside it
 (``<screenshot stem>_summary.json``: layers, widgets, seconds per step — opening each sample, each
 model run, the total), prints the summary and exits. With no display it starts a virtual one (Xvfb).
+
+Library: the virtual display is PyVirtualDisplay's (``Display(visible=False)`` starts Xvfb and sets
+``$DISPLAY``), a maintained wrapper, so the package ships no X-server launcher of its own.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_m2mrf.display import display_available
 from napari_m2mrf.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 PLUGIN = "napari-m2mrf"
 DEMO_SAMPLES = ("fundus_lesions", "retina", "slide")
@@ -27,6 +35,7 @@ FUNDUS_MODEL = "fundus_m2mrf_w18s"  # the bundled fundus lesion checkpoint (samp
 SLIDE_MODEL = "slide_deformed_w18s"  # the bundled deformed-downsampling slide checkpoint
 SLIDE_SAMPLE_LAYER = "slide"
 WINDOW_SIZE = (1800, 1100)
+VIRTUAL_SCREEN = (1920, 1200)  # width, height of the virtual display (24-bit colour)
 # The slide is shown beside the fundus images, scaled to this height in screen units.
 SIDE_BY_SIDE_GAP = 100.0
 
@@ -166,6 +175,29 @@ def _segment_slide(viewer: Any, segment_widget: Any, summary: DemoSummary) -> No
     for layer in viewer.layers:
         if layer.name == DEFORMATION:
             layer.visible = True
+
+
+@contextmanager
+def display_available() -> Iterator[None]:
+    """Use the user's display (``$DISPLAY``/``$WAYLAND_DISPLAY``), or a private Xvfb while inside.
+
+    napari renders with OpenGL and Qt's ``offscreen`` platform has no OpenGL context for vispy, so a
+    headless run needs an X server. Raises ``UserError`` saying what to install when there is neither
+    a display nor Xvfb.
+    """
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        yield
+        return
+    if shutil.which("Xvfb") is None:
+        raise UserError(
+            "no display and no Xvfb: install a virtual display (as root: apt-get install xvfb libgl1-mesa-dri) "
+            "or run with a display"
+        )
+    from pyvirtualdisplay import Display
+
+    with Display(visible=False, size=VIRTUAL_SCREEN, color_depth=24) as display:
+        logger.info("no display: started a virtual one (Xvfb) on :%s", display.display)
+        yield
 
 
 def run_demo(screenshot: Path | None = None) -> DemoSummary:
