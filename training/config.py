@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, mode
 from pydantic_core import PydanticCustomError
 
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.io.input_gate import load_yaml
 
 IDRID_MEAN = [116.513, 56.437, 16.309]
 IDRID_STD = [80.206, 41.232, 13.293]
@@ -279,7 +280,7 @@ def load_config(path: str | os.PathLike[str]) -> TrainingConfig:
         raise UserError(f"{path}: no such config file")
     text = path.read_text(encoding="utf-8")
     try:
-        values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        values = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text, name=str(path))
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({exc})") from None
     if not isinstance(values, dict):
