@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     inputs = collect_inputs(args.inputs)
+    from napari_m2mrf.io.input_gate import check_path
+
+    for path in inputs:  # before the model loads: a FIFO, device or unreadable file is refused unopened
+        check_path(path)
     progress = TqdmProgress("predict")
     try:
         results = predict_many(inputs, options, workers=args.workers, scheduler=args.scheduler, progress=progress)
