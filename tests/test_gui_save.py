@@ -91,6 +91,33 @@ def test_autosave_writes_unsaved_edits_on_its_timer(make_napari_viewer, qtbot, p
     assert np.asarray(saved)[50, 60] == 2
 
 
+def test_closing_the_window_saves_unsaved_edits(make_napari_viewer, qtbot, private_cache: Path) -> None:
+    """The window goes away without the layers being removed (its close button, or ``window.close()``)."""
+    viewer = make_napari_viewer(show=True)
+    _, lesions = _image_and_lesions(viewer)
+    widget = CorrectWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    qtbot.waitUntil(widget.native.isVisible)
+    widget.layer.value = lesions
+    _paint_correction(lesions)
+    viewer.window.close()
+    assert len(viewer.layers) == 2, "the layers are still there: the window's closing saved the edits"
+    saved = Workspace.open(private_cache / "workspaces" / "eye.m2mrf.zarr", mode="r").labels("corrected").levels[0]
+    assert np.asarray(saved)[50, 60] == 2
+    assert not widget.saver.dirty
+
+
+def test_deleting_the_layer_saves_its_unsaved_edits(make_napari_viewer, private_cache: Path) -> None:
+    viewer = make_napari_viewer()
+    _, lesions = _image_and_lesions(viewer)
+    widget = CorrectWidget(viewer)
+    widget.layer.value = lesions
+    _paint_correction(lesions)
+    viewer.layers.remove(lesions)
+    saved = Workspace.open(private_cache / "workspaces" / "eye.m2mrf.zarr", mode="r").labels("corrected").levels[0]
+    assert np.asarray(saved)[50, 60] == 2
+
+
 def test_closing_the_viewer_saves_unsaved_edits(qtbot, private_cache: Path) -> None:
     import napari
 

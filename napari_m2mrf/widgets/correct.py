@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 from pathlib import Path
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, PushButton, SpinBox
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.label_tools import component_at, small_components
+from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.saving import LayerSaver
 
 if TYPE_CHECKING:
@@ -25,12 +26,11 @@ CLICK_DELETE = "click: delete component"
 CLICK_RELABEL = "click: relabel component"
 
 
-class CorrectWidget(Container):
+class CorrectWidget(PluginWidget):
     """Class picker, tools and component operations for the chosen Labels layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self._viewer = viewer
-        self.layer = ComboBox(label="labels", choices=self._labels_layers)
+        self.layer = ComboBox(label="labels", choices=layer_choices(viewer, "Labels", lambda layer: not layer.multiscale))
         self.lesion_class = ComboBox(
             label="class", choices=[(f"{c.code} – {c.name}", c.label) for c in FUNDUS_CLASSES]
         )
@@ -43,13 +43,14 @@ class CorrectWidget(Container):
         self.save_button = PushButton(text="Save")
         self.status = Label(value="")
         super().__init__(
-            widgets=[
+            viewer,
+            [
                 self.layer, self.lesion_class, self.click_action, self.min_size,
                 self.remove_small_button, self.undo_button, self.write_idrid, self.idrid_folder,
                 self.save_button, self.status,
-            ]
+            ],
         )
-        self.saver = LayerSaver(viewer, self._notify)
+        self.saver = LayerSaver(viewer, self._notify, owner=self.native)
         self.write_idrid.changed.connect(lambda on: setattr(self.idrid_folder, "visible", on))
         self.save_button.clicked.connect(self.save)
         self._hooked = None
@@ -58,20 +59,7 @@ class CorrectWidget(Container):
         self.click_action.changed.connect(self._set_click_action)
         self.remove_small_button.clicked.connect(self.remove_small)
         self.undo_button.clicked.connect(self.undo)
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
         self._hook_layer(self.layer.value)
-
-    def _labels_layers(self, _widget=None) -> list:
-        import napari
-
-        return [layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Labels) and not layer.multiscale]
-
-    def _notify(self, message: str) -> None:
-        from napari.utils.notifications import show_info
-
-        self.status.value = message
-        show_info(message)
 
     def save(self) -> None:
         """Save the layer into its image's workspace (and IDRiD masks when asked)."""

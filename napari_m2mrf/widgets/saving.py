@@ -2,18 +2,21 @@
 
 A save snapshots the layer in the GUI thread (a copy, so painting can go on) and writes it in a
 worker thread; the write is atomic, so a crash during a save leaves the previous save intact.
-Autosave writes only when the layer was edited since the last save. Closing the viewer saves
-unsaved edits synchronously before the window goes away.
+Autosave writes only when the layer was edited since the last save. Unsaved edits are also saved
+when the layer stops being tracked (another layer chosen, the layer deleted, the viewer closed, which
+removes every layer), when the window holding the widget closes, and when the application quits:
+synchronously where the layer or the window goes away.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QCoreApplication, QEvent, QObject, QTimer
 
 from napari_m2mrf.io.fundus_results import save_fundus_labels, workspace_location
 from napari_m2mrf.widgets.result_layers import PREDICTION_KEY
@@ -66,9 +69,11 @@ def write_snapshot(snap: SaveSnapshot) -> list[Path]:
 
 
 class LayerSaver(QObject):
-    """Tracks edits of one Labels layer and saves it on demand, on a timer and when the viewer closes."""
+    """Tracks edits of one Labels layer and saves it on demand, on a timer and when it goes away: the
+    layer leaves the viewer, the window ``owner`` (the widget, a QWidget) is shown in closes, the
+    application quits."""
 
-    def __init__(self, viewer: Any, notify, interval_ms: int = AUTOSAVE_INTERVAL_MS) -> None:
+    def __init__(self, viewer: Any, notify, owner: QObject | None = None, interval_ms: int = AUTOSAVE_INTERVAL_MS) -> None:
         super().__init__()
         self._viewer = viewer
         self._notify = notify
@@ -80,11 +85,20 @@ class LayerSaver(QObject):
         self.timer.setInterval(interval_ms)
         self.timer.timeout.connect(self.autosave)
         self.timer.start()
-        viewer.window._qt_window.installEventFilter(self)
+        self._owner, self._window = owner, lambda: None
+        if owner is not None:
+            owner.installEventFilter(self)
+        QCoreApplication.instance().aboutToQuit.connect(self._save_now)
+        viewer.layers.events.removed.connect(self._on_layer_removed)  # also as the viewer closes
 
     def track(self, layer: Any) -> None:
-        """Watch ``layer`` for edits (paint, fill, erase and programmatic edits with history)."""
+        """Watch ``layer`` for edits (paint, fill, erase and programmatic edits with history); unsaved
+        edits of the layer tracked until now are saved first (at once when it left the viewer)."""
+        if layer is self.layer:
+            return
         if self.layer is not None:
+            if self.dirty:
+                self.save(wait=self.layer not in self._viewer.layers)
             self.layer.events.paint.disconnect(self._mark_dirty)
             self.layer.events.data.disconnect(self._mark_dirty)
         self.layer, self.dirty = layer, False
@@ -122,7 +136,22 @@ class LayerSaver(QObject):
         self.dirty = True
         self._notify(f"save failed, edits kept in the viewer: {exc}")
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if event.type() == QEvent.Type.Close and self.dirty and self.layer is not None:
+    def _on_layer_removed(self, event) -> None:
+        if event.value is self.layer:
+            self._save_now()
+
+    def _save_now(self) -> None:
+        if self.dirty and self.layer is not None:
             self.save(wait=True)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        """Once the owner is shown, watch the window it is shown in (napari's main window when docked);
+        when that window closes, save unsaved edits before it goes away."""
+        if watched is self._owner and event.type() == QEvent.Type.Show:
+            window = self._owner.window()
+            if window is not self._owner and window is not self._window():
+                window.installEventFilter(self)
+                self._window = weakref.ref(window)  # the window's lifetime is not the saver's business
+        elif event.type() == QEvent.Type.Close and watched is self._window():
+            self._save_now()
         return False
