@@ -8,6 +8,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import zarr
+from PIL import Image
+
 from conftest import REPO_ROOT
 
 
@@ -51,7 +55,7 @@ def test_built_wheel_carries_manifest_and_package_data(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("napari_m2mrf-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "napari_m2mrf/napari.yaml" in names
-    for package in ("napari_m2mrf", "training", "sample_data"):
+    for package in ("napari_m2mrf", "napari_m2mrf/sampling", "training", "training/recipes", "sample_data"):
         assert f"{package}/__init__.py" in names
     bundled = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "sample_data" / "checkpoints").glob("*"))
     assert set(bundled) <= names, f"bundled checkpoints missing from the wheel: {set(bundled) - names}"
@@ -59,3 +63,35 @@ def test_built_wheel_carries_manifest_and_package_data(tmp_path: Path) -> None:
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "napari-m2mrf = napari_m2mrf:napari.yaml" in text
     assert "napari-m2mrf = napari_m2mrf.cli:main" in text
+
+
+def test_the_wheel_runs_on_its_own_from_an_unrelated_folder(installed_wheel: Path, tmp_path: Path) -> None:
+    """The installed wheel imports from its own environment and finds its manifest and bundled models."""
+    code = (
+        "import json, napari_m2mrf, training, sample_data\n"
+        "from importlib.resources import files\n"
+        "from npe2 import PluginManager\n"
+        "manager = PluginManager(); manager.discover()\n"
+        "manifest = manager.get_manifest('napari-m2mrf')\n"
+        "print(json.dumps({'files': [m.__file__ for m in (napari_m2mrf, training, sample_data)],\n"
+        "  'widgets': len(manifest.contributions.widgets),\n"
+        "  'checkpoints': sorted(p.name for p in (files('sample_data') / 'checkpoints').iterdir())}))\n"
+    )
+    result = subprocess.run(
+        [str(installed_wheel / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    found = json.loads(result.stdout)
+    venv = installed_wheel.parent
+    assert all(Path(f).is_relative_to(venv) for f in found["files"]), found["files"]
+    assert found["widgets"] >= 5
+    assert {"fundus_m2mrf_w18s.safetensors", "slide_deformed_w18s.safetensors"} <= set(found["checkpoints"])
+    image = tmp_path / "eye.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)).save(image)
+    predicted = subprocess.run(
+        [str(installed_wheel / "napari-m2mrf"), "predict", str(image), "--model", "fundus_m2mrf_w18s", "--out", "out"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    provenance = json.dumps(zarr.open_group(str(tmp_path / "out" / "eye.m2mrf.zarr"), mode="r").attrs.asdict())
+    assert "fundus_m2mrf_w18s" in provenance
