@@ -6,7 +6,8 @@
   :func:`check_tree` does the same for every folder of a subtree that is written in place.
 * :func:`output_lock` — an advisory ``fcntl.flock`` lock per output, held while writing and
   released by the kernel when the process dies. A second writer gets ``OutputLocked``: "… is being
-  written by another napari-m2mrf process (pid N)". Re-entrant within one process. The lock file
+  written by another napari-m2mrf process (pid N)". Re-entrant for one thread (other threads of the
+  process wait). The lock file
   is ``<folder>/.napari-m2mrf.lock`` inside a plain output folder, and ``.<name>.lock`` next to a
   zarr store (a workspace is created and replaced by renames, and zarr warns about foreign files
   inside a store); it is removed when the lock is released.
@@ -102,8 +103,8 @@ def check_tree(root: str | os.PathLike[str], subtree: str | os.PathLike[str]) ->
 
 # -- locking ----------------------------------------------------------------------------------
 
-_held: dict[str, list[Any]] = {}
-_held_guard = threading.RLock()
+_held: dict[str, list[Any]] = {}  # lock file -> [fd, depth, owning thread]
+_held_changed = threading.Condition()
 
 
 def lock_path_for(target: str | os.PathLike[str]) -> Path:
@@ -116,19 +117,26 @@ def lock_path_for(target: str | os.PathLike[str]) -> Path:
 
 @contextmanager
 def output_lock(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Hold the lock of output ``target`` (its folder, or a store's parent, must exist)."""
+    """Hold the lock of output ``target`` (its folder, or a store's parent, must exist).
+
+    Another process holding it: :class:`OutputLocked` at once. Within this process the lock is
+    re-entrant for the thread holding it, and another thread waits for it (so a write's clean-up of
+    leftovers never removes a temporary another thread is still writing).
+    """
     lock = lock_path_for(target)
     key = os.path.abspath(lock)
-    with _held_guard:
-        entry = _held.get(key)
+    me = threading.get_ident()
+    with _held_changed:
+        while (entry := _held.get(key)) is not None and entry[2] != me:
+            _held_changed.wait()
         if entry is not None:
             entry[1] += 1
         else:
-            entry = _held[key] = [_acquire(lock, Path(target)), 1]
+            entry = _held[key] = [_acquire(lock, Path(target)), 1, me]
     try:
         yield lock
     finally:
-        with _held_guard:
+        with _held_changed:
             entry[1] -= 1
             if entry[1] == 0:
                 del _held[key]
@@ -137,6 +145,7 @@ def output_lock(target: str | os.PathLike[str]) -> Iterator[Path]:
                 except OSError:
                     pass
                 os.close(entry[0])
+                _held_changed.notify_all()
 
 
 def _acquire(lock: Path, target: Path) -> int:
@@ -167,7 +176,7 @@ def _acquire(lock: Path, target: Path) -> int:
 
 def locked_by_this_process(target: str | os.PathLike[str]) -> bool:
     """True while this process holds the lock of ``target``."""
-    with _held_guard:
+    with _held_changed:
         return os.path.abspath(lock_path_for(target)) in _held
 
 

@@ -270,6 +270,7 @@ class Workspace:
         with output_lock(self.path):
             target = resolve_inside(self.path, "labels", name)
             self._ensure_labels_group()
+            remove_partials(self.path / "labels")  # leftovers of killed saves of any labels
             with self._atomic_labels(target, name, shape, colors, names, pixel_size_um, chunk, progress) as level0:
                 yield level0
             self._list_label(name)
