@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,7 +45,9 @@ class Pyramid:
     def level_for_downsample(self, factor: float) -> int:
         """The coarsest level whose downsample does not exceed ``factor`` (0 if none is that fine)."""
         usable = [k for k, d in enumerate(self.downsamples) if d <= factor * (1 + 1e-6)]
-        return usable[-1] if usable else 0
+        level = usable[-1] if usable else 0
+        logger.debug("%s: level %d (downsample %g) for a downsample of %g", self.name, level, self.downsamples[level], factor)
+        return level
 
 
 @dataclass
