@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import ComboBox, Label, PushButton
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.metrics import LesionMetrics
+from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.plot import LinePlot, Series
 from napari_m2mrf.widgets.result_layers import PROBABILITY
 
@@ -47,16 +48,17 @@ def score(probabilities: np.ndarray, ground_truth: np.ndarray) -> tuple[dict, di
     return metrics.compute(), metrics.precision_recall_curves(dense=True)
 
 
-class MetricsWidget(Container):
+class MetricsWidget(PluginWidget):
     """Prediction and ground-truth choices, Compute, a results table and a precision–recall plot."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self._viewer = viewer
+        self._viewer = viewer  # the prediction choices read it while the boxes are built
+        self._labels_layers = layer_choices(viewer, "Labels")
         self.prediction = ComboBox(label="prediction", choices=self._prediction_choices)
         self.ground_truth = ComboBox(label="ground truth", choices=self._labels_choices)
         self.compute_button = PushButton(text="Compute")
         self.status = Label(value="")
-        super().__init__(widgets=[self.prediction, self.ground_truth, self.compute_button, self.status])
+        super().__init__(viewer, [self.prediction, self.ground_truth, self.compute_button, self.status])
         self.table = QTableWidget(len(FUNDUS_CLASSES) + 1, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([title for title, _ in COLUMNS])
         self.table.setVerticalHeaderLabels([cls.code for cls in FUNDUS_CLASSES] + ["mean"])
@@ -65,24 +67,17 @@ class MetricsWidget(Container):
         self.native.layout().addWidget(self.plot)
         self.compute_button.clicked.connect(self.compute)
         self.worker = None
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
 
     def _prediction_choices(self, _widget=None) -> list[str]:
-        import napari
-
         sources = []
         for layer in self._viewer.layers:
             tag = layer.metadata.get("m2mrf", {})
             if tag.get("role") == PROBABILITY and tag["source"] not in sources:
                 sources.append(tag["source"])
-        labels = [layer.name for layer in self._viewer.layers if isinstance(layer, napari.layers.Labels)]
-        return [PROBABILITIES_PREFIX + s for s in sources] + [LABELS_PREFIX + name for name in labels]
+        return [PROBABILITIES_PREFIX + s for s in sources] + [LABELS_PREFIX + name for name in self._labels_choices()]
 
     def _labels_choices(self, _widget=None) -> list[str]:
-        import napari
-
-        return [layer.name for layer in self._viewer.layers if isinstance(layer, napari.layers.Labels)]
+        return [layer.name for layer in self._labels_layers()]
 
     def compute(self) -> None:
         """Score in a worker thread; the table and plot fill in when it returns."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import ComboBox, Label, PushButton
 
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
+from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.slide_layers import LABEL_PYRAMID, show_label_pyramid
 from napari_m2mrf.widgets.view import canvas_corners_world
 
@@ -73,40 +74,25 @@ def write_region(workspace: str, region: np.ndarray, y0: int, x0: int) -> str:
     return workspace
 
 
-class SlideEditWidget(Container):
+def _is_label_pyramid(layer: Any) -> bool:
+    return layer.metadata.get("m2mrf", {}).get("role") == LABEL_PYRAMID
+
+
+class SlideEditWidget(PluginWidget):
     """Label pyramid, region choice, "Edit region" and "Write back"."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self._viewer = viewer
-        self.pyramid = ComboBox(label="labels", choices=self._pyramid_layers)
+        self.pyramid = ComboBox(label="labels", choices=layer_choices(viewer, keep=_is_label_pyramid))
         self.region = ComboBox(label="region", choices=[REGION_VIEW, REGION_SHAPE])
-        self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
+        self.shapes = ComboBox(label="shapes", choices=layer_choices(viewer, "Shapes"), visible=False)
         self.edit_button = PushButton(text="Edit region")
         self.write_button = PushButton(text="Write back")
         self.status = Label(value="")
-        super().__init__(
-            widgets=[self.pyramid, self.region, self.shapes, self.edit_button, self.write_button, self.status]
-        )
+        super().__init__(viewer, [self.pyramid, self.region, self.shapes, self.edit_button, self.write_button, self.status])
         self.region.changed.connect(lambda value: setattr(self.shapes, "visible", value == REGION_SHAPE))
         self.edit_button.clicked.connect(self.edit)
         self.write_button.clicked.connect(self.write_back)
         self.worker = None
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
-
-    def _pyramid_layers(self, _widget=None) -> list:
-        return [layer for layer in self._viewer.layers if layer.metadata.get("m2mrf", {}).get("role") == LABEL_PYRAMID]
-
-    def _shapes_layers(self, _widget=None) -> list:
-        import napari
-
-        return [layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Shapes)]
-
-    def _notify(self, message: str) -> None:
-        from napari.utils.notifications import show_info
-
-        self.status.value = message
-        show_info(message)
 
     @property
     def edit_layer(self) -> Any | None:
