@@ -29,25 +29,25 @@ def layer_choices(viewer: Any, kind: str | None = None, keep: Callable[[Any], bo
 
 class PluginWidget(Container):
     """A ``Container`` on a viewer. Its choices follow the layer list: napari refreshes them once the
-    widget is docked, this class while it is not. With ``modules``, :attr:`ready` turns true (and
-    :meth:`_on_loaded` runs) once those modules are imported off the GUI thread."""
+    widget is docked, this class while it is not. A widget that needs PyTorch calls
+    :meth:`_load_in_background` at the end of its constructor: :attr:`ready` turns true, and
+    :meth:`_on_loaded` runs, once the modules are imported off the GUI thread."""
 
-    _loaded = False  # the ``modules`` are imported (class default, so choices work before __init__)
+    _loaded = False  # class default, so choices can ask before the constructor sets anything
 
-    def __init__(self, viewer: Any, widgets: Sequence[Widget], modules: Sequence[str] = ()) -> None:
+    def __init__(self, viewer: Any, widgets: Sequence[Widget]) -> None:
         self._viewer = viewer
         super().__init__(widgets=widgets)
         for name in LAYER_LIST_EVENTS:
             getattr(viewer.layers.events, name).connect(self._refresh_unless_docked)
-        if modules:
-            after_import(self.native, modules, self._import_done)
-        else:
-            self._loaded = True
 
     @property
     def ready(self) -> bool:
         """True once the modules the widget needs are imported (its Run or Start works)."""
         return self._loaded
+
+    def _load_in_background(self, modules: Sequence[str]) -> None:
+        after_import(self.native, modules, self._import_done)
 
     def _import_done(self, error: str) -> None:
         if error:

@@ -30,7 +30,8 @@ class CorrectWidget(PluginWidget):
     """Class picker, tools and component operations for the chosen Labels layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.layer = ComboBox(label="labels", choices=layer_choices(viewer, "Labels", lambda layer: not layer.multiscale))
+        paintable = layer_choices(viewer, "Labels", lambda layer: not layer.multiscale)
+        self.layer = ComboBox(label="labels", choices=paintable)
         self.lesion_class = ComboBox(
             label="class", choices=[(f"{c.code} – {c.name}", c.label) for c in FUNDUS_CLASSES]
         )

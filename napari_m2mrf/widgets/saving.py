@@ -73,7 +73,8 @@ class LayerSaver(QObject):
     layer leaves the viewer, the window ``owner`` (the widget, a QWidget) is shown in closes, the
     application quits."""
 
-    def __init__(self, viewer: Any, notify, owner: QObject | None = None, interval_ms: int = AUTOSAVE_INTERVAL_MS) -> None:
+    def __init__(self, viewer: Any, notify, owner: QObject | None = None,
+                 interval_ms: int = AUTOSAVE_INTERVAL_MS) -> None:
         super().__init__()
         self._viewer = viewer
         self._notify = notify

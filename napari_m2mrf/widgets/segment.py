@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -30,7 +29,8 @@ from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
 from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD, class_thresholds, uses_thresholds
 from napari_m2mrf.jobs import Cancelled, CancelToken
-from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, after_import, device_choices
+from napari_m2mrf.widgets.base import PluginWidget, layer_choices
+from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, device_choices
 from napari_m2mrf.widgets.result_layers import (
     LESIONS,
     PREDICTION_KEY,
@@ -96,20 +96,19 @@ def run_in_background(job, *args, **kwargs):
     return job(*args, **kwargs)
 
 
-class SegmentWidget(Container):
+class SegmentWidget(PluginWidget):
     """Image, model, device, region and per-class thresholds; Run / Cancel; a progress bar."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from napari_m2mrf.inference.trained_models import registry_changed
 
-        self._viewer = viewer
-        self._loaded = False  # torch and the model modules imported (see deferred_import)
-        self.image = ComboBox(label="image", choices=self._image_layers)
+        source_images = layer_choices(viewer, "Image", lambda layer: not layer.metadata.get("m2mrf"))
+        self.image = ComboBox(label="image", choices=source_images)
         self.model = ComboBox(label="model", choices=self._model_choices)
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors *.pt", visible=False)
         self.device = ComboBox(label="device", choices=self._device_choices, value="auto")
         self.region = ComboBox(label="region", choices=[REGION_WHOLE, REGION_TILES, REGION_VIEW, REGION_SHAPES])
-        self.shapes = ComboBox(label="shapes", choices=self._shapes_layers, visible=False)
+        self.shapes = ComboBox(label="shapes", choices=layer_choices(viewer, "Shapes"), visible=False)
         self.tile = SpinBox(label="tile (px)", value=1024, min=128, max=8192, step=128)
         self.thresholds = [_threshold_box(cls.code) for cls in FUNDUS_CLASSES]
         self.run_button = PushButton(text="Run", enabled=False)
@@ -117,10 +116,11 @@ class SegmentWidget(Container):
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = Label(value=LOADING)
         super().__init__(
-            widgets=[
+            viewer,
+            [
                 self.image, self.model, self.checkpoint, self.device, self.region, self.shapes, self.tile,
                 *self.thresholds, self.run_button, self.cancel_button, self.progress, self.status,
-            ]
+            ],
         )
         self.model.changed.connect(lambda value: setattr(self.checkpoint, "visible", value == CHECKPOINT_FILE))
         self.model.changed.connect(self._follow_model)
@@ -133,29 +133,18 @@ class SegmentWidget(Container):
         self._signals.noticed.connect(self._notify)
         self._cancel: CancelToken | None = None
         self.worker = None
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
         refresh_models = self.model.reset_choices
         registry_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
         self.native.destroyed.connect(lambda: registry_changed.disconnect(refresh_models))
-        after_import(self.native, INFERENCE_MODULES, self._on_loaded)
+        self._load_in_background(INFERENCE_MODULES)
 
-    def _on_loaded(self, error: str) -> None:
+    def _on_loaded(self) -> None:
         """Torch is in: offer the devices and models, follow the chosen model, enable Run."""
-        if error:
-            self._notify(error)
-            return
-        self._loaded = True
         self.device.reset_choices()
         self.model.reset_choices()
         self._follow_model()
         self.run_button.enabled = True
         self.status.value = ""
-
-    @property
-    def ready(self) -> bool:
-        """True once torch is in and the models are offered (Run works)."""
-        return self._loaded
 
     def _device_choices(self, _widget=None) -> list[str]:
         return device_choices(self._loaded)
@@ -204,23 +193,6 @@ class SegmentWidget(Container):
 
     def _thresholds_apply(self) -> bool:
         return any(spin.enabled for spin in self.thresholds)
-
-    def _image_layers(self, _widget=None) -> list:
-        import napari
-
-        return [layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Image)
-                and not layer.metadata.get("m2mrf")]
-
-    def _shapes_layers(self, _widget=None) -> list:
-        import napari
-
-        return [layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Shapes)]
-
-    def _notify(self, message: str) -> None:
-        from napari.utils.notifications import show_info
-
-        self.status.value = message
-        show_info(message)
 
     def _model_source(self) -> str:
         if self.model.value == CHECKPOINT_FILE:

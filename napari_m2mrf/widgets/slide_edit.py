@@ -88,7 +88,9 @@ class SlideEditWidget(PluginWidget):
         self.edit_button = PushButton(text="Edit region")
         self.write_button = PushButton(text="Write back")
         self.status = Label(value="")
-        super().__init__(viewer, [self.pyramid, self.region, self.shapes, self.edit_button, self.write_button, self.status])
+        super().__init__(
+            viewer, [self.pyramid, self.region, self.shapes, self.edit_button, self.write_button, self.status]
+        )
         self.region.changed.connect(lambda value: setattr(self.shapes, "visible", value == REGION_SHAPE))
         self.edit_button.clicked.connect(self.edit)
         self.write_button.clicked.connect(self.write_back)
