@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -195,9 +196,22 @@ def display_available() -> Iterator[None]:
         )
     from pyvirtualdisplay import Display
 
-    with Display(visible=False, size=VIRTUAL_SCREEN, color_depth=24) as display:
-        logger.info("no display: started a virtual one (Xvfb) on :%s", display.display)
+    # ``-terminate``: Xvfb ends by itself when its last client disconnects. Qt keeps its X connection
+    # until the process ends, and stopping the server under it crashes the process at exit (XIO error),
+    # so once Qt has connected the server is left to end with Qt's connection instead of being stopped.
+    display = Display(visible=False, size=VIRTUAL_SCREEN, color_depth=24, extra_args=["-terminate"]).start()
+    logger.info("no display: started a virtual one (Xvfb) on :%s", display.display)
+    try:
         yield
+    finally:
+        if not _qt_connected():
+            display.stop()
+
+
+def _qt_connected() -> bool:
+    """Whether a Qt application (and so an X connection) exists in this process."""
+    widgets = sys.modules.get("qtpy.QtWidgets")
+    return widgets is not None and widgets.QApplication.instance() is not None
 
 
 def run_demo(screenshot: Path | None = None) -> DemoSummary:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,14 @@ pytestmark = [pytest.mark.gui, pytest.mark.slow]
 def test_demo_writes_a_screenshot_and_a_summary(tmp_path: Path) -> None:
     shot = tmp_path / "demo.png"
     cli = Path(sys.executable).with_name("napari-m2mrf")
+    # headless as a user runs it: no display (the demo starts a virtual one), from an unrelated folder
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = subprocess.run(
-        [str(cli), "demo", "--screenshot", str(shot)], check=False, capture_output=True, text=True, timeout=900
+        [str(cli), "-v", "demo", "--screenshot", str(shot)], check=False, capture_output=True, text=True, timeout=900,
+        env=env, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "started a virtual one (Xvfb)" in result.stderr
     assert "napari" in result.stdout and f"screenshot: {shot}" in result.stdout
     summary = json.loads(shot.with_name("demo_summary.json").read_text())
     names = {layer["name"] for layer in summary["layers"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,25 @@ def test_existing_display_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("DISPLAY", ":4242")
     with display_available():
         assert os.environ["DISPLAY"] == ":4242"
+
+
+def test_after_qt_connected_the_process_exits_cleanly_and_xvfb_ends_with_it() -> None:
+    code = (
+        "import os\n"
+        "from napari_m2mrf.demo import display_available\n"
+        "with display_available():\n"
+        "    from qtpy.QtWidgets import QApplication, QWidget\n"
+        "    app = QApplication([])\n"
+        "    window = QWidget()\n"
+        "    window.show()\n"
+        "    app.processEvents()\n"
+        "print(os.environ['DISPLAY'])\n"  # Qt still holds its connection: the server is left running
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    socket = Path("/tmp/.X11-unix/X" + result.stdout.strip()[1:])
+    deadline = time.monotonic() + 10
+    while socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not socket.exists(), "Xvfb (-terminate) should end once Qt's connection closes"
