@@ -44,14 +44,19 @@ LACKING="$(missing "$PY")"
 if [[ -n "$LACKING" ]]; then
     if compgen -G "$WHEELHOUSE/*.whl" >/dev/null; then
         echo "gpu_check.sh: $PY lacks: $LACKING; installing the wheelhouse into $OUT/scratch/venv" >&2
-        "$PY" -m venv --system-site-packages "$OUT/scratch/venv"
-        # The device's python3 is itself a venv (/opt/torch/.venv): --system-site-packages then sees the
-        # base interpreter's packages, not torch's. A .pth adds $PY's own site-packages after the venv's.
-        PURELIB="$("$OUT/scratch/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-        "$PY" -c 'import site; print("\n".join(site.getsitepackages()))' > "$PURELIB/_gpu_check_parent.pth"
-        "$OUT/scratch/venv/bin/python" -m pip install -q --no-index --no-deps --no-compile \
-            --find-links "$WHEELHOUSE" "$WHEELHOUSE"/*.whl
-        PY="$OUT/scratch/venv/bin/python"
+        if "$PY" -m venv --system-site-packages "$OUT/scratch/venv"; then
+            # The device's python3 is itself a venv (/opt/torch/.venv): --system-site-packages then sees the
+            # base interpreter's packages, not torch's. A .pth adds $PY's own site-packages after the venv's.
+            PURELIB="$("$OUT/scratch/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+            "$PY" -c 'import site; print("\n".join(site.getsitepackages()))' > "$PURELIB/_gpu_check_parent.pth"
+            "$OUT/scratch/venv/bin/python" -m pip install -q --no-index --no-deps --no-compile \
+                --find-links "$WHEELHOUSE" "$WHEELHOUSE"/*.whl
+            PY="$OUT/scratch/venv/bin/python"
+        else  # no venv module (or no ensurepip): a target folder on PYTHONPATH instead
+            echo "gpu_check.sh: no venv; installing into $OUT/scratch/site on PYTHONPATH" >&2
+            "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$OUT/scratch/site" "$WHEELHOUSE"/*.whl
+            export PYTHONPATH="$OUT/scratch/site${PYTHONPATH:+:$PYTHONPATH}"
+        fi
         LACKING="$(missing "$PY")"
         [[ -z "$LACKING" ]] || echo "gpu_check.sh: still missing after the install: $LACKING" >&2
     else
