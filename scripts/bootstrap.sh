@@ -43,6 +43,11 @@ setup_stamp() {
   cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$ROOT/requirements.lock" "$ROOT/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1
 }
 
+# pip, without the warnings this machine's pip.conf gives for index folders that do not exist here.
+pip_quiet() {
+  "$@" 2> >(grep -v "^WARNING: Location 'file:///" >&2)
+}
+
 install_python_packages() {
   local stamp_file="$VENV/.setup-stamp"
   if [ -x "$VENV/bin/python" ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$(setup_stamp)" ]; then
@@ -50,7 +55,7 @@ install_python_packages() {
   fi
   echo "napari-m2mrf setup: installing Python packages into $VENV (first run takes a few minutes)" >&2
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  local pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+  local pip=(pip_quiet "$VENV/bin/python" -m pip --disable-pip-version-check -q)
   # Exactly the lock: --require-hashes refuses any file whose hash differs, --no-deps anything unlisted.
   "${pip[@]}" install --require-hashes --no-deps -r "$ROOT/requirements.lock"
   # The package itself, built with the locked setuptools; its dependencies are all in the lock.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,9 @@ from skimage.io import imread
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 
-def test_demo_writes_a_screenshot_and_a_summary(tmp_path: Path) -> None:
+def test_demo_writes_a_screenshot_and_a_summary(installed_wheel: Path, tmp_path: Path) -> None:
     shot = tmp_path / "demo.png"
-    cli = Path(sys.executable).with_name("napari-m2mrf")
+    cli = installed_wheel / "napari-m2mrf"  # the built wheel on its own: bundled models, configs, manifest
     # headless as a user runs it: no display (the demo starts a virtual one), from an unrelated folder
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = subprocess.run(
