@@ -235,6 +235,8 @@ def _read_png(path: Path) -> np.ndarray:
 
     try:
         with pil_pixel_limit(current_limits().max_image_pixels), Image.open(path) as image:
+            if image.mode in ("P", "PA"):  # a palette's indices are not intensities: judge its colours
+                return np.asarray(image.convert("RGBA"))
             return np.asarray(image)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable PNG ({exc})") from None
