@@ -143,6 +143,29 @@ def test_plugins_menu_lists_the_widgets(make_napari_viewer) -> None:
     assert any("Segment lesions" in text for text in texts), texts
 
 
+def _submenu(menu, title: str):
+    (found,) = [a.menu() for a in menu.actions() if a.menu() is not None and a.text().replace("&", "") == title]
+    return found
+
+
+def test_layers_menu_offers_the_widgets_under_segment_and_measure(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    segment = _all_action_texts(_submenu(viewer.window.layers_menu, "Segment"))
+    measure = _all_action_texts(_submenu(viewer.window.layers_menu, "Measure"))
+    for title in ("Segment lesions", "Correct lesions", "Edit slide region"):
+        assert any(title in text for text in segment), segment
+    assert any("Lesion metrics" in text for text in measure), measure
+    assert not any("Train" in text for text in segment + measure)
+
+
+def test_a_layers_menu_entry_docks_its_widget(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    (action,) = [a for a in _submenu(viewer.window.layers_menu, "Measure").actions() if "Lesion metrics" in a.text()]
+    action.trigger()
+    docked = [w for w in viewer.window.dock_widgets.values() if type(w).__name__ == "MetricsWidget"]
+    assert len(docked) == 1
+
+
 def test_segment_widget_docks_from_the_plugin_manifest(make_napari_viewer) -> None:
     pytest.importorskip("napari_m2mrf.models.registry")
     viewer = make_napari_viewer()

@@ -18,6 +18,7 @@ from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
 from napari_m2mrf.widgets.segment import REGION_WHOLE, SegmentWidget
 from napari_m2mrf.widgets.train_widget import TrainWidget
 from sample_data.fundus_samples import fundus_lesions
+from training.events import Finished, IterationDone
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 CROP = (slice(560, 752), slice(420, 612))  # a 192×192 part of fundus_lesions index 0 with EX and HE
@@ -36,6 +37,16 @@ def untrained_checkpoint(tmp_path: Path) -> Path:
     meta = {**fundus_metadata("idrid", {"purpose": "test"}), "input_size": [192, 192]}
     save_checkpoint(path, build_model("hrnetv2_w18s", num_classes=4), meta)
     return path
+
+
+@pytest.fixture
+def shadowing_cwd(tmp_path: Path, monkeypatch) -> Path:
+    """The current directory holds a ``training`` package that fails when imported."""
+    fake = tmp_path / "cwd" / "training"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('the training folder in the current directory was run')\n")
+    monkeypatch.chdir(fake.parent)
+    return fake.parent
 
 
 def _widget_with_one_pair(make_napari_viewer, lesion_crop) -> tuple:
@@ -66,12 +77,16 @@ def _mean_iou(viewer, truth: np.ndarray) -> float:
     return metrics.compute()["mean"]["iou"]
 
 
-def test_training_runs_in_a_process_plots_and_registers_the_model(make_napari_viewer, qtbot, private_cache, lesion_crop) -> None:
+def test_training_runs_in_a_process_plots_and_registers_the_model(
+    make_napari_viewer, qtbot, private_cache, lesion_crop, shadowing_cwd
+) -> None:
+    """Also from a current directory whose ``training`` folder would shadow the trainer."""
     viewer, widget = _widget_with_one_pair(make_napari_viewer, lesion_crop)
     assert widget.status.value == "1 pairs in the training set"
     widget.model.value = "hrnetv2_w18s"
     widget.iterations.value, widget.batch_size.value, widget.crop.value, widget.device.value = 4, 2, 96, "cpu"
     _train(widget, qtbot)
+    assert widget.process.workingDirectory() in ("", str(shadowing_cwd))
     assert widget.registered is not None, widget.status.value
     assert len(widget.loss_plot.series[0].x) == 4
     assert len(widget.metric_plot.series[0].x) >= 1
@@ -84,13 +99,13 @@ def test_stop_ends_the_run_and_keeps_the_last_checkpoint(make_napari_viewer, qtb
     widget.model.value = "hrnetv2_w18s"
     widget.iterations.value, widget.batch_size.value, widget.crop.value, widget.device.value = 10_000, 1, 64, "cpu"
     widget.start()
-    qtbot.waitUntil(lambda: any(e.get("event") == "iteration" for e in widget.events), timeout=300_000)
+    qtbot.waitUntil(lambda: any(isinstance(e, IterationDone) for e in widget.events), timeout=300_000)
     widget.stop_button.clicked.emit()
     with qtbot.waitSignal(widget.process.finished, timeout=120_000):
         pass
-    finished = [e for e in widget.events if e.get("event") == "finished"]
-    assert finished and finished[-1]["stopped"]
-    assert Path(finished[-1]["last"]).is_file()
+    finished = [e for e in widget.events if isinstance(e, Finished)]
+    assert finished and finished[-1].stopped
+    assert Path(finished[-1].last).is_file()
     assert widget.registered is not None
 
 

@@ -86,7 +86,7 @@ class LayerSaver(QObject):
         self.timer.setInterval(interval_ms)
         self.timer.timeout.connect(self.autosave)
         self.timer.start()
-        self._owner, self._window = owner, lambda: None
+        self._owner, self._top_level = owner, lambda: None
         if owner is not None:
             owner.installEventFilter(self)
         QCoreApplication.instance().aboutToQuit.connect(self._save_now)
@@ -150,9 +150,9 @@ class LayerSaver(QObject):
         when that window closes, save unsaved edits before it goes away."""
         if watched is self._owner and event.type() == QEvent.Type.Show:
             window = self._owner.window()
-            if window is not self._owner and window is not self._window():
+            if window is not self._owner and window is not self._top_level():
                 window.installEventFilter(self)
-                self._window = weakref.ref(window)  # the window's lifetime is not the saver's business
-        elif event.type() == QEvent.Type.Close and watched is self._window():
+                self._top_level = weakref.ref(window)  # the window's lifetime is not the saver's business
+        elif event.type() == QEvent.Type.Close and watched is self._top_level():
             self._save_now()
         return False

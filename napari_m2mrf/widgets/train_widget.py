@@ -1,8 +1,9 @@
 """The Train widget: train or fine-tune a lesion model from a dataset folder or from corrected layers.
 
-Training runs in a separate process (``python -m training CONFIG``), so the viewer never freezes
-and a crash cannot take napari down. The process prints one JSON event per line; the widget plots
-the training loss and the validation mAUPR live. Stop asks the run to finish cooperatively (it
+Training runs in a separate process (``python -P -m training CONFIG``, see
+:func:`training.presets.trainer_command`), so the viewer never freezes and a crash cannot take napari
+down. The process prints one JSON event per line (:mod:`training.events`); the widget plots the
+training loss and the validation mAUPR live. The run's config comes from :mod:`training.presets`. Stop asks the run to finish cooperatively (it
 writes its last checkpoint). A finished run's model is registered by name and offered by the
 Segment widget at once.
 
@@ -12,19 +13,19 @@ a pair the trainer reads; "fine-tune from" starts from a bundled or trained chec
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import QProcess
 
-from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, after_import, device_choices
+from napari_m2mrf.widgets.base import PluginWidget, layer_choices
+from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, device_choices
 from napari_m2mrf.widgets.plot import LinePlot, Series
+from training.events import Evaluated, Event, EventStream, Finished, IterationDone, trained_model_path
+from training.presets import DEFAULT_ARCHITECTURE, LAYOUTS, folder_data, pairs_data, trainer_command, training_config
 
 if TYPE_CHECKING:
     import napari
@@ -32,67 +33,28 @@ if TYPE_CHECKING:
 FROM_LAYERS = "training set from layers"
 FROM_FOLDER = "dataset folder"
 FROM_SCRATCH = "(train from scratch)"
-LAYOUTS = ("idrid", "ddr", "folder")
 LOSS_COLOR = (0.9, 0.9, 0.9, 1.0)
 METRIC_COLOR = (0.3, 0.8, 1.0, 1.0)
-OFFICIAL_INPUT_SIZE = (960, 1440)
-DEFAULT_ARCHITECTURE = "m2mrf_hrnetv2_w18s"
 MODEL_MODULES = ("torch", "napari_m2mrf.inference.devices", "napari_m2mrf.models")  # imported off the GUI thread
 
 
-def training_config(
-    data: dict[str, Any],
-    model: str,
-    variant: str,
-    init_checkpoint: str,
-    iterations: int,
-    batch_size: int,
-    lr: float,
-    crop: int,
-    device: str,
-    output_dir: Path,
-) -> dict[str, Any]:
-    """A trainer config (as nested dicts) for the widget's choices: Adam with poly decay, Dice loss,
-    the M2MRF augmentations, evaluation four times per run when there is validation data. Images are
-    fitted into the input size the Segment widget will use: the official 1440×960 from scratch, the
-    starting checkpoint's when fine-tuning."""
-    options = {"variant": variant} if model.startswith("m2mrf_") else {}
-    input_size = list(OFFICIAL_INPUT_SIZE)
-    if init_checkpoint:
-        from napari_m2mrf.models import read_checkpoint_metadata
-
-        meta = read_checkpoint_metadata(init_checkpoint)
-        model, options = meta["arch"], {k: v for k, v in meta["model"].items() if k != "num_classes"}
-        input_size = list(meta["input_size"])  # fine-tune at the scale the model segments at
-    return {
-        "data": data,
-        "augment": {"resize": input_size, "crop": [crop, crop], "scale_range": [0.75, 1.5], "rotate90": True,
-                    "hflip": 0.5, "vflip": 0.5, "photometric": True},
-        "model": {"name": model, "options": options, "init_checkpoint": init_checkpoint, "sync_batchnorm": False},
-        "loss": {"name": "dice"},
-        "optim": {"name": "adam", "lr": lr, "weight_decay": 1e-4, "schedule": "poly", "min_lr": lr / 100},
-        "run": {"iterations": iterations, "batch_size": batch_size, "device": device, "amp": True,
-                "threads": max(1, (os.cpu_count() or 2) - 1),  # leave a core to the viewer
-                "eval_every": max(1, iterations // 4), "checkpoint_every": max(1, iterations // 4),
-                "output_dir": str(output_dir)},
-    }
+def _trainable(layer: Any) -> bool:
+    return not layer.multiscale and layer.metadata.get("m2mrf", {}).get("role") != "probability"
 
 
-class TrainWidget(Container):
+class TrainWidget(PluginWidget):
     """Data, model, schedule and device; Start / Stop; live loss and validation plots."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from napari_m2mrf.cache import cache_dir
 
-        self._viewer = viewer
         self.training_set_dir = cache_dir("training_set")
         self.source = ComboBox(label="data", choices=[FROM_LAYERS, FROM_FOLDER])
         self.folder = FileEdit(label="folder", mode="d", visible=False)
         self.layout_kind = ComboBox(label="layout", choices=list(LAYOUTS), visible=False)
-        self.image_layer = ComboBox(label="image", choices=self._layers("Image"))
-        self.labels_layer = ComboBox(label="labels", choices=self._layers("Labels"))
+        self.image_layer = ComboBox(label="image", choices=layer_choices(viewer, "Image", _trainable))
+        self.labels_layer = ComboBox(label="labels", choices=layer_choices(viewer, "Labels", _trainable))
         self.add_button = PushButton(text="Add to training set")
-        self._loaded = False  # torch and the model registry imported (see deferred_import)
         self.model = ComboBox(label="model", choices=self._architectures)
         self.variant = ComboBox(label="variant", choices=["A", "B", "C", "D"], value="A")
         self.init = ComboBox(label="fine-tune from", choices=self._checkpoints)
@@ -105,11 +67,12 @@ class TrainWidget(Container):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value=f"{len(self._pairs())} pairs in the training set")
         super().__init__(
-            widgets=[
-                self.source, self.folder, self.layout_kind, self.image_layer, self.labels_layer, self.add_button, self.model,
-                self.variant, self.init, self.iterations, self.batch_size, self.lr, self.crop, self.device,
+            viewer,
+            [
+                self.source, self.folder, self.layout_kind, self.image_layer, self.labels_layer, self.add_button,
+                self.model, self.variant, self.init, self.iterations, self.batch_size, self.lr, self.crop, self.device,
                 self.start_button, self.stop_button, self.status,
-            ]
+            ],
         )
         self.loss_plot = LinePlot("iteration", "loss")
         self.metric_plot = LinePlot("iteration", "mAUPR", y_range=(0.0, 1.0))
@@ -119,50 +82,30 @@ class TrainWidget(Container):
         self.add_button.clicked.connect(self.add_to_training_set)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
         self.process: QProcess | None = None
         self.run_dir: Path | None = None
         self.registered: str | None = None
-        self.events: list[dict[str, Any]] = []
-        after_import(self.native, MODEL_MODULES, self._on_loaded)
+        self.events: list[Event] = []
+        self._stream = EventStream()
+        self._load_in_background(MODEL_MODULES)
 
-    def _on_loaded(self, error: str) -> None:
+    def _on_loaded(self) -> None:
         """Torch is in: offer the HRNet architectures and the devices, enable Start."""
-        if error:
-            self._notify(error)
-            return
-        self._loaded = True
         self.model.reset_choices()
         self.model.value = DEFAULT_ARCHITECTURE
         self.device.reset_choices()
         self.start_button.enabled = self.process is None
 
-    @property
-    def ready(self) -> bool:
-        """True once torch is in and the architectures are offered (Start works)."""
-        return self._loaded
-
     def _architectures(self, _widget=None) -> list[str]:
         """The HRNet segmentation networks of the registry; a placeholder until torch is in."""
         if not self._loaded:
             return [LOADING]
-        from napari_m2mrf.models import list_models
+        from training.presets import architectures
 
-        return [n for n in list_models() if "w18" in n or "w32" in n or "w48" in n]
+        return architectures()
 
     def _devices(self, _widget=None) -> list[str]:
         return device_choices(self._loaded)
-
-    def _layers(self, kind: str):
-        def choices(_widget=None) -> list:
-            import napari
-
-            layer_type = getattr(napari.layers, kind)
-            return [layer for layer in self._viewer.layers if isinstance(layer, layer_type) and not layer.multiscale
-                    and layer.metadata.get("m2mrf", {}).get("role") != "probability"]
-
-        return choices
 
     def _checkpoints(self, _widget=None) -> list:
         from napari_m2mrf.inference.model_source import bundled_models
@@ -207,14 +150,12 @@ class TrainWidget(Container):
             if str(self.folder.value) in ("", ".") or not folder.is_dir():
                 self._notify("choose the dataset folder")
                 return None
-            kind = self.layout_kind.value
-            return {"kind": kind, "root": str(folder), "train_split": "train" if kind != "folder" else "",
-                    "val_split": "test" if kind != "folder" else ""}
+            return folder_data(self.layout_kind.value, folder)
         pairs = self._pairs()
         if not pairs:
             self._notify("add image/labels pairs to the training set first")
             return None
-        return {"kind": "pairs", "pairs": pairs, "val_pairs": pairs}
+        return pairs_data(pairs)
 
     def start(self) -> None:
         """Write the run's config and start the trainer in its own process."""
@@ -230,23 +171,24 @@ class TrainWidget(Container):
             return
         self.run_dir = cache_dir("training_runs") / time.strftime("%Y%m%d-%H%M%S")
         values = training_config(
-            data, self.model.value, self.variant.value, self.init.value or "", int(self.iterations.value),
-            int(self.batch_size.value), float(self.lr.value), int(self.crop.value), str(self.device.value),
-            self.run_dir,
+            data, model=self.model.value, variant=self.variant.value, init_checkpoint=self.init.value or "",
+            iterations=int(self.iterations.value), batch_size=int(self.batch_size.value), lr=float(self.lr.value),
+            crop=int(self.crop.value), device=str(self.device.value), output_dir=self.run_dir,
         )
         try:
             config_path = save_config(TrainingConfig.from_dict(values, "training widget"), self.run_dir / "config.yaml")
         except UserError as exc:
             self._notify(str(exc))
             return
-        self.events, self.registered = [], None
+        self.events, self.registered, self._stream = [], None, EventStream()
         self.loss_plot.set_series([])
         self.metric_plot.set_series([])
         self.process = QProcess()
         self.process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
         self.process.readyReadStandardOutput.connect(self._read_events)
         self.process.finished.connect(self._on_finished)
-        self.process.start(sys.executable, ["-m", "training", str(config_path)])
+        program, *arguments = trainer_command(config_path)
+        self.process.start(program, arguments)
         self.start_button.enabled, self.stop_button.enabled = False, True
         self.status.value = f"training in {self.run_dir}"
 
@@ -259,29 +201,23 @@ class TrainWidget(Container):
             self.status.value = "stopping after the current iteration…"
 
     def _read_events(self) -> None:
-        text = bytes(self.process.readAllStandardOutput()).decode(errors="replace")
-        self._partial = getattr(self, "_partial", "") + text
-        *lines, self._partial = self._partial.split("\n")
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            self.events.append(event)
-            if event.get("event") == "iteration":
-                self.status.value = f"iteration {event['iteration']}: loss {event['losses']['loss']:.4f}"
+        events = self._stream.feed(bytes(self.process.readAllStandardOutput()).decode(errors="replace"))
+        self.events += events
+        for event in events:
+            if isinstance(event, IterationDone):
+                self.status.value = f"iteration {event.iteration}: loss {event.losses['loss']:.4f}"
         self._plot()
 
     def _plot(self) -> None:
-        steps = [e for e in self.events if e.get("event") == "iteration"]
-        evaluations = [e for e in self.events if e.get("event") == "evaluation"]
+        steps = [e for e in self.events if isinstance(e, IterationDone)]
+        evaluations = [e for e in self.events if isinstance(e, Evaluated)]
         self.loss_plot.set_series(
-            [Series(np.array([e["iteration"] for e in steps], float), np.array([e["losses"]["loss"] for e in steps]),
+            [Series(np.array([e.iteration for e in steps], float), np.array([e.losses["loss"] for e in steps], float),
                     LOSS_COLOR, "training loss")]
         )
         self.metric_plot.set_series(
-            [Series(np.array([e["iteration"] for e in evaluations], float),
-                    np.array([e["mean"]["aupr_official_11pt"] for e in evaluations], float), METRIC_COLOR,
+            [Series(np.array([e.iteration for e in evaluations], float),
+                    np.array([e.mean["aupr_official_11pt"] for e in evaluations], float), METRIC_COLOR,
                     "validation mAUPR (official)")]
         )
 
@@ -290,21 +226,13 @@ class TrainWidget(Container):
 
         self._read_events()
         self.start_button.enabled, self.stop_button.enabled = True, False
-        finished = [e for e in self.events if e.get("event") == "finished"]
-        if exit_code != 0 or not finished:
+        model_path = trained_model_path(self.events)
+        if exit_code != 0 or model_path is None:
             error = bytes(self.process.readAllStandardError()).decode(errors="replace").strip().splitlines()
             self._notify(f"training failed: {error[-1] if error else f'exit code {exit_code}'}")
             return
-        checkpoints = [e["model_path"] for e in self.events if e.get("event") == "checkpoint"]
-        best = [e["model_path"] for e in self.events if e.get("event") == "checkpoint" and e["kind"] == "best"]
-        model_path = (best or checkpoints)[-1]
         self.registered = register_trained_model(f"{self.model.value}-{self.run_dir.name}", model_path)
         self.reset_choices()
-        stopped = " (stopped early)" if finished[-1].get("stopped") else ""
+        finished = [e for e in self.events if isinstance(e, Finished)]
+        stopped = " (stopped early)" if finished[-1].stopped else ""
         self._notify(f"trained{stopped}: {self.registered} is ready in the Segment widget")
-
-    def _notify(self, message: str) -> None:
-        from napari.utils.notifications import show_info
-
-        self.status.value = message
-        show_info(message)
