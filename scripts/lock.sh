@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates requirements.lock: every package of the test and demo environment (the package with its
-# qt, test and distributed extras) at an exact version with sha256 hashes, for CPython 3.11 on Linux.
+# qt, test and distributed extras) at an exact version with sha256 hashes, for CPython 3.11 (resolved
+# for 3.11.7, the Python of this project's machines) on x86-64 Linux.
 # Run it after changing a dependency in setup.cfg; commit setup.cfg and requirements.lock together.
 #   bash scripts/lock.sh              re-resolve, keeping the locked versions where they still fit
 #   bash scripts/lock.sh --upgrade    re-resolve every package to its newest allowed release
@@ -21,7 +22,7 @@ fi
 cd "$ROOT"
 "$TOOLS/bin/uv" pip compile pyproject.toml \
   --extra qt --extra test --extra distributed \
-  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+  --python-version 3.11.7 --python-platform x86_64-manylinux_2_28 \
   --find-links /opt/wheels --constraint scripts/torch-cpu.txt \
   --generate-hashes --no-emit-find-links --custom-compile-command "bash scripts/lock.sh" \
   --output-file requirements.lock "$@"
