@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.formats import FUNDUS_MAX_PIXELS, sniff_format
+from napari_m2mrf.io.pixels import to_rgb8
 
 MIN_SIDE = 16
 
@@ -69,7 +70,7 @@ def read_image(
         width, height = pillow_size(path)
         _check_size(path, height, width, max_pixels, min_side)
         pixels = _decode_with_pillow(path, notices)
-    return LoadedImage(to_rgb8(pixels, path, notices), path, notices)
+    return LoadedImage(to_rgb8(pixels, str(path), notices, path.name), path, notices)
 
 
 def _check_size(path: Path, height: int, width: int, max_pixels: int, min_side: int) -> None:
@@ -125,47 +126,3 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     if orientation == 8:
         return np.rot90(pixels, k=1)
     return pixels
-
-
-def to_rgb8(pixels: np.ndarray, path: Path, notices: list[str]) -> np.ndarray:
-    """``pixels`` (Y, X[, C]) of any supported type as contiguous ``(Y, X, 3)`` uint8 RGB.
-
-    Appends to ``notices`` what was changed (alpha dropped, bit depth reduced, grey expanded).
-    """
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[..., 0]
-    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
-        notices.append(f"{path.name}: the alpha channel was dropped")
-        pixels = pixels[..., :-1]
-    if pixels.ndim == 3 and pixels.shape[2] == 1:
-        pixels = pixels[..., 0]
-    if pixels.ndim not in (2, 3) or pixels.ndim == 3 and pixels.shape[2] != 3:
-        raise UserError(f"{path}: expected a grey, RGB or RGBA image, found pixel array of shape {pixels.shape}")
-    pixels = _to_uint8(pixels, path, notices)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., np.newaxis], 3, axis=2)
-    return np.ascontiguousarray(pixels)
-
-
-def _to_uint8(pixels: np.ndarray, path: Path, notices: list[str]) -> np.ndarray:
-    kind, size = pixels.dtype.kind, pixels.dtype.itemsize
-    if pixels.dtype == np.uint8:
-        return pixels
-    if pixels.dtype == np.bool_:
-        return pixels.astype(np.uint8) * 255
-    if pixels.dtype == np.uint16:
-        notices.append(f"{path.name}: 16-bit pixels were scaled to 8 bits")
-        return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if kind == "f":
-        if not np.all(np.isfinite(pixels)):
-            raise UserError(f"{path}: the image holds NaN or infinite values")
-        low, high = float(pixels.min()), float(pixels.max())
-        if low < 0 or high > 255:
-            raise UserError(f"{path}: float pixel values span {low:g}..{high:g}; expected 0..1 or 0..255")
-        scale = 255.0 if high <= 1.0 else 1.0
-        notices.append(f"{path.name}: float pixels were converted to 8 bits")
-        return np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
-    raise UserError(
-        f"{path}: unsupported pixel type {pixels.dtype} ({size * 8}-bit {'signed' if kind == 'i' else kind}); "
-        "supported: 8- or 16-bit unsigned, float in 0..1 or 0..255"
-    )
