@@ -143,7 +143,7 @@ def _wait_for(worker: Any) -> None:
 
 def _segment_with(segment_widget: Any, image: Any, model: str, summary: DemoSummary) -> None:
     """Run the bundled ``model`` through the Segment widget on ``image`` and time it; a missing model is noted."""
-    from napari_m2mrf.inference.model_source import bundled_models
+    from napari_m2mrf.catalog import bundled_models
 
     if model not in bundled_models():
         summary.notes.append(f"bundled model {model} not found: segmentation of {image.name} skipped")

@@ -8,7 +8,7 @@
 # (--no-data leaves it out).
 #
 # Why each wheel: zarr (+ numcodecs, google-crc32c, donfig) — the slide stage writes a real zarr
-# workspace; psygnal — napari_m2mrf.inference.trained_models (model lookup) imports it; pydantic
+# workspace; psygnal — napari_m2mrf.catalog (model lookup) imports it; pydantic
 # (+ pydantic-core, annotated-types, typing-inspection) — training.config validates with it;
 # typing-extensions — the lock's release, as pydantic-core needs a recent one.
 # Not needed: the project itself (runs from the carried source tree), dask, napari/Qt, imagecodecs.

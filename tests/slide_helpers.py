@@ -13,7 +13,7 @@ import torch
 
 from napari_m2mrf.models import build_model
 from napari_m2mrf.models.deform import DeformedSampler, DeformedSegmenter
-from napari_m2mrf.models.deformed_checkpoints import save_deformed_checkpoint
+from napari_m2mrf.models.checkpoints import save_deformed_checkpoint
 from sample_data.slide_sample import SLIDE_CLASSES, SampleSlide, generate_slide
 
 SMALL_SLIDE = 2048

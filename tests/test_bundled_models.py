@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_m2mrf.inference.model_source import BUNDLED_DIR, bundled_models, resolve_model
+from napari_m2mrf.catalog import BUNDLED_DIR, bundled_models, resolve_model
 from training.config import load_config
 
 FUNDUS = "fundus_m2mrf_w18s"

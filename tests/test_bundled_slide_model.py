@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from napari_m2mrf.inference.model_source import (
+from napari_m2mrf.catalog import (
     BUNDLED_DIR,
     bundled_models,
     resolve_model,

@@ -211,7 +211,7 @@ def test_killed_predict_keeps_readable_masks_and_reruns(small_model: Path, tmp_p
 
 
 def test_killed_training_keeps_a_loadable_checkpoint_and_resumes(tmp_path: Path, capsys) -> None:
-    from napari_m2mrf.models.deformed_checkpoints import load_model_file
+    from napari_m2mrf.models.checkpoints import load_checkpoint as load_model_file
     from training.checkpointing import load_training_state
     from training.cli import main as train_main
     from training.config import TrainingConfig, save_config

@@ -126,7 +126,7 @@ def test_check_modules_import_without_napari_qt_dask(tmp_path: Path) -> None:
     env, writes = _environment(tmp_path)
     modules = [
         "napari_m2mrf", "napari_m2mrf.inference.fundus", "napari_m2mrf.inference.slide",
-        "napari_m2mrf.inference.model_source", "napari_m2mrf.inference.trained_models", "napari_m2mrf.io.workspace",
+        "napari_m2mrf.catalog", "napari_m2mrf.inference.runner", "napari_m2mrf.io.workspace",
         "napari_m2mrf.models.registry", "training.cli", "training.loop",
     ]
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\nprint('imported')"

@@ -11,7 +11,7 @@ pytest.importorskip("napari_m2mrf.models.registry")
 
 from gui_timing import cancel_and_time, event_loop_ticks, wait_until_ready  # noqa: E402
 
-from napari_m2mrf.inference.fundus import probabilities_to_labels  # noqa: E402
+from napari_m2mrf.models.outputs import probabilities_to_labels  # noqa: E402
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint  # noqa: E402
 from napari_m2mrf.widgets.segment import (  # noqa: E402
     CHECKPOINT_FILE,

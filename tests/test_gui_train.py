@@ -112,7 +112,7 @@ def test_stop_ends_the_run_and_keeps_the_last_checkpoint(make_napari_viewer, qtb
 def test_human_in_the_loop_fine_tuning_raises_iou_in_the_corrected_region(
     make_napari_viewer, qtbot, private_cache, lesion_crop, untrained_checkpoint
 ) -> None:
-    from napari_m2mrf.inference.trained_models import register_trained_model
+    from napari_m2mrf.catalog import register_trained_model
 
     image, truth = lesion_crop
     viewer = make_napari_viewer()

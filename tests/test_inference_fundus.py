@@ -9,8 +9,10 @@ from torch import nn
 
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.devices import choose_device
-from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing, probabilities_to_labels, tile_starts
-from napari_m2mrf.inference.preprocess import keep_ratio_size, to_normalised_tensor
+from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
+from napari_m2mrf.inference.runner import tile_starts
+from napari_m2mrf.models.outputs import probabilities_to_labels
+from napari_m2mrf.models.preprocess import keep_ratio_size, to_normalised_tensor
 from napari_m2mrf.jobs import CancelToken, Cancelled
 
 PREP = Preprocessing(mean=(116.513, 56.437, 16.309), std=(80.206, 41.232, 13.293), input_scale=(96, 64))

@@ -17,8 +17,6 @@ from napari_m2mrf.inference.slide import (
     CORRECTED,
     PREDICTION,
     SlideRequest,
-    class_probabilities,
-    logits_to_labels,
     probability_downsample,
     relative_sample_density,
     run_slide_segmentation,
@@ -26,7 +24,8 @@ from napari_m2mrf.inference.slide import (
 from napari_m2mrf.io.workspace import Workspace
 from napari_m2mrf.jobs import Cancelled, CancelToken
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
-from napari_m2mrf.models.deformed_checkpoints import is_deformed, load_model_file
+from napari_m2mrf.models.outputs import class_probabilities, logits_to_labels
+from napari_m2mrf.models.checkpoints import is_deformed, load_checkpoint as load_model_file
 from napari_m2mrf.sampling.pyramid import level_bytes
 
 

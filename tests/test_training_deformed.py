@@ -14,7 +14,7 @@ from napari_m2mrf.models.deform import (
     DeformedSegmenter,
     UniformSampler,
 )
-from napari_m2mrf.models.deformed_checkpoints import is_deformed, load_model_file
+from napari_m2mrf.models.checkpoints import is_deformed, load_checkpoint as load_model_file
 from training.config import TrainingConfig
 from training.events import CheckpointSaved, Evaluated, Finished, IterationDone
 from training.loop import Trainer

@@ -6,7 +6,7 @@ tensors and plain Python values, so it loads with ``torch.load(weights_only=True
 the file is ever run. A run killed at any moment leaves the previous complete ``last.pt``.
 
 ``<output_dir>/last.safetensors`` and ``best.safetensors`` are the model checkpoints the plugin
-loads (``napari_m2mrf.models.deformed_checkpoints.load_model_file``): weights plus metadata
+loads (``napari_m2mrf.models.checkpoints.load_checkpoint``): weights plus metadata
 (architecture, classes, normalisation, input size, training provenance), for fundus and deformed
 models alike; loading them never runs code from the file.
 """
@@ -109,12 +109,12 @@ def export_model(path: str | os.PathLike[str], model: nn.Module, meta: dict[str,
     """Write ``model`` as a plugin checkpoint at ``path`` (``.safetensors``, atomic) and return it.
 
     A deformed-downsampling segmenter is written with its deformation module and sampler settings
-    (``napari_m2mrf.models.deformed_checkpoints.save_deformed_checkpoint``), any other registry
+    (``napari_m2mrf.models.checkpoints.save_deformed_checkpoint``), any other registry
     model with ``napari_m2mrf.models.save_checkpoint``.
     """
     from napari_m2mrf.models import save_checkpoint
     from napari_m2mrf.models.deform import DeformedSegmenter
-    from napari_m2mrf.models.deformed_checkpoints import save_deformed_checkpoint
+    from napari_m2mrf.models.checkpoints import save_deformed_checkpoint
 
     path = Path(path)
     if isinstance(model, DeformedSegmenter):

@@ -26,6 +26,7 @@ from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.photographs import read_image
 from napari_m2mrf.io.datasets import read_binary_mask
+from napari_m2mrf.models.preprocess import to_normalised_tensor
 from training.slide_samples import SlideRecord, load_slide_sample
 from training.transforms import Compose, ResizeToFit, Sample
 
@@ -111,11 +112,10 @@ def _check_shape(path: Path, found: tuple[int, ...], expected: tuple[int, ...], 
 
 def to_tensors(sample: Sample, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised image (3, Y, X) float32 (``(pixel - mean) / std`` on the 0-255 scale) and the
-    target (K, Y, X) as uint8 (masks or class indices)."""
-    pixels = torch.from_numpy(np.require(sample.image, requirements=["C", "W"])).permute(2, 0, 1).float()
-    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
-    return (pixels - mean_t) / std_t, torch.from_numpy(np.require(sample.target, requirements=["C", "W"]))
+    target (K, Y, X) as uint8 (masks or class indices). The normalisation is inference's
+    (``napari_m2mrf.models.preprocess.to_normalised_tensor``)."""
+    image = to_normalised_tensor(sample.image, mean, std)[0]
+    return image, torch.from_numpy(np.require(sample.target, requirements=["C", "W"]))
 
 
 class TrainingDataset(torch.utils.data.Dataset):

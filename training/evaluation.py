@@ -4,9 +4,13 @@ Each image is fitted (keep ratio) into the training ``resize`` box, segmented wh
 its logits resized back to the original resolution (bilinear, align_corners=False) and turned into
 probabilities (sigmoid per lesion; softmax without the background channel for multi-class
 models), then streamed into ``napari_m2mrf.metrics.LesionMetrics`` with the full-resolution
-masks (dataset-level 11-threshold AUPR, dense AUPR, IoU at 0.5). A barely trained network can
-overflow in eval mode (BatchNorm running statistics still near their initial values); its NaN
-probabilities count as 0 (no lesion) so the scores stay defined and say how poor it is.
+masks (dataset-level 11-threshold AUPR, dense AUPR, IoU at 0.5). Images are normalised and logits
+become probabilities exactly as in inference (``napari_m2mrf.models.preprocess``,
+``napari_m2mrf.models.outputs``); the model runs on the trainer's device in float32, untiled (the
+model being trained, not through inference's runner). A barely trained network can overflow in eval
+mode (BatchNorm running statistics still near their initial values); by the one NaN policy of
+``napari_m2mrf.models.outputs`` a NaN logit gives probability 0 (no lesion), so the scores stay
+defined and say how poor it is.
 
 A deformed-downsampling model is scored at its input resolution (the fitted image): its
 low-resolution probabilities are put back by the reverse sampler (nearest sample, Jin et al.'s
@@ -26,6 +30,7 @@ from torch import nn
 from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.metrics import LesionMetrics
 from napari_m2mrf.models.deform import DeformedOutput, grid_to_pixels
+from napari_m2mrf.models.outputs import SIGMOID, SOFTMAX, probabilities
 from napari_m2mrf.sampling.reverse import ReverseSampler
 from training.datasets import SampleRecord, load_sample, to_tensors
 from training.slide_samples import SlideRecord
@@ -65,9 +70,9 @@ def evaluate(
 
 def class_probabilities(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
     """(K, H, W) probabilities in [0, 1] from logits (K, H, W) (sigmoid) or (K + 1, H, W)
-    (softmax, background dropped); NaN → 0."""
-    probabilities = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=0)[1:]
-    return torch.nan_to_num(probabilities.float(), nan=0.0).cpu().numpy()
+    (softmax, background channel 0 dropped), by ``napari_m2mrf.models.outputs.probabilities``."""
+    result = probabilities(logits, SIGMOID if multilabel else SOFTMAX, dim=0)
+    return (result if multilabel else result[1:]).cpu().numpy()
 
 
 def reverse_sampled(output: DeformedOutput, size: tuple[int, int], multilabel: bool) -> np.ndarray:

@@ -16,7 +16,8 @@ from torch import nn
 from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.models import build_model, load_checkpoint
-from napari_m2mrf.models.deform import DeformationModule, DeformedOutput, DeformedSampler, DeformedSegmenter, UniformSampler
+from napari_m2mrf.models.checkpoints import build_deformed
+from napari_m2mrf.models.deform import DeformedOutput, DeformedSegmenter
 from training.config import DeformConfig, TrainingConfig
 from training.losses import SegmentationLoss
 
@@ -41,16 +42,17 @@ def build_network(config: TrainingConfig, classes: tuple[LesionClass, ...], mult
 
 
 def deformed(seg_net: nn.Module, config: DeformConfig, edge_weight: float) -> DeformedSegmenter:
-    """``seg_net`` behind the configured deformation module and sampler."""
-    sampler = DeformedSampler(sigma=config.sigma) if config.sampler == "deformed" else UniformSampler()
-    return DeformedSegmenter(
-        seg_net,
-        output_size=tuple(config.output_size),
-        density_size=tuple(config.density_size) if config.density_size else None,
-        sampler=sampler,
-        deformation=DeformationModule(config.deformation),
-        edge_weight=edge_weight,
-    )
+    """``seg_net`` behind the configured deformation module and sampler: ``config`` as the checkpoint
+    settings that ``napari_m2mrf.models.checkpoints.build_deformed`` (the one builder) reads."""
+    settings = {
+        "output_size": list(config.output_size),
+        "density_size": list(config.density_size) if config.density_size else None,
+        "sampler": config.sampler,
+        "sigma": config.sigma,
+        "deformation": config.deformation,
+        "edge_weight": edge_weight,
+    }
+    return build_deformed(seg_net, settings)
 
 
 def forward_losses(

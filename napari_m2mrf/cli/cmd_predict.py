@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from napari_m2mrf.errors import UserError
+
+if TYPE_CHECKING:
+    from napari_m2mrf.catalog import ModelRef
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,17 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _thresholds(text: str | None, model: str) -> tuple[float, ...]:
+def _thresholds(text: str | None, model: ModelRef) -> tuple[float, ...]:
     """``--thresholds`` as given, else the model's calibrated thresholds (said on stderr), else 0.5 each."""
     if text is None:
-        from napari_m2mrf.inference.segment_job import model_metadata
-        from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD, class_thresholds
+        from napari_m2mrf.models.thresholds import DEFAULT_THRESHOLD, class_thresholds
 
-        meta = model_metadata(model)  # None: the run that follows names the problem
-        calibrated = class_thresholds(meta) if meta is not None and meta.get("thresholds") else {}
+        meta = model.metadata
+        calibrated = class_thresholds(meta) if meta.get("thresholds") else {}
         if calibrated:
             listed = ", ".join(f"{code} {value:g}" for code, value in calibrated.items())
-            print(f"thresholds calibrated in {model}: {listed}", file=sys.stderr)
+            print(f"thresholds calibrated in {model.name}: {listed}", file=sys.stderr)
             return tuple(calibrated.values())
         return (DEFAULT_THRESHOLD,) * 4
     try:
@@ -83,9 +86,12 @@ def run(args: argparse.Namespace) -> int:
         require_dask_distributed()  # before any work: a mismatched pair would fail mid-run
     if args.tile < 128:
         raise UserError(f"--tile must be at least 128 px, got {args.tile}")
+    from napari_m2mrf.catalog import resolve
+
+    model = resolve(args.model)  # once per run: the ModelRef (and its weights' sha256) goes to every input
     options = PredictOptions(
-        model=args.model, out_dir=args.out, mode=args.mode, device=args.device, tile=args.tile,
-        thresholds=_thresholds(args.thresholds, args.model), masks=args.masks, probability_maps=args.probability_maps,
+        model=model, out_dir=args.out, mode=args.mode, device=args.device, tile=args.tile,
+        thresholds=_thresholds(args.thresholds, model), masks=args.masks, probability_maps=args.probability_maps,
         overwrite=args.overwrite,
     )
     inputs = collect_inputs(args.inputs)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_m2mrf.catalog import ModelRef
 from napari_m2mrf.compat import require_dask_distributed
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.jobs import ProgressCallback, no_progress
@@ -37,9 +38,10 @@ PROBABILITY_DOWNSAMPLE = 4
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """How every input is predicted."""
+    """How every input is predicted. ``model``: a ``ModelRef`` (``napari_m2mrf.catalog.resolve``, once
+    per run; a source string is resolved where the model is loaded)."""
 
-    model: str
+    model: ModelRef | str
     out_dir: Path
     mode: str = "whole"
     device: str = "cpu"
@@ -67,13 +69,13 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 @functools.lru_cache(maxsize=2)
-def _predictor(model: str, device: str):
+def _predictor(model: ModelRef | str, device: str):
     """The model loaded once per process (and per dask worker)."""
+    from napari_m2mrf.catalog import resolve
     from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
-    from napari_m2mrf.inference.model_source import resolve_model
 
-    network, meta = resolve_model(model)
-    return FundusPredictor(network, Preprocessing.from_meta(meta), device), meta
+    ref = resolve(model)
+    return FundusPredictor(ref.load(), Preprocessing.from_meta(ref.metadata), device), ref
 
 
 def _safe_name(text: str) -> str:
@@ -143,8 +145,8 @@ def predict_file(path: str | Path, options: PredictOptions, name: str | None = N
     """Predict one input and write its workspace (and masks) as ``name`` (default: the file's stem);
     returns a JSON-able summary."""
     from napari_m2mrf.classes import FUNDUS_CLASSES
-    from napari_m2mrf.inference.fundus import probabilities_to_labels
     from napari_m2mrf.io.formats import inspect_source
+    from napari_m2mrf.models.outputs import probabilities_to_labels
     from napari_m2mrf.io.photographs import read_image
     from napari_m2mrf.io.fundus_results import fundus_label_style
     from napari_m2mrf.io.output_gate import resolve_inside, source_identity
@@ -155,7 +157,7 @@ def predict_file(path: str | Path, options: PredictOptions, name: str | None = N
     if inspect_source(path).kind == "slide":
         raise UserError(f"{path}: a slide; batch prediction of slides needs a slide model, not {options.model}")
     image = read_image(path).data
-    predictor, meta = _predictor(options.model, options.device)
+    predictor, ref = _predictor(options.model, options.device)
     if options.mode == "tiles":
         probabilities = predictor.predict_tiled(image, options.tile, max(32, options.tile // 8))
     else:
@@ -173,9 +175,7 @@ def predict_file(path: str | Path, options: PredictOptions, name: str | None = N
         probabilities[:, ::step, ::step], downsample=step, class_names=[c.code for c in FUNDUS_CLASSES]
     )
     provenance = {
-        "model": options.model,
-        "arch": meta.get("arch"),
-        "weights_sha256": meta.get("weights_sha256"),
+        **ref.provenance(),
         "mode": options.mode,
         "thresholds": list(options.thresholds),
     }
@@ -276,4 +276,6 @@ def options_summary(options: PredictOptions) -> dict:
     """The options as JSON-able values."""
     summary = asdict(options)
     summary["out_dir"] = str(options.out_dir)
+    if isinstance(options.model, ModelRef):
+        summary["model"] = options.model.name
     return summary

@@ -1,17 +1,19 @@
 """Where and in which precision inference runs.
 
 ``auto`` picks CUDA, then Apple's MPS, then the CPU. The CPU runs in float32; CUDA runs under
-autocast (bfloat16 where the GPU supports it, float16 otherwise) with channels_last tensors.
+autocast (bfloat16 where the GPU supports it, float16 otherwise) with channels_last tensors
+(:class:`~napari_m2mrf.inference.runner.ModelRunner` applies both).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import logging
 
 import torch
 
 from napari_m2mrf.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -30,7 +32,9 @@ def choose_device(name: str = "auto") -> torch.device:
     Raises ``UserError`` when the named device does not exist here.
     """
     if name == "auto":
-        return torch.device(available_devices()[0])
+        device = torch.device(available_devices()[0])
+        logger.info("device auto: %s", device)
+        return device
     base = name.split(":")[0]
     if base not in DEVICE_CHOICES:
         raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
@@ -47,15 +51,3 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-@contextlib.contextmanager
-def inference_precision(device: torch.device) -> Iterator[None]:
-    """Inference mode, plus autocast on CUDA."""
-    dtype = autocast_dtype(device)
-    with torch.inference_mode():
-        if dtype is None:
-            yield
-        else:
-            with torch.autocast(device_type=device.type, dtype=dtype):
-                yield

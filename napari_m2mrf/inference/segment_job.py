@@ -1,8 +1,9 @@
 """One segmentation run on a fundus image: load the model, run it on the chosen region, threshold.
 
 Qt-free: the segment widget runs ``run_segmentation`` in a worker thread, and so can a script.
-``model_metadata`` tells a widget or the CLI, before any weights are read, which classes a model
-has and (through :mod:`napari_m2mrf.inference.thresholds`) the thresholds it was calibrated with.
+The model is resolved once per run (:func:`napari_m2mrf.catalog.resolve`; the request may carry the
+:class:`~napari_m2mrf.catalog.ModelRef` already); the image layer's pixels become RGB8 by
+:func:`napari_m2mrf.io.pixels.to_rgb8`, the same rule as a file's.
 """
 
 from __future__ import annotations
@@ -10,18 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.fundus import (
-    FundusPredictor,
-    Preprocessing,
-    probabilities_to_labels,
-)
+from napari_m2mrf.catalog import ModelRef
+from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
 from napari_m2mrf.inference.regions import Box, box_mask
+from napari_m2mrf.io.pixels import to_rgb8
 from napari_m2mrf.jobs import CancelToken, ProgressCallback, no_progress
+from napari_m2mrf.models.outputs import probabilities_to_labels
 
 WHOLE = "whole"  # the official protocol: whole image rescaled to the model's input size
 TILES = "tiles"  # full-resolution sliding window
@@ -29,9 +27,10 @@ TILES = "tiles"  # full-resolution sliding window
 
 @dataclass
 class SegmentRequest:
-    """What to run: model source, device, mode, optional boxes (tiled inside each), per-class thresholds."""
+    """What to run: model (a ``ModelRef``, or a source resolved when the run starts), device, mode,
+    optional boxes (tiled inside each), per-class thresholds."""
 
-    model: str
+    model: ModelRef | str
     device: str = "auto"
     mode: str = WHOLE
     boxes: list[Box] | None = None
@@ -51,48 +50,6 @@ class SegmentResult:
     seconds: float = 0.0
 
 
-def model_metadata(source: str | Path) -> dict | None:
-    """The metadata of the model ``source`` names, reading no weights; None when it names nothing readable.
-
-    A bundled or registered (trained) model or a checkpoint file gives its own metadata; a bare
-    registry name the untrained default's (fundus classes, IDRiD settings).
-    """
-    from napari_m2mrf.inference.model_source import bundled_models
-    from napari_m2mrf.inference.trained_models import trained_models
-    from napari_m2mrf.models.checkpoints import read_checkpoint_metadata
-
-    name = str(source)
-    path = {**bundled_models(), **trained_models()}.get(name, Path(name).expanduser())
-    if path.is_file():
-        try:
-            return read_checkpoint_metadata(path)
-        except UserError:
-            return None
-    from napari_m2mrf.models import fundus_metadata, list_models
-
-    return fundus_metadata("idrid") if name in list_models() else None
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, 3) or (H, W, 4) of uint8/uint16/float → (H, W, 3) uint8; ``UserError`` otherwise."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise UserError(f"expected a 2-D grey or RGB(A) image, got an array of shape {image.shape}")
-    image = image[..., :3]
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return (image // 257).astype(np.uint8)
-    if np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise UserError("the image contains NaN or infinite values")
-        top = 1.0 if image.max() <= 1.0 else 255.0
-        return np.clip(image / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    raise UserError(f"unsupported image data type {image.dtype}")
-
-
 def run_segmentation(
     image: np.ndarray,
     request: SegmentRequest,
@@ -101,13 +58,14 @@ def run_segmentation(
     notify: Callable[[str], None] = lambda message: None,
 ) -> SegmentResult:
     """Segment ``image`` (H, W, 3) as ``request`` asks; raises ``Cancelled`` when cancelled."""
-    from napari_m2mrf.inference.model_source import resolve_model
+    from napari_m2mrf.catalog import resolve
 
     start = time.perf_counter()
-    rgb = as_rgb_uint8(image)
+    rgb = to_rgb8(image)
     height, width = rgb.shape[:2]
-    progress(0, 1, f"loading {request.model}")
-    model, meta = resolve_model(request.model)
+    ref = resolve(request.model)
+    progress(0, 1, f"loading {ref.name}")
+    model, meta = ref.load(), ref.metadata
     predictor = FundusPredictor(model, Preprocessing.from_meta(meta), request.device)
     if cancel is not None:
         cancel.check()

@@ -11,8 +11,10 @@ One run, Qt-free (the Segment widget runs it in a worker thread, a script can ca
    :func:`~napari_m2mrf.sampling.pyramid.sample_pyramid` (each sample from the coarsest
    level that resolves the local spacing, only the chunks under samples are decoded), in bands of
    grid rows so a cancel is seen between bands.
-4. **Segmentation** of the ``h×w`` deformed image (float32 on CPU, autocast on GPU; on CUDA
-   out-of-memory the image is segmented in overlapping tiles of half the size, with a notice).
+4. **Segmentation** of the ``h×w`` deformed image through
+   :class:`~napari_m2mrf.inference.runner.ModelRunner` (float32 on CPU, autocast on GPU; out of
+   memory the image is segmented in overlapping tiles of half the size, then on the CPU, with a
+   notice), probabilities and labels by :mod:`napari_m2mrf.models.outputs`.
 5. **Reverse mapping**: the low-resolution labels become the lazy label map Π∘G⁻¹ (nearest
    sample, :class:`~napari_m2mrf.sampling.reverse.ReverseSampler`); level 0 is filled
    block by block into the workspace's ``labels/prediction``, whose coarser levels are then built
@@ -37,18 +39,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import logging
+
 import numpy as np
 import torch
 from torch import nn
 
+from napari_m2mrf.catalog import ModelRef
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.devices import choose_device, inference_precision
-from napari_m2mrf.inference.fundus import (
-    blend_ramp,
-    checks_cancel_in_every_layer,
-    probabilities_to_labels,
-    tile_starts,
-)
+from napari_m2mrf.inference.runner import ModelRunner
+from napari_m2mrf.io.pixels import rgb_channels, round_rgb8, value_scale
 from napari_m2mrf.io.pyramid import Pyramid
 from napari_m2mrf.jobs import CancelToken, ProgressCallback, no_progress
 from napari_m2mrf.models.deform import (
@@ -62,7 +62,11 @@ from napari_m2mrf.sampling.pyramid import (
     local_spacing,
     sample_pyramid,
 )
+from napari_m2mrf.models.outputs import foreground_channels, labels as to_labels, output_kind
+from napari_m2mrf.models.preprocess import to_normalised_tensor
 from napari_m2mrf.sampling.reverse import ReverseSampler
+
+logger = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
 CORRECTED = "corrected"
@@ -79,8 +83,9 @@ _STAGES = {"model": 2, "density": 3, "sample": 30, "segment": 15, "probabilities
 class SlideRequest:
     """What to run.
 
-    ``model``: a model source for :func:`~napari_m2mrf.inference.model_source.resolve_model` that
-    holds a deformed-downsampling segmenter. ``sampler``: ``"learned"`` (the model's sampler) or
+    ``model``: a :class:`~napari_m2mrf.catalog.ModelRef` (or a source for
+    :func:`~napari_m2mrf.catalog.resolve`, resolved once when the run starts) that holds a
+    deformed-downsampling segmenter. ``sampler``: ``"learned"`` (the model's sampler) or
     ``"uniform"`` (baseline). ``output_size``: ``(h, w)`` of the deformed image (default: the
     checkpoint's). ``thresholds``: per class in the checkpoint's order, for sigmoid (multi-label)
     models (default: the checkpoint's calibrated thresholds, else 0.5); softmax models take the most
@@ -88,7 +93,7 @@ class SlideRequest:
     where to write (default: beside the slide, see ``Workspace.for_source``).
     """
 
-    model: str
+    model: ModelRef | str
     device: str = "auto"
     sampler: str = "learned"
     output_size: tuple[int, int] | None = None
@@ -150,17 +155,17 @@ class _Progress:
         self.callback(round(1000 * fraction), 1000, message)
 
 
-def is_slide_model(source: str) -> bool:
+def is_slide_model(source: str | ModelRef) -> bool:
     """True when ``source`` (bundled or trained name, or checkpoint file) holds a deformed-downsampling
     slide model.
 
     Reads only the metadata of a ``.safetensors`` file; anything unreadable counts as False (the
     run that follows reports the problem).
     """
-    from napari_m2mrf.inference.segment_job import model_metadata
-    from napari_m2mrf.models.deformed_checkpoints import is_deformed
+    from napari_m2mrf.catalog import model_metadata
+    from napari_m2mrf.models.checkpoints import is_deformed
 
-    meta = model_metadata(source)
+    meta = source.metadata if isinstance(source, ModelRef) else model_metadata(source)
     return meta is not None and is_deformed(meta)
 
 
@@ -185,124 +190,25 @@ def low_resolution_level(pyramid: Pyramid, size: tuple[int, int]) -> int:
     return usable[-1] if usable else 0
 
 
-def _value_scale(dtype: np.dtype, source: Path) -> float:
-    """Factor taking a slide's pixel values to the 0–255 scale of the normalisation."""
-    if dtype == np.uint8:
-        return 1.0
-    if dtype == np.uint16:
-        return 255.0 / 65535.0
-    raise UserError(f"{source}: slides must be 8- or 16-bit; this one is {dtype}")
-
-
-def _rgb(values: np.ndarray, source: Path) -> np.ndarray:
-    """``(…, C)`` → ``(…, 3)``: grey repeated, alpha dropped."""
-    channels = values.shape[-1]
-    if channels == 1:
-        return np.repeat(values, 3, axis=-1)
-    if channels in (3, 4):
-        return values[..., :3]
-    raise UserError(f"{source}: expected a grey or RGB(A) slide, found {channels} channels")
-
-
-def _normalise(rgb: np.ndarray, meta: dict) -> torch.Tensor:
+def _normalised(rgb: np.ndarray, meta: dict) -> torch.Tensor:
     """``h×w×3`` float on the 0–255 scale → ``1×3×h×w`` normalised with the checkpoint's mean/std."""
     norm = meta["normalization"]
-    mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1)
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-    return (tensor - mean) / std
+    return to_normalised_tensor(rgb, norm["mean"], norm["std"])
 
 
-class _DeviceModel:
-    """A model on its device, run under the device's precision and the cancel hooks."""
-
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
-        self.device = device
-        self.model = model.eval().to(device)
-
-    def __call__(self, module: nn.Module, *inputs: torch.Tensor, cancel: CancelToken | None) -> torch.Tensor:
-        with inference_precision(self.device), checks_cancel_in_every_layer(module, cancel):
-            return module(*(x.to(self.device) for x in inputs))
-
-
-def _segment(
-    runner: _DeviceModel, seg_net: nn.Module, image: torch.Tensor, cancel: CancelToken | None,
-    notify: Callable[[str], None],
-) -> torch.Tensor:
-    """``K×h×w`` float32 CPU logits of the normalised deformed image ``1×3×h×w``.
-
-    Whole image first; on CUDA out-of-memory, overlapping tiles of half the previous size with
-    linearly blended logits (the notice says so), down to ``MIN_OOM_TILE`` px.
-    """
-    h, w = image.shape[-2:]
+def segment_deformed_image(
+    runner: ModelRunner, seg_net: nn.Module, rgb: np.ndarray, meta: dict, cancel: CancelToken | None = None,
+    notify: Callable[[str], None] = lambda message: None,
+) -> np.ndarray:
+    """``K×h×w`` float32 probabilities of every channel of the deformed image ``rgb`` (``h×w×3`` on
+    the 0–255 scale): the whole image in one pass, out of memory in tiles (see
+    :meth:`~napari_m2mrf.inference.runner.ModelRunner.run_tiled`)."""
+    h, w = rgb.shape[:2]
     tile = max(h, w)
-    while True:
-        try:
-            if tile >= max(h, w):
-                return runner(seg_net, image, cancel=cancel).float().cpu()[0]
-            return _segment_tiles(runner, seg_net, image, tile, cancel)
-        except torch.OutOfMemoryError:
-            if tile // 2 < MIN_OOM_TILE:
-                raise UserError(f"out of GPU memory even with {tile} px tiles; choose the CPU") from None
-            torch.cuda.empty_cache()
-            tile //= 2
-            notify(f"out of GPU memory: segmenting the deformed image in {tile}×{tile} px tiles")
-
-
-def _segment_tiles(
-    runner: _DeviceModel, seg_net: nn.Module, image: torch.Tensor, tile: int, cancel: CancelToken | None
-) -> torch.Tensor:
-    h, w = image.shape[-2:]
-    overlap = max(8, tile // 8)
-    blended, weight_sum = None, torch.zeros(h, w)
-    for y in tile_starts(h, tile, overlap):
-        for x in tile_starts(w, tile, overlap):
-            patch = image[..., y : y + tile, x : x + tile]
-            ph, pw = patch.shape[-2:]
-            logits = runner(seg_net, patch, cancel=cancel).float().cpu()[0]
-            if blended is None:
-                blended = torch.zeros(logits.shape[0], h, w)
-            weights = torch.from_numpy(
-                np.outer(blend_ramp(ph, overlap, y > 0, y + ph < h), blend_ramp(pw, overlap, x > 0, x + pw < w))
-            )
-            blended[:, y : y + ph, x : x + pw] += logits * weights
-            weight_sum[y : y + ph, x : x + pw] += weights
-    return blended / weight_sum
-
-
-def logits_to_labels(logits: torch.Tensor, meta: dict, thresholds: Sequence[float] | None = None) -> np.ndarray:
-    """``K×h×w`` logits → ``h×w`` uint8 label values of the checkpoint's classes.
-
-    ``output == "softmax"``: the most probable channel (``thresholds`` ignored); ``"sigmoid"``: the
-    most probable class above its threshold (default: the checkpoint's, else 0.5), else background.
-    NaN logits count as background.
-    """
-    from napari_m2mrf.inference.thresholds import class_thresholds
-
-    logits = torch.nan_to_num(logits.float(), nan=-1e4)
-    values = np.array([int(c["label"]) for c in meta["classes"]], np.uint8)
-    if meta.get("output", "sigmoid") == "softmax":
-        return values[logits.argmax(dim=0).numpy()]
-    probabilities = torch.sigmoid(logits).numpy()
-    thresholds = list(thresholds) if thresholds is not None else list(class_thresholds(meta).values())
-    if len(thresholds) != len(values):
-        raise UserError(f"{len(thresholds)} thresholds given for the model's {len(values)} classes")
-    return np.concatenate(([0], values)).astype(np.uint8)[probabilities_to_labels(probabilities, thresholds)]
-
-
-def class_probabilities(logits: torch.Tensor, meta: dict) -> tuple[np.ndarray, list[dict]]:
-    """``K×h×w`` logits → ``(K'×h×w`` float32 probabilities of the non-background classes, their class entries).
-
-    ``output == "softmax"``: the softmax over all channels, background channels (label 0) left
-    out; ``"sigmoid"``: each channel's sigmoid. NaN logits count as background.
-    """
-    logits = torch.nan_to_num(logits.float(), nan=-1e4)
-    if meta.get("output", "sigmoid") == "softmax":
-        probabilities = torch.softmax(logits, dim=0).numpy()
-    else:
-        probabilities = torch.sigmoid(logits).numpy()
-    keep = [k for k, c in enumerate(meta["classes"]) if int(c["label"]) != 0]
-    return probabilities[keep], [meta["classes"][k] for k in keep]
+    return runner.run_tiled(
+        _normalised(rgb, meta), tile, max(8, tile // 8), output_kind(meta), module=seg_net, cancel=cancel,
+        notify=notify, min_tile=MIN_OOM_TILE,
+    )
 
 
 def probability_downsample(image_shape: tuple[int, int], samples: int) -> int:
@@ -393,42 +299,43 @@ def run_slide_segmentation(
     Raises ``Cancelled`` when cancelled (the workspace is then unchanged) and ``UserError`` for a
     model that is not a deformed-downsampling segmenter or a slide it cannot read.
     """
-    from napari_m2mrf.inference.model_source import resolve_model
+    from napari_m2mrf.catalog import resolve
     from napari_m2mrf.io.slides import ensure_pyramid
-    from napari_m2mrf.models.checkpoints import file_sha256
 
     start = time.perf_counter()
     source = Path(source)
     if request.sampler not in SAMPLERS:
         raise UserError(f"sampler must be one of {', '.join(SAMPLERS)}; got {request.sampler!r}")
     step = _Progress(progress, cancel)
-    step("model", 0, 1, f"loading {request.model}")
-    model, meta = resolve_model(request.model)
+    ref = resolve(request.model)
+    step("model", 0, 1, f"loading {ref.name}")
+    model, meta = ref.load(), ref.metadata
     if not isinstance(model, DeformedSegmenter):
-        raise UserError(f"{request.model}: a fundus model; a slide needs a deformed-downsampling (slide) model")
+        raise UserError(f"{ref.name}: a fundus model; a slide needs a deformed-downsampling (slide) model")
     pyramid = ensure_pyramid(source)
     height, width = (int(s) for s in pyramid.shape[-2:])
-    scale = _value_scale(pyramid.dtype, source)
-    runner = _DeviceModel(model, choose_device(request.device))
+    scale = value_scale(pyramid.dtype, str(source))
+    runner = ModelRunner(model, request.device)
     output_size = tuple(request.output_size or model.output_size)
 
     level = low_resolution_level(pyramid, model.density_size)
     step("density", 0, 1, f"deformation map from level {level}")
-    overview = _rgb(np.moveaxis(np.asarray(pyramid.levels[level][:], np.float32), 0, -1), source) * scale
-    view = low_resolution_view(_normalise(overview, meta), model.density_size)
-    density = runner(model.deformation, view, cancel=cancel).float()
+    overview = rgb_channels(np.moveaxis(np.asarray(pyramid.levels[level][:], np.float32), 0, -1), str(source)) * scale
+    view = low_resolution_view(_normalised(overview, meta), model.density_size)
+    density = runner(view, module=model.deformation, cancel=cancel).float()
     sampler = UniformSampler() if request.sampler == "uniform" else model.sampler
     with torch.inference_mode():
         grid = sampler(density, output_size).float().cpu()
     points = grid_to_pixels(grid[0], (height, width)).double().numpy()
 
     values, read = _sample_deformed_image(pyramid, points, request.workers, step)
-    rgb = _rgb(values, source) * scale
+    rgb = rgb_channels(values, str(source)) * scale
     step("segment", 0, 1, f"segmenting the {output_size[0]}×{output_size[1]} deformed image")
-    logits = _segment(runner, model.seg_net, _normalise(rgb, meta), cancel, notify)
-    labels = logits_to_labels(logits, meta, request.thresholds)
-    probabilities, probability_classes = class_probabilities(logits, meta)
-    codes = [str(c["code"]) for c in probability_classes]
+    every_channel = segment_deformed_image(runner, model.seg_net, rgb, meta, cancel, notify)
+    labels = to_labels(every_channel, meta, request.thresholds)
+    keep = foreground_channels(meta)
+    probabilities = every_channel[keep]
+    codes = [str(meta["classes"][k]["code"]) for k in keep]
     names, colors = label_style(meta)
 
     workspace = _open_workspace(source, request.workspace)
@@ -447,11 +354,11 @@ def run_slide_segmentation(
     density_downsample = (height / density_map.shape[0], width / density_map.shape[1])
     workspace.write_sampling_points(points.reshape(-1, 2))
     workspace.write_deformation(density_map, downsample=density_downsample[0])
-    checkpoint = Path(request.model)
     workspace.record_provenance(
-        model=request.model,
+        model=ref.name,
+        checkpoint=str(ref.path) if ref.path is not None else None,
         arch=meta.get("arch"),
-        checkpoint_sha256=file_sha256(checkpoint) if checkpoint.is_file() else None,
+        weights_sha256=ref.weights_sha256,
         kind="deformed downsampling",
         sampler=request.sampler,
         output_size=list(output_size),
@@ -468,7 +375,7 @@ def run_slide_segmentation(
         relative_density=relative_sample_density(points, (height, width)),
         density=density_map,
         density_downsample=density_downsample,
-        deformed_image=np.clip(rgb + 0.5, 0, 255).astype(np.uint8),
+        deformed_image=round_rgb8(rgb),
         labels=labels,
         class_names=names,
         class_colors=colors,

@@ -27,7 +27,7 @@ from qtpy.QtCore import QObject, Signal
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
-from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD, class_thresholds, uses_thresholds
+from napari_m2mrf.models.thresholds import DEFAULT_THRESHOLD, class_thresholds, uses_thresholds
 from napari_m2mrf.jobs import Cancelled, CancelToken
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, device_choices
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 INFERENCE_MODULES = (
     "torch",
     "napari_m2mrf.inference.devices",
-    "napari_m2mrf.inference.model_source",
+    "napari_m2mrf.catalog",
     "napari_m2mrf.inference.segment_job",
     "napari_m2mrf.inference.slide",
 )
@@ -100,7 +100,7 @@ class SegmentWidget(PluginWidget):
     """Image, model, device, region and per-class thresholds; Run / Cancel; a progress bar."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        from napari_m2mrf.inference.trained_models import registry_changed
+        from napari_m2mrf.catalog import catalogue_changed
 
         source_images = layer_choices(viewer, "Image", lambda layer: not layer.metadata.get("m2mrf"))
         self.image = ComboBox(label="image", choices=source_images)
@@ -134,8 +134,8 @@ class SegmentWidget(PluginWidget):
         self._cancel: CancelToken | None = None
         self.worker = None
         refresh_models = self.model.reset_choices
-        registry_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
-        self.native.destroyed.connect(lambda: registry_changed.disconnect(refresh_models))
+        catalogue_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
+        self.native.destroyed.connect(lambda: catalogue_changed.disconnect(refresh_models))
         self._load_in_background(INFERENCE_MODULES)
 
     def _on_loaded(self) -> None:
@@ -153,7 +153,7 @@ class SegmentWidget(PluginWidget):
         """Bundled, trained and registry models, then a checkpoint file; a placeholder until torch is in."""
         if not self._loaded:
             return [LOADING]
-        from napari_m2mrf.inference.model_source import model_choices
+        from napari_m2mrf.catalog import model_choices
 
         return model_choices() + [CHECKPOINT_FILE]
 
@@ -164,7 +164,7 @@ class SegmentWidget(PluginWidget):
         """
         if not self._loaded:
             return
-        from napari_m2mrf.inference.segment_job import model_metadata
+        from napari_m2mrf.catalog import model_metadata
 
         meta = model_metadata(self._model_source())
         if meta is None:

@@ -108,10 +108,9 @@ class TrainWidget(PluginWidget):
         return device_choices(self._loaded)
 
     def _checkpoints(self, _widget=None) -> list:
-        from napari_m2mrf.inference.model_source import bundled_models
-        from napari_m2mrf.inference.trained_models import trained_models
+        from napari_m2mrf.catalog import named_models
 
-        found = {**bundled_models(), **trained_models()}
+        found = named_models()
         return [(FROM_SCRATCH, "")] + [(name, str(path)) for name, path in found.items()]
 
     def _show_source_fields(self, source: str) -> None:
@@ -136,9 +135,9 @@ class TrainWidget(PluginWidget):
             self._notify("choose an image layer and a Labels layer to add")
             return
         try:
-            from napari_m2mrf.inference.segment_job import as_rgb_uint8
+            from napari_m2mrf.io.pixels import to_rgb8
 
-            pairs = add_pair(self.training_set_dir, image.name, as_rgb_uint8(np.asarray(image.data)), np.asarray(labels.data))
+            pairs = add_pair(self.training_set_dir, image.name, to_rgb8(np.asarray(image.data)), np.asarray(labels.data))
         except UserError as exc:
             self._notify(str(exc))
             return
@@ -222,7 +221,7 @@ class TrainWidget(PluginWidget):
         )
 
     def _on_finished(self, exit_code: int, _status=None) -> None:
-        from napari_m2mrf.inference.trained_models import register_trained_model
+        from napari_m2mrf.catalog import register_trained_model
 
         self._read_events()
         self.start_button.enabled, self.stop_button.enabled = True, False

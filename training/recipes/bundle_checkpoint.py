@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.thresholds import DEFAULT_THRESHOLD
+from napari_m2mrf.models.thresholds import DEFAULT_THRESHOLD
 from training.recipes import CHECKPOINTS
 
 THRESHOLD_CHOICES = tuple(round(0.01 * step, 2) for step in range(1, 100))

@@ -210,12 +210,9 @@ def bundle(run_dir: Path, name: str, report: dict[str, Any], config, test_paths:
     test slides again (``report["bundled_int8"]``) and give the recorded reference output."""
     import torch
 
-    from napari_m2mrf.models.deformed_checkpoints import (
-        load_deformed_checkpoint,
-        save_deformed_checkpoint,
-    )
+    from napari_m2mrf.models.checkpoints import load_checkpoint, save_deformed_checkpoint
 
-    model, meta = load_deformed_checkpoint(run_dir / "best.safetensors")
+    model, meta = load_checkpoint(run_dir / "best.safetensors")
     evaluations = [e for e in events(run_dir) if e.get("event") == "evaluation"]
     steps = [e["iteration"] for e in events(run_dir) if e.get("event") == "iteration"]
     provenance = {
@@ -227,7 +224,7 @@ def bundle(run_dir: Path, name: str, report: dict[str, Any], config, test_paths:
     kept = {k: v for k, v in meta.items() if k in ("classes", "normalization", "input_size", "output")}
     target = CHECKPOINTS / f"{name}.safetensors"
     save_deformed_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.int8)
-    shipped, _ = load_deformed_checkpoint(target)
+    shipped, _ = load_checkpoint(target)
     provenance["report"] = {**report, "bundled_int8": score(shipped, config, test_paths)["segmentation"]}
     provenance["reference_output"] = reference_output(shipped)
     save_deformed_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.int8)
@@ -250,7 +247,7 @@ def markdown(report: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from napari_m2mrf.models.deformed_checkpoints import load_deformed_checkpoint
+    from napari_m2mrf.models.checkpoints import load_checkpoint
     from training.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m training.recipes.slide_model_report", description=__doc__,
@@ -270,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_dir = Path(run_config.run.output_dir)
             if not finished(run_dir, run_config.run.iterations):
                 train(run_config)
-            model, _ = load_deformed_checkpoint(run_dir / "best.safetensors")
+            model, _ = load_checkpoint(run_dir / "best.safetensors")
             results[sampler] = score(model, run_config, test_paths)
     except UserError as exc:
         print(f"error: {exc}")

@@ -1,4 +1,5 @@
-"""Per-class thresholds from checkpoint metadata (no torch, so widgets can use it before PyTorch loads).
+"""Per-class thresholds from checkpoint metadata (no torch, so widgets can use it before PyTorch loads:
+``napari_m2mrf.models`` imports torch lazily).
 
 A sigmoid (multi-label) model stores the thresholds it was calibrated with as checkpoint metadata
 ``"thresholds": {"EX": 0.35, …}`` per class code; a class it does not name, or could not calibrate
