@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bad_inputs import CASES, Case, counts  # noqa: E402
+from bad_inputs import CASES, MARKER, Case, counts  # noqa: E402
 
 from napari_m2mrf.cli import main  # noqa: E402
 from napari_m2mrf.errors import UserError  # noqa: E402
@@ -75,7 +75,10 @@ def run_reader(path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors (OneLineErrorParser: one line, exit 2)
+        code = exc.code
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("napari-m2mrf: error:")]
     assert code == 2, (argv, code, captured.err[-2000:])
@@ -96,12 +99,38 @@ def run_entry(entry: str, item: Case, path: Path, context: dict[str, Any], scrat
     if entry == "predict":
         out = scratch / "predicted"
         message = run_cli(
-            ["predict", str(path), "--model", "no-such-model", "--out", str(out), "--thresholds", "0.5,0.5,0.5,0.5"], capsys
+            ["predict", str(path), "--model", "hrnetv2_w18s", "--out", str(out), "--thresholds", "0.5,0.5,0.5,0.5"], capsys
         )
         assert not out.exists() or not any(out.iterdir())
         return message
     if entry == "evaluate":
         return run_cli(["evaluate", str(context["pred"]), str(context["gt"]), "--classes", "EX"], capsys)
+    if entry == "train":
+        out = scratch / "run"
+        message = run_cli(["train", str(context["config"]), "--output-dir", str(out)], capsys)
+        assert not out.exists(), f"{item.name}: train made {out} before refusing its data"
+        return message
+    if entry == "cli":
+        return run_cli(list(context["argv"]), capsys)
+    if entry == "predict_model":
+        image = scratch.parent / "eye.png"
+        if not image.exists():
+            from PIL import Image
+
+            Image.fromarray(np.full((64, 80, 3), 90, np.uint8)).save(image)
+        out = scratch / "predicted"
+        message = run_cli(["predict", str(image), "--model", str(path), "--out", str(out)], capsys)
+        assert not out.exists() or not any(out.iterdir())
+        return message
+    if entry == "convert_checkpoint":
+        out = scratch / "converted.safetensors"
+        message = run_cli(["convert-checkpoint", str(path), str(out), "--arch", "m2mrf_hrnetv2_w18s"], capsys)
+        assert not out.exists()
+        return message
+    if entry == "loader":
+        with pytest.raises(UserError) as raised:
+            checkpoint_loader()(path)
+        return str(raised.value)
     if entry == "yaml":
         from napari_m2mrf.io.input_gate import load_yaml
 
@@ -123,16 +152,41 @@ def run_entry(entry: str, item: Case, path: Path, context: dict[str, Any], scrat
     raise AssertionError(entry)
 
 
+def checkpoint_loader():
+    """The one function that loads a checkpoint file into a model (``path -> (model, metadata)``)."""
+    from napari_m2mrf.models.checkpoints import load_checkpoint as load_model_file
+
+    return load_model_file
+
+
+CATEGORIES = ("fundus", "slide", "ome-zarr", "workspace", "prediction", "mask", "yaml", "safetensors",
+              "dataset", "checkpoint", "cli")
+
+
 def test_corpus_is_large_enough() -> None:
     found = counts()
-    assert len(CASES) >= 100, found
+    per_entry: dict[str, int] = {}
+    for item in CASES:
+        for entry in item.entries:
+            per_entry[entry] = per_entry.get(entry, 0) + 1
+    print(f"\n{len(CASES)} cases; per category: {found}; per entry point: {per_entry}")
+    assert len(CASES) >= 150, found
     assert len({item.name for item in CASES}) == len(CASES)
-    for category in ("fundus", "slide", "ome-zarr", "workspace", "prediction", "mask", "yaml", "safetensors"):
+    for category in CATEGORIES:
         assert found.get(category), category
+    for entry in ("reader", "convert", "predict", "evaluate", "train", "cli", "predict_model", "convert_checkpoint", "loader"):
+        assert per_entry.get(entry, 0) >= 10, (entry, per_entry)
+    argv = {item.name.removeprefix("cli_").split("_")[0] for item in CASES if item.category == "cli"}
+    assert {"predict", "convert", "evaluate", "train", "convert", "sample", "models"} <= argv, argv
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("item", CASES, ids=[item.name for item in CASES])
+@pytest.mark.parametrize(
+    "item",
+    [pytest.param(item, marks=pytest.mark.xfail(strict=True, reason=item.known_bug)) if item.known_bug else item
+     for item in CASES],
+    ids=[item.name for item in CASES],
+)
 def test_bad_input(item: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     if item.needs_non_root and ROOT:
         pytest.skip("permissions do not restrict root")
@@ -156,8 +210,10 @@ def test_bad_input(item: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str
                 one_line(message)
                 check_problem(item, message)
         assert [snapshot(folder) for folder in watched] == before, f"{item.name}: files were written or changed"
-        assert not (tmp_path / "cache").exists(), f"{item.name}: something was written to the user cache"
+        cached = [p for p in (tmp_path / "cache").rglob("*") if not p.is_dir()]  # (an empty cache folder is no write)
+        assert not cached, f"{item.name}: something was written to the user cache: {cached}"
         assert not any(scratch.iterdir()), f"{item.name}: {list(scratch.iterdir())}"
+        assert not list(tmp_path.rglob(MARKER)), f"{item.name}: code in the file ran while it was loaded"
     finally:
         if item.needs_non_root:
             path.chmod(0o644)

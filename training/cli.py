@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, TypeError, yaml.YAMLError) as exc:  # a --set value YAML or the config model cannot take
             raise UserError(f"--set: {' '.join(str(exc).split())}") from None
     output_dir = Path(config.run.output_dir)
+    from training.sources import check_data
+
+    check_data(config.data, config.data.train_split, config.data.val_split)  # bad data: refused before any write
     if args.resume is None:
         _refuse_earlier_run(output_dir, getattr(args, "overwrite", False))
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 writes, and holds the lock

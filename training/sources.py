@@ -86,9 +86,9 @@ def pair_records(pairs: list[dict[str, str]]) -> list[SampleRecord]:
 
 def layout_records(root: Path, split: str, classes: tuple[LesionClass, ...]) -> list[SampleRecord]:
     """Images of ``split`` (all images for ``""``) of the dataset under ``root`` with their masks."""
-    wanted = SPLIT_ALIASES.get(split, split)
+    wanted = {split, SPLIT_ALIASES.get(split, split)}  # "train" is DDR's train/ and IDRiD's "a. Training Set"
     samples = list_dataset(root, classes)
-    chosen = [s for s in samples if not wanted or s.split == wanted]
+    chosen = [s for s in samples if not split or s.split in wanted]
     if not chosen:
         splits = sorted({s.split for s in samples})
         raise UserError(f"{root}: no images in split {split!r} (splits found: {', '.join(splits)})")
@@ -108,3 +108,51 @@ def generated_dataset(config: DataConfig, validation: bool) -> Path:
     if not (images.is_dir() and len(list(images.glob("*.jpg"))) == count):
         write_fundus_dataset(root, count, seed=seed, scale=GENERATED_SCALE)
     return root
+
+
+def check_data(config: DataConfig, train_split: str, val_split: str) -> None:
+    """Refuse bad training data before a run builds a model or writes anything (``UserError``).
+
+    Lists the training (and validation) records of ``config`` and checks every file through the
+    read-side gate from its header: a regular file, a supported and not oversized image, masks and
+    label images of the image's size. The first training record is also read whole (pixel types,
+    NaN values, broken pixel data). Generated data (made by the run itself) is not checked; slides
+    and workspaces only for being readable paths (their pyramids are checked when opened).
+    """
+    from napari_m2mrf.io.input_gate import check_path
+
+    if config.kind == "generated":
+        return
+    classes = run_classes(config) if config.kind != "slides" else ()
+    for validation in (False, True):
+        if validation and not has_validation(config):
+            continue
+        if config.kind in PYRAMID_KINDS:
+            for path in config.val_slides if validation else config.slides:
+                check_path(Path(path).expanduser())
+            continue
+        found = records(config, classes, val_split if validation else train_split, validation)
+        if not found:
+            raise UserError(f"the {'validation' if validation else 'training'} set is empty: no images were found")
+        for record in found:
+            _check_record_headers(record)
+        if not validation:
+            from training.datasets import load_sample
+
+            load_sample(found[0], classes, multilabel=True)
+
+
+def _check_record_headers(record: SampleRecord) -> None:
+    """The image's header, and its masks' or label image's size against it (nothing decoded)."""
+    from napari_m2mrf.io.formats import inspect_source
+    from napari_m2mrf.io.input_gate import check_path, mask_header
+
+    check_path(record.image, folder_ok=False)
+    info = inspect_source(record.image)
+    for mask in record.masks.values():
+        mask_header(mask, (info.height, info.width))
+    if record.labels is not None:
+        check_path(record.labels, folder_ok=False)
+        if record.labels.suffix.lower() != ".npy":
+            mask_header(record.labels, (info.height, info.width))
+

@@ -52,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.output}: the output must be a folder ending in .zarr")
     if args.output.resolve() == args.input.resolve():
         raise UserError(f"{args.output}: the output cannot be the input")
+    if args.input.resolve() in args.output.resolve().parents:
+        raise UserError(f"{args.output}: the output cannot be inside the input {args.input}")
+    if args.output.resolve() in args.input.resolve().parents:
+        raise UserError(f"{args.output}: the output cannot hold the input {args.input}")
     source = open_pyramid(args.input)
     check_pyramid_readable(source)
     truth = _ground_truth(args.input, info.kind, source.shape[1:])

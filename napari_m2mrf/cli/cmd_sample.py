@@ -26,10 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+MAX_COUNT = 10_000  # generated images per call (each about 1 MB at scale 1)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"output {args.out} exists and is not a folder")
     if args.kind == "fundus_lesions":
+        if not 1 <= args.count <= MAX_COUNT:
+            raise UserError(f"--count: the number of images must be between 1 and {MAX_COUNT}, got {args.count}")
         from sample_data.fundus_samples import write_fundus_dataset
 
         root = write_fundus_dataset(args.out, args.count, seed=args.seed, scale=args.scale)

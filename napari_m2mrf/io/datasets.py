@@ -195,6 +195,8 @@ def _splits_with_class_folders(top: Path, names: dict[str, str], inner: str | No
 def _choose_split(root: Path, splits: dict[str, Path], wanted: str | None) -> str:
     names = list(splits)
     if names == [""]:  # the folder given is the split folder itself
+        if wanted and wanted.lower() not in root.name.lower():
+            raise UserError(f"{root}: holds no splits (its class folders are directly inside); leave out --split {wanted!r}")
         return ""
     if wanted is None:
         if len(names) == 1:

@@ -135,9 +135,10 @@ def read_official_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     Accepts an mmcv checkpoint (``{'meta', 'state_dict', 'optimizer'}``), a ``{'model': …}``
     wrapper or a bare state dict; strips a DataParallel ``module.`` prefix.
     """
+    from napari_m2mrf.io.input_gate import check_path
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    check_path(path, folder_ok=False)  # a FIFO, device, loop or empty file: refused unopened
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -148,8 +149,10 @@ def read_official_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
                 "which could run code"
             ) from exc
         raise UserError(f"{path}: not a PyTorch checkpoint (unreadable pickle)") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError, AttributeError, UnicodeError) as exc:
+        # the weights-only unpickler on arbitrary bytes fails in many ways (IndexError on a text file)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {first})") from exc
     if not isinstance(content, dict):
         raise UserError(f"{path}: expected a dict of tensors, found {type(content).__name__}")
     meta = content.get("meta") if isinstance(content.get("meta"), dict) else {}
