@@ -70,6 +70,10 @@ def _thresholds(text: str | None, model: ModelRef) -> tuple[float, ...]:
     return values
 
 
+MAX_TILE = 16384  # px: a tile's input and probabilities stay within a few GiB
+MAX_WORKERS = 256  # local dask worker processes (a bigger cluster: --scheduler)
+
+
 def run(args: argparse.Namespace) -> int:
     from napari_m2mrf.cli import TqdmProgress
     from napari_m2mrf.inference.batch import (
@@ -78,14 +82,16 @@ def run(args: argparse.Namespace) -> int:
         predict_many,
     )
 
-    if args.workers < 0:
-        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    if not 0 <= args.workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be between 0 and {MAX_WORKERS} local processes, got {args.workers}")
     if args.workers or args.scheduler:
         from napari_m2mrf.compat import require_dask_distributed
 
         require_dask_distributed()  # before any work: a mismatched pair would fail mid-run
-    if args.tile < 128:
-        raise UserError(f"--tile must be at least 128 px, got {args.tile}")
+    if not args.model.strip():
+        raise UserError("--model is empty: give a bundled model name, a registry name or a checkpoint file")
+    if not 128 <= args.tile <= MAX_TILE:
+        raise UserError(f"--tile must be between 128 and {MAX_TILE} px, got {args.tile}")
     from napari_m2mrf.catalog import resolve
 
     model = resolve(args.model)  # once per run: the ModelRef (and its weights' sha256) goes to every input
