@@ -92,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--model is empty: give a bundled model name, a registry name or a checkpoint file")
     if not 128 <= args.tile <= MAX_TILE:
         raise UserError(f"--tile must be between 128 and {MAX_TILE} px, got {args.tile}")
+    inputs = collect_inputs(args.inputs)
+    from napari_m2mrf.io.input_gate import check_path
+
+    for path in inputs:  # before the model loads: a FIFO, device or unreadable file is refused unopened
+        check_path(path)
     from napari_m2mrf.catalog import resolve
 
     model = resolve(args.model)  # once per run: the ModelRef (and its weights' sha256) goes to every input
@@ -100,11 +105,6 @@ def run(args: argparse.Namespace) -> int:
         thresholds=_thresholds(args.thresholds, model), masks=args.masks, probability_maps=args.probability_maps,
         overwrite=args.overwrite,
     )
-    inputs = collect_inputs(args.inputs)
-    from napari_m2mrf.io.input_gate import check_path
-
-    for path in inputs:  # before the model loads: a FIFO, device or unreadable file is refused unopened
-        check_path(path)
     progress = TqdmProgress("predict")
     try:
         results = predict_many(inputs, options, workers=args.workers, scheduler=args.scheduler, progress=progress)
