@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check: bash scripts/gpu_check.sh OUT_DIR [--budget-s 480] [--tiny] [--idrid DIR] [--keep-scratch]
 #
-# Runs benchmarks/gpu_check.py (CUDA tests, W48 inference and training speed, the slide model on a
+# Runs python -m benchmarks.gpu_check (CUDA tests, W48 inference and training speed, the slide model on a
 # 64k² synthetic slide, the fundus recipe for the time left) and writes everything under OUT_DIR
 # (summary: OUT_DIR/gpu_check.json). Without CUDA it runs tiny sizes on the CPU.
 #
@@ -66,4 +66,4 @@ if [[ -n "$LACKING" ]]; then
 fi
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PY" "$ROOT/benchmarks/gpu_check.py" "$OUT" --started "$STARTED" "$@"
+exec "$PY" -m benchmarks.gpu_check "$OUT" --started "$STARTED" "$@"

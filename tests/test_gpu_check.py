@@ -1,14 +1,14 @@
-"""The prepared GPU check (``scripts/gpu_check.sh``, ``benchmarks/gpu_check.py``) in tiny mode on the CPU.
+"""The prepared GPU check (``scripts/gpu_check.sh``, ``benchmarks/gpu_check/``) in tiny mode on the CPU.
 
 The device machine has no napari, Qt, dask, imagecodecs or pydantic, so every Python process the
-check starts (the check, its stage children, pytest, the trainer) runs here with a
+check starts (the check, pytest, the trainer; without CUDA the stages run in the check's process) runs here with a
 ``sitecustomize`` that blocks those imports and records every file opened for writing, every
 folder made and every rename; the check must succeed and write only under its ``OUT_DIR``.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -114,12 +114,11 @@ def _records(writes: Path) -> list[tuple[str, str]]:
     return [tuple(line.split("\t")[1:3]) for line in writes.read_text().splitlines() if line.count("\t") == 2]
 
 
-def _gpu_check_module():
-    spec = importlib.util.spec_from_file_location("gpu_check_under_test", REPO / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def _synthetic_slide():
+    """``benchmarks.gpu_check.synthetic_slide``, with the repository root on ``sys.path``."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module("benchmarks.gpu_check.synthetic_slide")
 
 
 def test_check_modules_import_without_napari_qt_dask(tmp_path: Path) -> None:
@@ -137,8 +136,8 @@ def test_check_modules_import_without_napari_qt_dask(tmp_path: Path) -> None:
 
 
 def test_synthetic_slide_level_chunk_reads_agree_with_a_full_read() -> None:
-    gpu_check = _gpu_check_module()
-    level = gpu_check.SyntheticSlideLevel(4096, 4)
+    synthetic_slide = _synthetic_slide()
+    level = synthetic_slide.SyntheticSlideLevel(4096, 4)
     assert level.shape == (3, 1024, 1024) and level.dtype == np.uint8 and level.chunks == (3, 512, 512)
     whole = level[:]
     assert whole.shape == (3, 1024, 1024)
@@ -146,7 +145,7 @@ def test_synthetic_slide_level_chunk_reads_agree_with_a_full_read() -> None:
     np.testing.assert_array_equal(level[1, 10:20, 30:40], whole[1, 10:20, 30:40])
     np.testing.assert_array_equal(np.asarray(level[...]), whole)
     assert whole.std() > 5  # tissue and background differ
-    pyramid = gpu_check.synthetic_pyramid(4096, Path("unused"))
+    pyramid = synthetic_slide.synthetic_pyramid(4096, Path("unused"))
     assert pyramid.downsamples == [1.0, 2.0, 4.0, 8.0] and pyramid.shape == (3, 4096, 4096)
 
 
