@@ -154,7 +154,7 @@ def resolve(source: str | os.PathLike[str] | ModelRef) -> ModelRef:
         if candidate.suffix in (CHECKPOINT_SUFFIX, ".pt") or candidate.exists():
             path = candidate
     if path is not None:
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise UserError(f"checkpoint file not found: {path}")
         meta = read_checkpoint_metadata(path)
         ref = ModelRef(name, path, str(meta["arch"]), meta, meta.get("weights_sha256"))

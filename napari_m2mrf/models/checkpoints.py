@@ -314,11 +314,10 @@ def dequantized(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a checkpoint, validated (:func:`validate_metadata`), without reading its
     tensors: the safetensors header is read once, through the read-side gate."""
-    from napari_m2mrf.io.input_gate import check_safetensors_header
+    from napari_m2mrf.io.input_gate import check_path, check_safetensors_header
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    check_path(path, folder_ok=False)  # a missing file, FIFO, device or folder: named, never opened
     try:
         header = check_safetensors_header(path)
     except LimitExceeded as exc:
