@@ -155,6 +155,7 @@ def test_layers_menu_offers_the_widgets_under_segment_and_measure(make_napari_vi
     for title in ("Segment lesions", "Correct lesions", "Edit slide region"):
         assert any(title in text for text in segment), segment
     assert any("Lesion metrics" in text for text in measure), measure
+    assert any("Lesion inventory" in text for text in measure), measure
     assert not any("Train" in text for text in segment + measure)
 
 
