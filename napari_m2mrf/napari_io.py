@@ -28,6 +28,53 @@ PathOrPaths = str | Sequence[str]
 _NULL_LAYERS: list[Any] = [(None,)]  # napari's "read fine, nothing to show" sentinel
 
 
+# -- which reader napari picks by default ------------------------------------------------------
+
+PLUGIN_NAME = "napari-m2mrf"
+# napari asks which reader to use whenever two plugins claim a file and the user has no preference
+# (Preferences > Plugins > File extension readers). Every file this plugin reads must be claimed in
+# napari.yaml, or neither "File > Open with Plugin" nor ``viewer.open(path, plugin="napari-m2mrf")``
+# could reach it (npe2 filters even an explicit plugin choice by the manifest's patterns). So the
+# defaults live here: workspaces, slides, OME-TIFF and photographs in a dataset layout (IDRiD, DDR
+# names) come to this plugin; any other photograph stays with napari's own reader, as it was before
+# the plugin was installed. Patterns starting with "/" rank above napari's "*.ext" ones (napari
+# sorts preferences by specificity; absolute patterns first); folders are matched with a trailing "/".
+READER_DEFAULTS: dict[str, str] = {
+    "/*.m2mrf.zarr/": PLUGIN_NAME,
+    "/*.ome.zarr/": PLUGIN_NAME,
+    "/*.ome.tif": PLUGIN_NAME,
+    "/*.ome.tiff": PLUGIN_NAME,
+    "*.svs": PLUGIN_NAME,
+    "*.ndpi": PLUGIN_NAME,
+    "*.btf": PLUGIN_NAME,
+    "*.tf8": PLUGIN_NAME,
+    "/*/IDRiD_*.jpg": PLUGIN_NAME,
+    "/*/IDRiD_*.tif": PLUGIN_NAME,
+    "/*/[0-9][0-9][0-9]-[0-9][0-9][0-9][0-9]-[0-9][0-9][0-9].jpg": PLUGIN_NAME,  # DDR image names
+    **{f"*{ext}": "napari" for ext in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")},
+}
+
+
+def remember_reader_defaults() -> dict[str, str]:
+    """Add :data:`READER_DEFAULTS` to napari's reader preferences where the user has set nothing for
+    the pattern (a choice of the user is never changed); returns what was added.
+
+    Called whenever the plugin is first used in a session (a widget opens, a file is read), so from
+    then on dropping a workspace opens it here and dropping a plain photograph opens it in napari's
+    reader, with no "which plugin?" dialog; the user changes either in Preferences.
+    """
+    try:
+        from napari.settings import get_settings
+    except ImportError:
+        return {}
+    plugins = get_settings().plugins
+    current = dict(plugins.extension2reader)
+    added = {pattern: reader for pattern, reader in READER_DEFAULTS.items() if pattern not in current}
+    if added:
+        plugins.extension2reader = {**current, **added}
+    return added
+
+
 # -- readers ----------------------------------------------------------------------------------
 
 
@@ -44,6 +91,7 @@ def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[Any]] | None:
 def read_paths(path: PathOrPaths) -> list[Any]:
     """The layers of one or several paths; on a broken file, an error notification and no layers."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    remember_reader_defaults()
     layers: list[LayerData] = []
     for one in paths:
         try:
@@ -75,7 +123,97 @@ def layer_data_for_path(
     info = inspect_source(path)
     if info.kind == "fundus":
         return fundus_layer_data(path, notify=notify)
+    if info.format == "zarr" and _photograph_workspace(path):
+        return fundus_workspace_layer_data(path)
     return slide_layer_data(path, progress=progress, info=info, on_corrupt=on_corrupt)
+
+
+def _photograph_workspace(path: str | os.PathLike[str]) -> bool:
+    from napari_m2mrf.io.workspace import PHOTOGRAPH, Workspace
+
+    return Workspace.is_workspace(path) and Workspace.open(path, mode="r").made_from == PHOTOGRAPH
+
+
+def fundus_workspace_layer_data(path: str | os.PathLike[str]) -> list[LayerData]:
+    """A fundus photograph's workspace as the layers it was saved from, ready to work on again.
+
+    The image comes back single-scale (as the photograph reader gives it), the ground truth when
+    the workspace or the source's dataset layout holds one, the per-class probability layers and
+    the ``lesions`` Labels layer: the corrections, editable, with the unedited prediction kept so a
+    new Segment run carries the corrections over. Each layer is tagged like the one the plugin made
+    before saving (``metadata["m2mrf"]``), so Segment, Correct, Metrics and Save find them.
+    """
+    from napari.utils.colormaps import Colormap
+
+    from napari_m2mrf.io.workspace import Workspace
+    from napari_m2mrf.widgets.result_layers import LESIONS, PREDICTION_KEY, PROBABILITY
+
+    workspace = Workspace.open(path, mode="r")
+    name = workspace.image_name
+    image = np.ascontiguousarray(np.moveaxis(np.asarray(workspace.image.levels[0][:3]), 0, -1))
+    height, width = image.shape[:2]
+    metadata: dict[str, Any] = {"workspace": str(workspace.path)}
+    if workspace.source is not None:
+        metadata["source"] = str(workspace.source)
+    layers: list[LayerData] = [(image, {"name": name, "rgb": True, "metadata": metadata}, "image")]
+    stored = workspace.label_names()
+
+    def level0(label_name: str) -> np.ndarray | None:
+        if label_name not in stored:
+            return None
+        data = np.array(workspace.labels(label_name).levels[0], dtype=np.uint8)
+        return data if data.shape == (height, width) else None
+
+    truth = level0("ground_truth")
+    layout = "workspace"
+    if truth is None and workspace.source is not None and workspace.source.is_file():
+        from napari_m2mrf.io.datasets import find_ground_truth, load_ground_truth
+
+        found = find_ground_truth(workspace.source)
+        if found is not None and found.masks:
+            truth, layout = load_ground_truth(found, (height, width)), found.layout
+    if truth is not None:
+        layers.append(_fundus_labels(truth, f"{name} ground truth", layout))
+    for code, color, data in _stored_probabilities(workspace, (height, width)):
+        tag = {"role": PROBABILITY, "source": name, "code": code, "saved_to": str(workspace.path)}
+        layers.append((data, {
+            "name": f"{code} probability", "colormap": Colormap([[0, 0, 0, 0], list(color)], name=f"m2mrf-{code}"),
+            "contrast_limits": (0.0, 1.0), "blending": "additive", "visible": False, "metadata": {"m2mrf": tag},
+        }, "image"))
+    corrected, prediction = level0("corrected"), level0("prediction")
+    lesions = corrected if corrected is not None else prediction
+    if lesions is not None:
+        lesion_meta: dict[str, Any] = {"m2mrf": {"role": LESIONS, "source": name, "code": None}}
+        if prediction is not None:
+            lesion_meta[PREDICTION_KEY] = prediction
+        layers.append((lesions, {
+            "name": LESIONS, "colormap": label_colormap(), "features": lesion_features(), "opacity": 0.7,
+            "metadata": lesion_meta,
+        }, "labels"))
+    return layers
+
+
+def _stored_probabilities(workspace: Any, shape: tuple[int, int]) -> list[tuple[str, tuple[float, ...], np.ndarray]]:
+    """``(code, colour, (Y, X) float32)`` per fundus class from the workspace's probability map, at the
+    image's size (a map stored at a coarser level, as ``predict`` writes it, is repeated up)."""
+    try:
+        array, downsample, codes = workspace.probabilities()
+    except UserError:
+        return []
+    colors = {cls.code: cls.color for cls in FUNDUS_CLASSES}
+    step = max(1, int(round(downsample)))
+    found = []
+    for channel, code in enumerate(codes):
+        if code not in colors:
+            continue
+        data = np.asarray(array[channel], dtype=np.float32)
+        if step > 1:
+            data = np.repeat(np.repeat(data, step, axis=0), step, axis=1)
+        data = data[: shape[0], : shape[1]]
+        if data.shape != tuple(shape):
+            return []
+        found.append((code, colors[code], np.ascontiguousarray(data)))
+    return found
 
 
 def fundus_layer_data(path: str | os.PathLike[str], *, notify: Callable[[str], None] | None = None) -> list[LayerData]:

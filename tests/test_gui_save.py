@@ -54,10 +54,11 @@ def test_save_writes_corrections_and_prediction_and_reopens(make_napari_viewer, 
     assert np.asarray(workspace.labels("prediction").levels[0])[50, 60] == 0
     assert workspace.has_image
 
-    reopened = viewer.open(str(path), plugin="napari-m2mrf")
-    corrected = next(layer for layer in reopened if layer.name.endswith("corrected"))
-    level0 = corrected.data[0] if corrected.multiscale else corrected.data
-    assert np.asarray(level0)[50, 60] == 2 and np.asarray(level0)[15, 15] == 1
+    reopened = viewer.open(str(path), plugin="napari-m2mrf")  # a photograph's workspace: the same layers again
+    corrected = next(layer for layer in reopened if layer.name.startswith("lesions"))  # "lesions [1]" beside the first
+    assert not corrected.multiscale and corrected.editable
+    assert corrected.data[50, 60] == 2 and corrected.data[15, 15] == 1
+    assert corrected.metadata["prediction"][50, 60] == 0
 
 
 def test_idrid_masks_are_written_on_request(make_napari_viewer, qtbot, private_cache: Path, tmp_path: Path) -> None:

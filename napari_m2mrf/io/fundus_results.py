@@ -15,10 +15,11 @@ import numpy as np
 
 from napari_m2mrf.cache import cache_dir
 from napari_m2mrf.classes import FUNDUS_CLASSES
-from napari_m2mrf.io.workspace import Workspace, workspace_path_for
+from napari_m2mrf.io.workspace import PHOTOGRAPH, Workspace, workspace_path_for
 
 CORRECTED = "corrected"
 PREDICTION = "prediction"
+GROUND_TRUTH = "ground_truth"
 
 
 def fundus_label_style() -> tuple[dict[int, tuple[float, ...]], dict[int, str]]:
@@ -43,17 +44,34 @@ def save_fundus_labels(
     image: np.ndarray | None = None,
     source: str | os.PathLike[str] | None = None,
     provenance: dict[str, Any] | None = None,
+    *,
+    image_name: str | None = None,
+    probabilities: np.ndarray | None = None,
+    ground_truth: np.ndarray | None = None,
 ) -> Workspace:
     """Write ``corrected`` (Y, X) uint8, and ``prediction`` and ``image`` (Y, X, 3) when given, to the
-    workspace at ``workspace_path`` (created for ``source`` if missing)."""
+    workspace at ``workspace_path`` (created for ``source`` if missing).
+
+    ``probabilities``: the run's per-class maps ``(K, Y, X)`` (0..1), stored at full resolution
+    (float16) so that a reopened workspace scores exactly as before; ``ground_truth`` ``(Y, X)`` is
+    stored once as ``labels/ground_truth`` (an existing one is kept). The workspace records that it
+    was made from a photograph and the image's layer name ``image_name``, so it reopens as the same
+    single-scale, editable layers.
+    """
     path = Path(workspace_path)
     workspace = Workspace.open(path) if path.exists() else Workspace.create(path, source=source)
     if image is not None and not workspace.has_image:
         workspace.write_image(np.moveaxis(np.asarray(image)[..., :3], -1, 0))
+    workspace.record_made_from(PHOTOGRAPH, image_name)
     colors, names = fundus_label_style()
     workspace.write_labels(CORRECTED, corrected, colors=colors, names=names)
     if prediction is not None:
         workspace.write_labels(PREDICTION, prediction, colors=colors, names=names)
+    if ground_truth is not None and GROUND_TRUTH not in workspace.label_names():
+        workspace.write_labels(GROUND_TRUTH, ground_truth, colors=colors, names=names)
+    if probabilities is not None:
+        codes = [cls.code for cls in FUNDUS_CLASSES[: len(probabilities)]]
+        workspace.write_probabilities(np.asarray(probabilities), downsample=1.0, class_names=codes)
     if provenance:
         workspace.record_provenance(**provenance)
     return workspace

@@ -10,7 +10,8 @@ Layout (``<name>.m2mrf.zarr``, NGFF 0.5 on zarr v3 by default, 0.4 on zarr v2 on
                               level-0 pixels per pixel (slides; attrs: downsample, classes)
     sampling/points           (N, 2) float32 sampling locations, level-0 pixels (y, x)
     sampling/deformation      (Y, X) float32 sampling-density map
-    attrs["m2mrf"]            workspace version, source path, provenance
+    attrs["m2mrf"]            workspace version, source path, provenance, made_from ("photograph" or
+                              "slide") and the image's layer name
 
 Whole arrays and label pyramids are replaced atomically (built aside, then renamed in), so a
 crash never leaves a half-written layer as the only copy; a region write changes whole chunks,
@@ -62,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 WORKSPACE_SUFFIX = ".m2mrf.zarr"
 WORKSPACE_VERSION = 1
+PHOTOGRAPH = "photograph"  # what a workspace was made from (``attrs["m2mrf"]["made_from"]``)
+SLIDE = "slide"
 
 
 def workspace_path_for(source: str | os.PathLike[str]) -> Path:
@@ -174,6 +177,56 @@ class Workspace:
     def record_provenance(self, **fields: Any) -> None:
         """Merge ``fields`` (JSON-serialisable) into the provenance, stamping the UTC time."""
         self._update_info(provenance={**self.provenance, **fields, "time": _now()})
+
+    def record_made_from(self, kind: str, image_name: str | None = None) -> None:
+        """Record what the workspace was made from (:data:`PHOTOGRAPH` or :data:`SLIDE`) and the name the
+        image had in the viewer, so that reopening shows the same layers."""
+        if kind not in (PHOTOGRAPH, SLIDE):
+            raise ValueError(f"made_from must be {PHOTOGRAPH!r} or {SLIDE!r}, not {kind!r}")
+        fields: dict[str, Any] = {"made_from": kind}
+        if image_name:
+            fields["image_name"] = str(image_name)
+        if any(self.info.get(key) != value for key, value in fields.items()):
+            self._update_info(**fields)
+
+    @property
+    def made_from(self) -> str:
+        """``"photograph"`` (a fundus photograph: reopened as single-scale, editable layers) or ``"slide"``.
+
+        Read from the workspace's own record (``made_from``, written when fundus results are saved);
+        a workspace written before that record existed is judged by what it holds: a slide run leaves
+        sampling points, a deformed-downsampling provenance and a probability pyramid, a fundus run
+        (Correct's save, ``predict``) leaves ``prediction``/``corrected`` labels and at most one
+        single-array probability map. A workspace holding only an image is a slide's (a pyramid built
+        for a large flat image).
+        """
+        recorded = self.info.get("made_from")
+        if recorded in (PHOTOGRAPH, SLIDE):
+            return recorded
+        if "sampling" in self.group or self.provenance.get("kind") == "deformed downsampling":
+            return SLIDE
+        import zarr
+
+        if "probabilities" in self.group and isinstance(self.group["probabilities"], zarr.Group):
+            return SLIDE
+        try:
+            fundus_labels = {"prediction", "corrected"} & set(self.label_names())
+        except UserError:
+            return SLIDE
+        if not fundus_labels or not self.has_image:
+            return SLIDE
+        from napari_m2mrf.io.formats import FUNDUS_MAX_PIXELS
+
+        _, height, width = self.image.shape
+        return PHOTOGRAPH if height * width <= FUNDUS_MAX_PIXELS else SLIDE
+
+    @property
+    def image_name(self) -> str:
+        """The name the image had in the viewer (recorded on save), else the workspace's file name."""
+        name = self.info.get("image_name")
+        if name:
+            return str(name)
+        return self.path.name[: -len(WORKSPACE_SUFFIX)] if self.path.name.endswith(WORKSPACE_SUFFIX) else self.path.stem
 
     # -- the image ----------------------------------------------------------------------------
 

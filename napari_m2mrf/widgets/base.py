@@ -36,8 +36,11 @@ class PluginWidget(Container):
     _loaded = False  # class default, so choices can ask before the constructor sets anything
 
     def __init__(self, viewer: Any, widgets: Sequence[Widget]) -> None:
+        from napari_m2mrf.napari_io import remember_reader_defaults
+
         self._viewer = viewer
         super().__init__(widgets=widgets)
+        remember_reader_defaults()  # from now on a dropped workspace opens here without a dialog
         for name in LAYER_LIST_EVENTS:
             getattr(viewer.layers.events, name).connect(self._refresh_unless_docked)
 
@@ -74,5 +77,8 @@ class PluginWidget(Container):
         from napari.utils.notifications import show_info
 
         if isinstance(getattr(self, "status", None), Widget):
-            self.status.value = message
+            try:
+                self.status.value = message
+            except RuntimeError:  # the widget is gone (its window closed): the notification still shows
+                pass
         show_info(message)

@@ -3,19 +3,25 @@
 napari's own Labels tools (paint, fill, erase, undo) work on the layer as usual; this widget adds
 a class picker, "click to delete a component", "click to relabel a component" and "remove
 components smaller than N px". Every edit goes through ``Labels.data_setitem``, so Undo reverts it.
+
+Safe default: the widget edits a prediction (the Segment widget's ``lesions`` layer first). It never
+picks a ground-truth layer by itself, even when that layer is the only one or comes first; choosing
+one asks for confirmation (ground truth is what results are scored against).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, PushButton, SpinBox
+from qtpy.QtWidgets import QMessageBox
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.label_tools import component_at, small_components
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
+from napari_m2mrf.widgets.result_layers import LESIONS
 from napari_m2mrf.widgets.saving import LayerSaver
 
 if TYPE_CHECKING:
@@ -24,6 +30,26 @@ if TYPE_CHECKING:
 CLICK_NONE = "brush (napari's tools)"
 CLICK_DELETE = "click: delete component"
 CLICK_RELABEL = "click: relabel component"
+GROUND_TRUTH_ROLE = "ground truth"
+
+
+def is_ground_truth(layer: Any) -> bool:
+    """True for a ground-truth Labels layer: tagged so, read from a dataset layout (``metadata["layout"]``),
+    or named "... ground truth" / "..._ground_truth" (the reader's and the samples' names)."""
+    role = layer.metadata.get("m2mrf", {}).get("role")
+    if role == LESIONS:
+        return False
+    if role == GROUND_TRUTH_ROLE or "layout" in layer.metadata:
+        return True
+    name = layer.name.lower()
+    return "ground truth" in name or "ground_truth" in name
+
+
+def editing_order(layer: Any) -> int:
+    """Sort key of the layer choices: the Segment widget's predictions first, ground truth last."""
+    if layer.metadata.get("m2mrf", {}).get("role") == LESIONS:
+        return 0
+    return 2 if is_ground_truth(layer) else 1
 
 
 class CorrectWidget(PluginWidget):
@@ -31,7 +57,11 @@ class CorrectWidget(PluginWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         paintable = layer_choices(viewer, "Labels", lambda layer: not layer.multiscale)
-        self.layer = ComboBox(label="labels", choices=paintable)
+        self._paintable = lambda _widget=None: sorted(paintable(), key=editing_order)
+        self._confirmed: weakref.WeakSet = weakref.WeakSet()  # ground-truth layers the user agreed to edit
+        self._previous = None
+        self._resetting = False
+        self.layer = ComboBox(label="labels", choices=self._paintable, nullable=True)
         self.lesion_class = ComboBox(
             label="class", choices=[(f"{c.code} – {c.name}", c.label) for c in FUNDUS_CLASSES]
         )
@@ -55,12 +85,59 @@ class CorrectWidget(PluginWidget):
         self.write_idrid.changed.connect(lambda on: setattr(self.idrid_folder, "visible", on))
         self.save_button.clicked.connect(self.save)
         self._hooked = None
-        self.layer.changed.connect(self._hook_layer)
+        self.layer.changed.connect(self._on_layer_chosen)
         self.lesion_class.changed.connect(self._pick_class)
         self.click_action.changed.connect(self._set_click_action)
         self.remove_small_button.clicked.connect(self.remove_small)
         self.undo_button.clicked.connect(self.undo)
+        self._choose_default()
         self._hook_layer(self.layer.value)
+
+    def reset_choices(self, *args: Any) -> None:
+        """Refresh the layer choices; never lands on a ground-truth layer the user has not agreed to edit."""
+        self._resetting = True
+        try:
+            super().reset_choices(*args)
+        finally:
+            self._resetting = False
+        self._choose_default()
+
+    def _choose_default(self) -> None:
+        current = self.layer.value
+        if current is not None and (not is_ground_truth(current) or current in self._confirmed):
+            return
+        fallback = next((layer for layer in self._paintable() if not is_ground_truth(layer)), None)
+        if fallback is not current:
+            self.layer.value = fallback
+
+    def _on_layer_chosen(self, layer) -> None:
+        """A choice of the user (or of the defaults): a ground-truth layer only after a Yes."""
+        if layer is not None and is_ground_truth(layer) and layer not in self._confirmed:
+            if self._resetting:
+                return  # the refresh picked it, not the user: _choose_default moves off it
+            if not self._confirm_ground_truth(layer):
+                previous = self._previous if self._previous in self._paintable() else None
+                self.layer.value = previous
+                if previous is None:
+                    self._choose_default()
+                return
+            self._confirmed.add(layer)
+        self._previous = layer
+        self._hook_layer(layer)
+
+    def _confirm_ground_truth(self, layer) -> bool:
+        answer = QMessageBox.question(
+            self.native,
+            "Edit ground truth?",
+            f"'{layer.name}' is ground truth: the reference predictions are scored against.\n"
+            "Correct lesions normally edits a prediction. Edit this ground truth anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            self._notify(f"kept {layer.name!r} unchanged; choose a prediction to correct")
+            return False
+        return True
 
     def save(self) -> None:
         """Save the layer into its image's workspace (and IDRiD masks when asked)."""

@@ -109,6 +109,7 @@ def show_probability_layer(
             metadata={"m2mrf": {"role": PROBABILITY, "source": source, "code": code}},
         )
     layer.data = data
+    layer.metadata["m2mrf"].pop("saved_to", None)  # new maps: the next save writes them
     layer.scale, layer.translate = scale, translate
     return layer
 

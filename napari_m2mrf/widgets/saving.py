@@ -19,7 +19,7 @@ import numpy as np
 from qtpy.QtCore import QCoreApplication, QEvent, QObject, QTimer
 
 from napari_m2mrf.io.fundus_results import save_fundus_labels, workspace_location
-from napari_m2mrf.widgets.result_layers import PREDICTION_KEY
+from napari_m2mrf.widgets.result_layers import PREDICTION_KEY, PROBABILITY
 
 AUTOSAVE_INTERVAL_MS = 60_000
 
@@ -35,31 +35,81 @@ class SaveSnapshot:
     source: str | None
     idrid_folder: Path | None
     name: str
+    image_name: str | None = None
+    probabilities: np.ndarray | None = None
+    ground_truth: np.ndarray | None = None
 
 
 def snapshot(viewer: Any, layer: Any, idrid_folder: Path | None = None) -> SaveSnapshot:
-    """Copy ``layer`` (and the image it belongs to, while it is still open) for saving."""
+    """Copy ``layer`` (and the image it belongs to, while it is still open) for saving.
+
+    The workspace is the one the image was reopened from (``metadata["workspace"]``), else the one
+    beside the image's file (or in the user cache). The image's probability layers go along when
+    they changed since they were last saved there, its ground-truth layer (``<image> ground truth``)
+    when there is one.
+    """
     source_name = layer.metadata.get("m2mrf", {}).get("source")
     image_layer = viewer.layers[source_name] if source_name and source_name in viewer.layers else None
     owner_name = source_name or layer.name
-    source_path = (image_layer if image_layer is not None else layer).source.path
+    owner = image_layer if image_layer is not None else layer
+    source_path = owner.metadata.get("source") or owner.source.path
+    reopened = owner.metadata.get("workspace")
+    workspace = Path(reopened) if reopened else workspace_location(owner_name, source_path)
     image = None
     if image_layer is not None and not image_layer.multiscale:
         image = np.asarray(image_layer.data)
+    corrected = np.array(layer.data, dtype=np.uint8, copy=True)
     return SaveSnapshot(
-        workspace=workspace_location(owner_name, source_path),
-        corrected=np.array(layer.data, dtype=np.uint8, copy=True),
+        workspace=workspace,
+        corrected=corrected,
         prediction=layer.metadata.get(PREDICTION_KEY),
         image=image,
         source=source_path,
         idrid_folder=idrid_folder,
         name=Path(source_path).stem if source_path else owner_name,
+        image_name=owner_name,
+        probabilities=_unsaved_probabilities(viewer, owner_name, workspace, corrected.shape),
+        ground_truth=_ground_truth(viewer, owner_name, corrected.shape),
     )
+
+
+def _unsaved_probabilities(viewer: Any, source: str, workspace: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The image's per-class probability maps ``(K, Y, X)`` float16 when one of them is not saved in
+    ``workspace`` yet (each is then marked saved there); None when there are none or all are saved."""
+    from napari_m2mrf.classes import FUNDUS_CLASSES
+
+    by_code = {}
+    for candidate in viewer.layers:
+        tag = candidate.metadata.get("m2mrf", {})
+        if tag.get("role") == PROBABILITY and tag.get("source") == source and not candidate.multiscale:
+            by_code[tag.get("code")] = candidate
+    found = [by_code.get(cls.code) for cls in FUNDUS_CLASSES]
+    if not found or any(p is None or tuple(p.data.shape) != tuple(shape) for p in found):
+        return None
+    if all(p.metadata["m2mrf"].get("saved_to") == str(workspace) for p in found):
+        return None
+    maps = np.stack([np.asarray(p.data, dtype=np.float16) for p in found])
+    for p in found:
+        p.metadata["m2mrf"]["saved_to"] = str(workspace)
+    return maps
+
+
+def _ground_truth(viewer: Any, source: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    name = f"{source} ground truth"
+    if name not in viewer.layers:
+        return None
+    layer = viewer.layers[name]
+    if getattr(layer, "multiscale", True) or tuple(layer.data.shape) != tuple(shape):
+        return None
+    return np.array(layer.data, dtype=np.uint8, copy=True)
 
 
 def write_snapshot(snap: SaveSnapshot) -> list[Path]:
     """Write a snapshot: the workspace labels, and IDRiD masks when a folder was chosen."""
-    save_fundus_labels(snap.workspace, snap.corrected, snap.prediction, snap.image, snap.source)
+    save_fundus_labels(
+        snap.workspace, snap.corrected, snap.prediction, snap.image, snap.source, image_name=snap.image_name,
+        probabilities=snap.probabilities, ground_truth=snap.ground_truth,
+    )
     written = [snap.workspace]
     if snap.idrid_folder is not None:
         from napari_m2mrf.io.writers import write_idrid_masks
