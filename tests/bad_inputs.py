@@ -903,10 +903,7 @@ PTH_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("folder", lambda p: (p.mkdir(parents=True), p)[1], r"folder|no such"),
 ]
 
-KNOWN_PTH_BUGS = dict.fromkeys(
-    ("fifo", "symlink_to_dev_zero"),
-    "catalog.resolve calls an existing FIFO or device 'checkpoint file not found' (input_gate.check_path names it)",
-)
+KNOWN_PTH_BUGS: dict[str, str] = {}
 for name, make, problem in PTH_CASES:
     suffix = ".pt" if name.startswith("raw") or name.startswith("legacy") else ".pth"
     # predict --model reads any file as a safetensors checkpoint: a pickle is refused from its header
