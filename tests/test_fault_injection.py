@@ -152,6 +152,7 @@ def test_killed_conversions_resume_or_restart_and_a_second_writer_is_refused(
     deadline = time.monotonic() + 120
     while not (out / "0").is_dir() and writer.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+    capsys.readouterr()  # only what the second writer says
     code = main(["convert", str(photo), str(out), "--quiet"])
     second = capsys.readouterr().err.strip().splitlines()
     writer.wait(timeout=300)
