@@ -929,7 +929,7 @@ def _cli_inputs(folder: Path) -> dict[str, str]:
     _store(folder, False)
     return {"image": str(image), "folder": str(folder), "config": str(made[0]), "pred": str(made[1]["pred"]),
             "gt": str(made[1]["gt"]), "file": str(folder / "not_a_folder"), "store": str(store),
-            "out": str(folder / "out"), "model": "hrnetv2_w18s"}
+            "out": str(folder / "out"), "model": "fundus_m2mrf_w18s"}
 
 
 def _cli(argv: list[str], prepare: Callable[[Path, dict[str, str]], Any] | None = None) -> Callable[[Path], tuple[Path, dict[str, Any]]]:

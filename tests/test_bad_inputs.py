@@ -99,7 +99,7 @@ def run_entry(entry: str, item: Case, path: Path, context: dict[str, Any], scrat
     if entry == "predict":
         out = scratch / "predicted"
         message = run_cli(
-            ["predict", str(path), "--model", "hrnetv2_w18s", "--out", str(out), "--thresholds", "0.5,0.5,0.5,0.5"], capsys
+            ["predict", str(path), "--model", "fundus_m2mrf_w18s", "--out", str(out), "--thresholds", "0.5,0.5,0.5,0.5"], capsys
         )
         assert not out.exists() or not any(out.iterdir())
         return message
