@@ -38,6 +38,7 @@ def test_widgets_report_bad_inputs_and_the_viewer_stays_usable(make_napari_viewe
     from napari.utils.notifications import notification_manager
 
     from napari_m2mrf._samples import fundus_labels_layer
+    from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
     from napari_m2mrf.widgets.correct import CorrectWidget
     from napari_m2mrf.widgets.metrics_widget import LABELS_PREFIX, MetricsWidget
     from napari_m2mrf.widgets.segment import CHECKPOINT_FILE, REGION_WHOLE, SegmentWidget
@@ -81,7 +82,12 @@ def test_widgets_report_bad_inputs_and_the_viewer_stays_usable(make_napari_viewe
         assert [layer.name for layer in viewer.layers] == layers_before, name
     assert not list(tmp_path.rglob("code_ran.marker"))
 
-    segment.model.value = "hrnetv2_w18s"
+    good = tmp_path / "good" / "small.safetensors"  # a sound (untrained) checkpoint: the image layer is the problem
+    good.parent.mkdir()
+    save_checkpoint(good, build_model("hrnetv2_w18s", num_classes=4),
+                    {**fundus_metadata("idrid", {"weights": "untrained"}), "input_size": [64, 80]})
+    segment.model.value = CHECKPOINT_FILE
+    segment.checkpoint.value = good
     for name, data, rgb in (
         ("int32 negative", np.full((64, 80), -5, np.int32), False),
         ("float64 out of range", np.full((64, 80, 3), 7e5, np.float64), True),

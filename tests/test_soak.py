@@ -39,11 +39,12 @@ def mib(value: int) -> str:
 
 @pytest.mark.gui
 @pytest.mark.timeout(3600)
-def test_segment_widget_50_runs_keep_memory_threads_and_layers_flat(make_napari_viewer, qtbot) -> None:
+def test_segment_widget_50_runs_keep_memory_threads_and_layers_flat(make_napari_viewer, qtbot, tmp_path) -> None:
     import torch
 
     from gui_timing import wait_until_ready
-    from napari_m2mrf.widgets.segment import REGION_WHOLE, SegmentWidget
+    from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
+    from napari_m2mrf.widgets.segment import CHECKPOINT_FILE, REGION_WHOLE, SegmentWidget
 
     torch.set_num_threads(1)
     viewer = make_napari_viewer()
@@ -51,7 +52,11 @@ def test_segment_widget_50_runs_keep_memory_threads_and_layers_flat(make_napari_
     viewer.add_image(rng.integers(0, 255, (128, 160, 3), dtype=np.uint8), name="fundus", rgb=True)
     widget = wait_until_ready(SegmentWidget(viewer))
     viewer.window.add_dock_widget(widget, name="Segment lesions")
-    widget.model.value = "hrnetv2_w18s"
+    checkpoint = tmp_path / "small.safetensors"  # an untrained HRNetV2-W18-small run at the image's own size
+    meta = {**fundus_metadata("idrid", {"weights": "untrained"}), "input_size": [128, 160]}
+    save_checkpoint(checkpoint, build_model("hrnetv2_w18s", num_classes=4), meta)
+    widget.model.value = CHECKPOINT_FILE
+    widget.checkpoint.value = checkpoint
     widget.device.value = "cpu"
     widget.region.value = REGION_WHOLE
 
