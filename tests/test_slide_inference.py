@@ -229,3 +229,55 @@ def test_relative_density_is_one_on_a_uniform_grid_and_four_where_twice_as_dense
     uniform = np.stack((ys, xs), axis=-1)
     np.testing.assert_allclose(relative_sample_density(uniform, (128, 128)), 1.0)
     np.testing.assert_allclose(relative_sample_density(uniform / 2, (128, 128)), 4.0)
+
+
+def test_the_lazy_result_comes_before_the_save_and_equals_the_stored_pyramids(slide, slide_model, tmp_path) -> None:
+    workspace_path = tmp_path / "lazy.m2mrf.zarr"
+    seen: list = []
+
+    def on_result(result) -> None:  # before anything is written
+        assert not result.saved and not (workspace_path / "labels" / PREDICTION).exists()
+        seen.append(result)
+
+    result = run_slide_segmentation(slide.ome_zarr, SlideRequest(str(slide_model), device="cpu",
+                                                                  workspace=workspace_path), on_result=on_result)
+    assert seen == [result] and result.saved and result.save_seconds > 0
+    workspace = Workspace.open(workspace_path, mode="r")
+    stored = workspace.labels(PREDICTION)
+    assert [level.shape for level in result.label_levels] == [level.shape for level in stored.levels]
+    for lazy, level in zip(result.label_levels, stored.levels):
+        np.testing.assert_array_equal(np.asarray(lazy), np.asarray(level[:]))
+    # a region of level 0 and of level 1, as napari asks for them
+    np.testing.assert_array_equal(result.label_levels[0][300:700, 1000:1900], np.asarray(stored.levels[0][300:700, 1000:1900]))
+    maps, _, codes = workspace.probability_pyramid()
+    for k, code in enumerate(codes):
+        for lazy, level in zip(result.probability_levels[code], maps.levels):
+            np.testing.assert_array_equal(np.asarray(lazy), np.asarray(level[k]))
+    assert workspace.provenance["run_id"] == result.run_id
+
+
+def test_save_false_writes_nothing_and_a_cancelled_save_keeps_the_previous_run(slide, slide_model, tmp_path) -> None:
+    workspace_path = tmp_path / "kept.m2mrf.zarr"
+    _run(slide, slide_model, workspace_path)
+    before = Workspace.open(workspace_path, mode="r")
+    stored = [np.asarray(level[:]) for level in before.labels(PREDICTION).levels]
+    provenance = before.provenance
+    other = save_slide_model(tmp_path / "other.safetensors", seed=7)
+    lazy = run_slide_segmentation(slide.ome_zarr, SlideRequest(str(other), device="cpu", workspace=workspace_path),
+                                  save=False)
+    assert not lazy.saved and Workspace.open(workspace_path, mode="r").provenance == provenance
+    from napari_m2mrf.inference.slide import save_slide_result
+
+    token = CancelToken()
+
+    def progress(done: int, total: int, message: str) -> None:
+        if message.startswith("reverse mapping"):  # level 0 of the new prediction half-way
+            token.set()
+
+    with pytest.raises(Cancelled):
+        save_slide_result(lazy, progress, token)
+    after = Workspace.open(workspace_path, mode="r")
+    for level, old in zip(after.labels(PREDICTION).levels, stored):
+        np.testing.assert_array_equal(np.asarray(level[:]), old)
+    assert after.provenance == provenance and not lazy.saved
+    assert not [p for p in workspace_path.rglob(".*") if ".tmp-" in p.name]

@@ -16,25 +16,34 @@ One run, Qt-free (the Segment widget runs it in a worker thread, a script can ca
    memory the image is segmented in overlapping tiles of half the size, then on the CPU, with a
    notice), probabilities and labels by :mod:`napari_m2mrf.models.outputs`.
 5. **Reverse mapping**: the low-resolution labels become the lazy label map Π∘G⁻¹ (nearest
-   sample, :class:`~napari_m2mrf.sampling.reverse.ReverseSampler`); level 0 is filled
-   block by block into the workspace's ``labels/prediction``, whose coarser levels are then built
-   (2×2 mode, as corrections are) and the pyramid is published in one rename. The per-class
-   probabilities (softmax without the background channel, or sigmoid) are reverse-mapped the same
-   way into ``probabilities/``: float16 in 0…1, a pyramid whose finest level has
-   ``probability_downsample`` level-0 pixels per pixel (two to four pixels per mean sample spacing,
-   so at most (4h)×(4w) pixels per class whatever the slide's size), coarser levels by 2×2 average.
-   Sampling points (``(N, 2)`` level-0 pixels), the deformation map and provenance are written too.
+   sample, :class:`~napari_m2mrf.sampling.reverse.ReverseSampler`). The run first hands back a
+   *lazy* result (``on_result``, before anything is written): per pyramid level a
+   :class:`~napari_m2mrf.sampling.reverse.ReverseFilledLevel` that fills only the region asked for,
+   a coarse level from the samples at that level's own resolution (the pixel centres of level ``k``
+   take their nearest sample), so a viewer shows the labels seconds after the model has run. Then
+   the result is *saved*: every level of ``labels/prediction`` is filled block by block from the
+   same reverse sampler (so what was shown lazily equals what is stored, level by level) into a new
+   pyramid beside the old one, published in one rename. The per-class probabilities (softmax
+   without the background channel, or sigmoid) are reverse-mapped the same way into
+   ``probabilities/``: float16 in 0…1, a pyramid whose finest level has ``probability_downsample``
+   level-0 pixels per pixel (two to four pixels per mean sample spacing, so at most (4h)×(4w)
+   pixels per class whatever the slide's size). Sampling points (``(N, 2)`` level-0 pixels), the
+   deformation map and provenance are written too.
 
 ``labels/corrected`` is never touched. A cancel (``CancelToken``) is honoured within one band,
-one network layer, one 2048² block or one pyramid block — well under 2 s — up to the moment the
-new prediction is published; it leaves the workspace as it was. After that moment the run
-finishes without checking (the probability pyramid's coarser levels, points, deformation map and
-provenance take well under a second), so a cancelled run never leaves a half-replaced workspace.
+one network layer or one 2048² block — well under 2 s — up to the moment the new prediction is
+published; it leaves the workspace as it was (the lazy result already handed out stays valid, it
+is just not saved). The save holds the workspace's lock from the first block to the provenance, so
+another writer of the same process (a region written back meanwhile) waits for the whole new run
+and never sees half of it. After the prediction is published the run finishes without checking
+(points, deformation map and provenance take well under a second), so a cancelled run never leaves
+a half-replaced workspace. ``save=False`` returns the lazy result alone (nothing written).
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +73,7 @@ from napari_m2mrf.sampling.pyramid import (
 )
 from napari_m2mrf.models.outputs import foreground_channels, labels as to_labels, output_kind
 from napari_m2mrf.models.preprocess import to_normalised_tensor
-from napari_m2mrf.sampling.reverse import ReverseSampler
+from napari_m2mrf.sampling.reverse import ReverseFilledLevel, ReverseSampler
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +122,13 @@ class SlideResult:
     low-resolution prediction; ``probability_codes``: the class codes of the workspace's
     ``probabilities/`` maps, whose finest level has ``probability_downsample`` level-0 pixels per
     pixel; ``read``: chunks and bytes decoded while sampling.
+
+    ``label_levels``: the lazy label pyramid (level 0 first, the shapes of the stored one), one
+    :class:`~napari_m2mrf.sampling.reverse.ReverseFilledLevel` ``(Y_k, X_k)`` uint8 per level;
+    ``probability_levels``: per class code the lazy probability pyramid ``(Y_k, X_k)`` float16 (its
+    level 0 has ``probability_downsample`` level-0 pixels per pixel). ``saved``: whether the
+    workspace holds this result (:func:`save_slide_result`); ``run_id`` is recorded in its
+    provenance; ``seconds``: model run until the lazy result, ``save_seconds``: the save.
     """
 
     workspace: Path
@@ -131,6 +147,12 @@ class SlideResult:
     read: ReadStats
     meta: dict = field(default_factory=dict)
     seconds: float = 0.0
+    label_levels: list = field(default_factory=list, repr=False)
+    probability_levels: dict = field(default_factory=dict, repr=False)
+    saved: bool = False
+    run_id: str = ""
+    save_seconds: float | None = None
+    _save: dict = field(default_factory=dict, repr=False)
 
 
 class _Progress:
@@ -256,51 +278,94 @@ def _sample_deformed_image(
     return values, stats
 
 
-def _fill_probabilities(level0, sampler: ReverseSampler, probabilities: np.ndarray, downsample: int,
-                        progress: _Progress) -> None:
-    """Fill the probability pyramid's finest level ``(K', Y, X)`` with each pixel's nearest sample's
-    probabilities ``probabilities`` ``(K', h, w)``, block by block."""
-    height, width = level0.shape[-2:]
-    values = probabilities.reshape(len(probabilities), -1).astype(np.float16)
-    blocks = [(y, x) for y in range(0, height, WRITE_BLOCK) for x in range(0, width, WRITE_BLOCK)]
-    for index, (y, x) in enumerate(blocks):
-        progress("probabilities", index, len(blocks), f"probability maps: block {index + 1}/{len(blocks)}")
+def _fill_levels(arrays: Sequence, sampler: ReverseSampler, base: float, step: _Progress, stages: Sequence[str],
+                 messages: Sequence[str]) -> None:
+    """Fill every level ``k`` of ``arrays`` (``(Y_k, X_k)`` or ``(C, Y_k, X_k)``) block by block from
+    ``sampler`` at ``base·2ᵏ`` level-0 pixels per pixel; progress counts pixels, level 0 under
+    ``stages[0]``, the coarser levels under ``stages[1]`` (a cancel is seen between blocks)."""
+    plan = [(k, y, x) for k, array in enumerate(arrays)
+            for y in range(0, array.shape[-2], WRITE_BLOCK) for x in range(0, array.shape[-1], WRITE_BLOCK)]
+
+    def pixels(k: int, y: int, x: int) -> int:
+        height, width = arrays[k].shape[-2:]
+        return (min(height, y + WRITE_BLOCK) - y) * (min(width, x + WRITE_BLOCK) - x)
+
+    totals = [sum(pixels(*b) for b in plan if (b[0] > 0) == part) for part in (False, True)]
+    done = [0, 0]
+    for index, (k, y, x) in enumerate(plan):
+        part = int(k > 0)
+        step(stages[part], done[part], totals[part], messages[part].format(level=k, block=index + 1, blocks=len(plan)))
+        height, width = arrays[k].shape[-2:]
         rows, cols = slice(y, min(height, y + WRITE_BLOCK)), slice(x, min(width, x + WRITE_BLOCK))
-        level0[:, rows, cols] = np.take(values, sampler.nearest_index(rows, cols, downsample), axis=1)
+        arrays[k][..., rows, cols] = sampler.fill(rows, cols, base * 2.0**k)
+        done[part] += pixels(k, y, x)
 
 
-def _write_prediction(workspace, sampler: ReverseSampler, shape: tuple[int, int], pixel_size_um, names, colors,
-                      progress: _Progress) -> None:
-    """Fill level 0 of ``labels/prediction`` block by block from the reverse sampler; build, publish."""
-    height, width = shape
-    blocks = [(y, x) for y in range(0, height, WRITE_BLOCK) for x in range(0, width, WRITE_BLOCK)]
-
-    def level_progress(done: int, total: int, message: str) -> None:
-        progress("levels", done, total, f"building coarser levels: block {done}/{total}")
-
-    with workspace.new_labels(
-        PREDICTION, shape, colors=colors, names=names, pixel_size_um=pixel_size_um, progress=level_progress
-    ) as level0:
-        for index, (y, x) in enumerate(blocks):
-            progress("fill", index, len(blocks), f"reverse mapping: block {index + 1}/{len(blocks)}")
-            rows, cols = slice(y, min(height, y + WRITE_BLOCK)), slice(x, min(width, x + WRITE_BLOCK))
-            level0[rows, cols] = sampler.fill(rows, cols)
+def _lazy_levels(sampler: ReverseSampler, shapes: Sequence[tuple[int, int]], base: float) -> list[ReverseFilledLevel]:
+    return [ReverseFilledLevel(sampler, shape, base * 2.0**k) for k, shape in enumerate(shapes)]
 
 
-def run_slide_segmentation(
+def _halvings(shape: tuple[int, int], levels: int) -> list[tuple[int, int]]:
+    shapes = [tuple(int(n) for n in shape)]
+    while len(shapes) < levels:
+        shapes.append((-(-shapes[-1][0] // 2), -(-shapes[-1][1] // 2)))
+    return shapes
+
+
+def save_slide_result(
+    result: SlideResult, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None
+) -> SlideResult:
+    """Write a lazy :class:`SlideResult` into its workspace: the probability and label pyramids (every
+    level reverse-filled block by block, as the lazy levels show them), sampling points, deformation
+    map and provenance; sets ``result.saved``.
+
+    Progress continues the run's bar (its second half). Raises ``Cancelled`` (workspace unchanged)
+    when cancelled before the new prediction is published.
+    """
+    from napari_m2mrf.io.output_gate import output_lock
+    from napari_m2mrf.io.workspace import Workspace
+
+    if result.saved:
+        return result
+    start = time.perf_counter()
+    job = result._save
+    step = _Progress(progress, cancel)
+    workspace = Workspace.open(result.workspace)
+    codes = result.probability_codes
+    map_shape = (len(codes), *result.probability_levels[codes[0]][0].shape) if codes else None
+    with output_lock(workspace.path):  # one writer from the first block to the provenance
+        with workspace.new_probability_levels(map_shape, downsample=result.probability_downsample, class_codes=codes,
+                                              pixel_size_um=result.pixel_size_um) as maps:
+            _fill_levels(maps, job["probabilities"], result.probability_downsample, step, ("probabilities",) * 2,
+                         ("probability maps: level {level}, block {block}/{blocks}",) * 2)
+            with workspace.new_label_levels(PREDICTION, result.image_shape, colors=result.class_colors,
+                                            names=result.class_names, pixel_size_um=result.pixel_size_um) as levels:
+                _fill_levels(levels, job["labels"], 1.0, step, ("fill", "levels"),
+                             ("reverse mapping: block {block}/{blocks}",
+                              "building coarser levels: level {level}, block {block}/{blocks}"))
+        # published: from here on no cancel (well under a second)
+        step.report("levels", 1, 1, "writing sampling points and provenance")
+        workspace.write_sampling_points(result.points.reshape(-1, 2))
+        workspace.write_deformation(result.density, downsample=result.density_downsample[0])
+        workspace.record_provenance(**job["provenance"], run_id=result.run_id)
+    result.saved = True
+    result.save_seconds = time.perf_counter() - start
+    progress(1000, 1000, "done")
+    return result
+
+
+def segment_slide(
     source: str | Path,
     request: SlideRequest,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     notify: Callable[[str], None] = lambda message: None,
 ) -> SlideResult:
-    """Segment the slide at ``source`` (any format ``open_pyramid`` reads) as ``request`` asks.
-
-    Raises ``Cancelled`` when cancelled (the workspace is then unchanged) and ``UserError`` for a
-    model that is not a deformed-downsampling segmenter or a slide it cannot read.
-    """
+    """Run the model on the slide at ``source`` and return the *lazy* result (nothing written yet; see
+    :func:`save_slide_result`). Progress covers the first half of the run's bar."""
     from napari_m2mrf.catalog import resolve
     from napari_m2mrf.io.slides import ensure_pyramid
+    from napari_m2mrf.io.workspace import probability_level_count
 
     start = time.perf_counter()
     source = Path(source)
@@ -334,27 +399,19 @@ def run_slide_segmentation(
     every_channel = segment_deformed_image(runner, model.seg_net, rgb, meta, cancel, notify)
     labels = to_labels(every_channel, meta, request.thresholds)
     keep = foreground_channels(meta)
-    probabilities = every_channel[keep]
+    probabilities = every_channel[keep].astype(np.float16)
     codes = [str(meta["classes"][k]["code"]) for k in keep]
     names, colors = label_style(meta)
 
     workspace = _open_workspace(source, request.workspace)
     reverse = ReverseSampler(points, labels, workers=request.workers)
     factor = probability_downsample((height, width), labels.size)
-    map_shape = (len(codes), -(-height // factor), -(-width // factor))
-
-    def probability_levels(done: int, total: int, message: str) -> None:  # after the prediction is published: no cancel
-        step.report("levels", total, total, f"probability maps: coarser levels, block {done}/{total}")
-
-    with workspace.new_probabilities(map_shape, downsample=factor, class_codes=codes,
-                                     pixel_size_um=pyramid.pixel_size_um, progress=probability_levels) as maps:
-        _fill_probabilities(maps, reverse, probabilities, factor, step)
-        _write_prediction(workspace, reverse, (height, width), pyramid.pixel_size_um, names, colors, step)
+    map_yx = (-(-height // factor), -(-width // factor))
+    label_shapes = _halvings((height, width), workspace.label_level_count((height, width)))
+    map_shapes = _halvings(map_yx, probability_level_count((len(codes), *map_yx)))
     density_map = density[0, 0].cpu().numpy()
     density_downsample = (height / density_map.shape[0], width / density_map.shape[1])
-    workspace.write_sampling_points(points.reshape(-1, 2))
-    workspace.write_deformation(density_map, downsample=density_downsample[0])
-    workspace.record_provenance(
+    provenance = dict(
         model=ref.name,
         checkpoint=str(ref.path) if ref.path is not None else None,
         arch=meta.get("arch"),
@@ -366,7 +423,7 @@ def run_slide_segmentation(
         density_downsample=list(density_downsample),
         device=str(runner.device),
     )
-    progress(1000, 1000, "done")
+    step.report("segment", 1, 1, "labels ready (lazy); saving to the workspace next")
     return SlideResult(
         workspace=workspace.path,
         image_shape=(height, width),
@@ -384,4 +441,36 @@ def run_slide_segmentation(
         read=read,
         meta=meta,
         seconds=time.perf_counter() - start,
+        label_levels=_lazy_levels(reverse, label_shapes, 1.0),
+        probability_levels={code: _lazy_levels(reverse.with_values(probabilities[k]), map_shapes, factor)
+                            for k, code in enumerate(codes)},
+        run_id=uuid.uuid4().hex,
+        _save={"labels": reverse, "probabilities": reverse.with_values(probabilities), "provenance": provenance},
     )
+
+
+def run_slide_segmentation(
+    source: str | Path,
+    request: SlideRequest,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    notify: Callable[[str], None] = lambda message: None,
+    *,
+    on_result: Callable[[SlideResult], None] | None = None,
+    save: bool = True,
+) -> SlideResult:
+    """Segment the slide at ``source`` (any format ``open_pyramid`` reads) as ``request`` asks.
+
+    ``on_result(result)`` (called in this thread) receives the lazy result as soon as the model has
+    run, before anything is written — a viewer shows it at once; then the result is saved into the
+    workspace (:func:`save_slide_result`) unless ``save=False``. Returns the result (``saved`` set).
+
+    Raises ``Cancelled`` when cancelled (the workspace is then unchanged) and ``UserError`` for a
+    model that is not a deformed-downsampling segmenter or a slide it cannot read.
+    """
+    result = segment_slide(source, request, progress, cancel, notify)
+    if on_result is not None:
+        on_result(result)
+    if save:
+        save_slide_result(result, progress, cancel)
+    return result

@@ -54,6 +54,8 @@ from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
 from napari_m2mrf.io.pyramid_build import (
     DEFAULT_CHUNK,
     build_pyramid,
+    create_level_arrays,
+    level_count,
     update_region,
 )
 from napari_m2mrf.io.zarr_arrays import create_array
@@ -357,6 +359,48 @@ class Workspace:
             }
             group.attrs.put({**ngff.wrap_attributes(metadata, self.version), COMPLETE_KEY: {"complete": True}})
 
+    def label_level_count(self, shape: tuple[int, int], chunk: int = DEFAULT_CHUNK) -> int:
+        """How many levels a label pyramid of ``shape`` gets here (the image's count when they cover it)."""
+        return self._matching_levels(shape) or level_count(int(shape[0]), int(shape[1]), chunk)
+
+    @contextmanager
+    def new_label_levels(
+        self,
+        name: str,
+        shape: tuple[int, int],
+        *,
+        colors: Mapping[int, Sequence[float]],
+        names: Mapping[int, str],
+        pixel_size_um: float | None = None,
+        chunk: int = DEFAULT_CHUNK,
+    ) -> Iterator[list[Any]]:
+        """Like :meth:`new_labels`, but the caller fills every level: yields the zarr arrays of all
+        :meth:`label_level_count` levels (level 0 first, each half the last, rounded up; initially 0).
+
+        On a normal exit the pyramid is published as ``labels/<name>`` in one rename (replacing any
+        previous one); on an exception (a cancel) nothing changes. The workspace's lock is held
+        throughout (other writers of this process wait, another process gets ``OutputLocked``).
+        """
+        import zarr
+
+        _check_label_name(self.path, name)
+        with output_lock(self.path):
+            target = resolve_inside(self.path, "labels", name)
+            self._ensure_labels_group()
+            remove_partials(self.path / "labels")
+            with atomic_path(target) as tmp:
+                group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
+                arrays = create_level_arrays(group, tuple(shape), np.uint8, self.label_level_count(shape, chunk), chunk,
+                                             "yx")
+                yield arrays
+                metadata = {
+                    "multiscales": [ngff.multiscales_entry(name, "yx", [2.0**k for k in range(len(arrays))],
+                                                           pixel_size_um, self.version)],
+                    "image-label": ngff.image_label(colors, names, self.version),
+                }
+                group.attrs.put({**ngff.wrap_attributes(metadata, self.version), COMPLETE_KEY: {"complete": True}})
+            self._list_label(name)
+
     def _matching_levels(self, shape: tuple[int, int]) -> int | None:
         """The image's level count when labels of ``shape`` cover the image (so both pyramids align)."""
         if not self.has_image:
@@ -480,6 +524,37 @@ class Workspace:
             info = {"complete": True, "downsample": float(downsample), "classes": list(class_codes)}
             group.attrs.put({**ngff.wrap_attributes({"multiscales": [entry]}, self.version), COMPLETE_KEY: info})
 
+    @contextmanager
+    def new_probability_levels(
+        self,
+        shape: tuple[int, int, int],
+        *,
+        downsample: float,
+        class_codes: Sequence[str],
+        pixel_size_um: float | None = None,
+        chunk: int = DEFAULT_CHUNK,
+    ) -> Iterator[list[Any]]:
+        """Like :meth:`new_probabilities`, but the caller fills every level: yields the zarr arrays
+        ``(K, Y_k, X_k)`` float16 of all levels (``level_count`` of ``shape``; level 0 first, each half
+        the last). On a normal exit the pyramid replaces ``probabilities`` in one rename; on an
+        exception nothing changes."""
+        import zarr
+
+        if len(shape) != 3 or shape[0] != len(class_codes):
+            raise UserError(
+                f"{self.path}: probabilities must be (K, Y, X) with K = {len(class_codes)} classes; got shape {shape}"
+            )
+        with output_lock(self.path), atomic_path(resolve_inside(self.path, "probabilities")) as tmp:
+            group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
+            levels = probability_level_count(shape, chunk)
+            arrays = create_level_arrays(group, tuple(shape), np.float16, levels, chunk, "cyx")
+            yield arrays
+            base_um = pixel_size_um * downsample if pixel_size_um is not None else None
+            entry = ngff.multiscales_entry("probabilities", "cyx", [2.0**k for k in range(levels)], base_um,
+                                           self.version)
+            info = {"complete": True, "downsample": float(downsample), "classes": list(class_codes)}
+            group.attrs.put({**ngff.wrap_attributes({"multiscales": [entry]}, self.version), COMPLETE_KEY: info})
+
     def probability_pyramid(self) -> tuple[Pyramid, float, list[str]]:
         """``(pyramid of (K, Y_k, X_k) float16 levels, level-0 pixels per pixel of its level 0, class codes)``.
 
@@ -546,6 +621,11 @@ class Workspace:
             replace(scratch / "data", target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def probability_level_count(shape: tuple[int, ...], chunk: int = DEFAULT_CHUNK) -> int:
+    """Levels of a probability pyramid whose finest level is ``(K, Y, X)`` (as :meth:`Workspace.new_probabilities`)."""
+    return level_count(int(shape[-2]), int(shape[-1]), chunk)
 
 
 def _check_label_name(path: Path, name: str) -> None:

@@ -28,6 +28,7 @@ the samples (and, where needed, their k-d tree).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -176,6 +177,20 @@ class ReverseSampler:
         # padded with an unreachable sentinel sample at index N
         self._py = np.append(self.points[:, 0], np.inf)
         self._px = np.append(self.points[:, 1], np.inf)
+
+    def with_values(self, values: np.ndarray) -> ReverseSampler:
+        """The same samples (and their sorted order) carrying other per-sample ``values`` (for example the
+        probabilities beside the labels), without re-sorting the positions."""
+        other = copy.copy(self)
+        values = np.asarray(values)
+        count = len(self.points)
+        if values.size == count:
+            other.values = values.reshape(-1)
+        elif values.ndim >= 2 and values[0].size == count:
+            other.values = values.reshape(values.shape[0], -1)
+        else:
+            raise ValueError(f"values shape {values.shape} does not match {count} samples")
+        return other
 
     def tree(self) -> cKDTree:
         """A k-d tree over the sample positions (built once, when first asked for)."""
