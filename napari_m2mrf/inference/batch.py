@@ -1,11 +1,23 @@
 """Batch prediction over files and folders: one workspace per input, optional IDRiD-style masks,
 serially or spread over a dask.distributed cluster.
 
-Each input gets ``<out>/<stem>.m2mrf.zarr`` with its image pyramid, ``labels/prediction`` and
-4×-downsampled float16 probabilities, plus provenance (model, checkpoint sha256, mode, time);
+A fundus photograph gets ``<out>/<stem>.m2mrf.zarr`` with its image pyramid, ``labels/prediction``
+and 4×-downsampled float16 probabilities, plus provenance (model, checkpoint sha256, mode, time);
 with ``masks`` also ``<out>/masks/<stem>_EX.tif``… in IDRiD's own 1-bit format, and with
 ``probability_maps`` full-resolution 8-bit maps ``<out>/probabilities/<stem>_EX.tif``… (probability ×
 255), which ``napari-m2mrf evaluate`` scores with both AUPRs.
+
+A slide (a pyramid, a scanner file or a very large image; ``io.formats.SourceInfo.kind``) needs a
+slide (deformed-downsampling) model and is run by
+:func:`~napari_m2mrf.inference.slide.run_slide_segmentation` into ``<out>/<stem>.m2mrf.zarr`` as the
+GUI run writes it (label pyramid, probability pyramid, ``sampling/points``,
+``sampling/deformation``, provenance), under the workspace's lock for the whole run. A fundus model
+on a slide or a slide model on a photograph is refused for that input alone. Slides run with a fixed
+number of PyTorch CPU threads (``PredictOptions.threads``, default 1) wherever they run, so a serial
+run and a dask run write the same bytes.
+
+Every input succeeds or fails on its own: :func:`predict_many` returns one summary per input, a
+failed one with an ``error`` (one line); the others finish.
 
 Outputs go through ``napari_m2mrf.io.output_gate``: the output folder is made only when the inputs
 have passed, locked while written, and removed again if nothing was written into it. Inputs whose
@@ -18,10 +30,13 @@ user's corrections.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,11 +44,16 @@ import numpy as np
 
 from napari_m2mrf.catalog import ModelRef
 from napari_m2mrf.compat import require_dask_distributed
-from napari_m2mrf.errors import UserError
+from napari_m2mrf.errors import UserError, user_message
 from napari_m2mrf.jobs import ProgressCallback, no_progress
 
+logger = logging.getLogger(__name__)
+
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+SLIDE_SUFFIXES = {".svs", ".ndpi", ".btf", ".tf8"}
 PROBABILITY_DOWNSAMPLE = 4
+SLIDE_THREADS = 1  # PyTorch CPU threads of a slide run unless given: the same bytes serially and on dask
+PROGRESS_STEPS = 1000  # progress units per input (a slide reports its stages within them)
 
 
 @dataclass(frozen=True)
@@ -46,21 +66,36 @@ class PredictOptions:
     mode: str = "whole"
     device: str = "cpu"
     tile: int = 1024
-    thresholds: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)
+    thresholds: tuple[float, ...] | None = (0.5, 0.5, 0.5, 0.5)
     masks: bool = False
     probability_maps: bool = False
     overwrite: bool = False
+    threads: int | None = None  # PyTorch CPU threads per input (None: photographs as torch has it, slides 1)
+
+
+def _folder_inputs(folder: Path) -> list[Path]:
+    """Photographs and slide files under ``folder``, and OME-Zarr stores (not descended into; workspaces
+    ``*.m2mrf.zarr`` left out), sorted."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        for name in list(dirs):
+            if name.endswith(".zarr"):
+                dirs.remove(name)
+                if not name.endswith(".m2mrf.zarr"):
+                    found.append(Path(top) / name)
+        found += [Path(top) / n for n in files if Path(n).suffix.lower() in PHOTO_SUFFIXES | SLIDE_SUFFIXES]
+    return sorted(found)
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and the photographs inside given folders (sorted); ``UserError`` when none."""
+    """Files as given, and the photographs and slides inside given folders (sorted); ``UserError`` when none."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
         if path.is_dir() and not path.name.endswith(".zarr"):
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+            found += _folder_inputs(path)
         else:
             found.append(path)
     if not found:
@@ -141,11 +176,59 @@ def _open_workspace(target: Path, source: Path, overwrite: bool):
     return workspace, True
 
 
-def predict_file(path: str | Path, options: PredictOptions, name: str | None = None) -> dict:
+def model_name(model: ModelRef | str) -> str:
+    return model.name if isinstance(model, ModelRef) else str(model)
+
+
+def is_slide_model(model: ModelRef | str) -> bool:
+    """True when ``model`` is a deformed-downsampling (slide) model (reads its metadata only)."""
+    from napari_m2mrf.catalog import resolve
+    from napari_m2mrf.models.checkpoints import is_deformed
+
+    return is_deformed(resolve(model).metadata)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's CPU threads set to ``threads`` (None: unchanged) while inside."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def predict_file(
+    path: str | Path, options: PredictOptions, name: str | None = None, progress: ProgressCallback = no_progress
+) -> dict:
     """Predict one input and write its workspace (and masks) as ``name`` (default: the file's stem);
-    returns a JSON-able summary."""
-    from napari_m2mrf.classes import FUNDUS_CLASSES
+    returns a JSON-able summary. A slide goes to :func:`predict_slide`; a model that does not fit the
+    input (a fundus model on a slide, a slide model on a photograph) is a ``UserError``."""
     from napari_m2mrf.io.formats import inspect_source
+
+    path = Path(path)
+    slide_model = is_slide_model(options.model)
+    if inspect_source(path).kind == "slide":
+        if not slide_model:
+            raise UserError(f"{path}: a slide; {model_name(options.model)} is a fundus model: give a slide "
+                            "(deformed-downsampling) model such as slide_deformed_w18s")
+        return predict_slide(path, options, name, progress)
+    if slide_model:
+        raise UserError(f"{path}: a fundus photograph; {model_name(options.model)} is a slide model: give a "
+                        "fundus (lesion) model such as fundus_m2mrf_w18s")
+    with torch_threads(options.threads):
+        result = _predict_photograph(path, options, name)
+    progress(1, 1, "done")
+    return result
+
+
+def _predict_photograph(path: Path, options: PredictOptions, name: str | None = None) -> dict:
+    from napari_m2mrf.classes import FUNDUS_CLASSES
     from napari_m2mrf.models.outputs import probabilities_to_labels
     from napari_m2mrf.io.photographs import read_image
     from napari_m2mrf.io.fundus_results import fundus_label_style
@@ -153,16 +236,13 @@ def predict_file(path: str | Path, options: PredictOptions, name: str | None = N
     from napari_m2mrf.io.writers import write_idrid_masks
 
     start = time.perf_counter()
-    path = Path(path)
-    if inspect_source(path).kind == "slide":
-        raise UserError(f"{path}: a slide; batch prediction of slides needs a slide model, not {options.model}")
     image = read_image(path).data
     predictor, ref = _predictor(options.model, options.device)
     if options.mode == "tiles":
         probabilities = predictor.predict_tiled(image, options.tile, max(32, options.tile // 8))
     else:
         probabilities = predictor.predict_whole(image)
-    labels = probabilities_to_labels(probabilities, options.thresholds)
+    labels = probabilities_to_labels(probabilities, options.thresholds or (0.5,) * len(FUNDUS_CLASSES))
     stem = name or _safe_name(path.name.split(".")[0] or path.name)
     target = resolve_inside(options.out_dir, f"{stem}.m2mrf.zarr")
     workspace, replace_image = _open_workspace(target, path, options.overwrite)
@@ -177,7 +257,7 @@ def predict_file(path: str | Path, options: PredictOptions, name: str | None = N
     provenance = {
         **ref.provenance(),
         "mode": options.mode,
-        "thresholds": list(options.thresholds),
+        "thresholds": list(options.thresholds or ()) or None,
     }
     workspace.record_provenance(**provenance)
     masks = []
@@ -189,6 +269,7 @@ def predict_file(path: str | Path, options: PredictOptions, name: str | None = N
     fractions = {cls.code: float((labels == cls.label).mean()) for cls in FUNDUS_CLASSES}
     return {
         "input": str(path),
+        "kind": "photograph",
         "workspace": str(target),
         "masks": masks,
         "lesion_fraction": fractions,
@@ -213,6 +294,92 @@ def write_probability_maps(probabilities: np.ndarray, folder: Path, stem: str) -
     return written
 
 
+def _prepare_slide_workspace(target: Path, source: Path, overwrite: bool) -> None:
+    """Refuse (or with ``overwrite`` discard) a workspace at ``target`` made for another file; one holding
+    the user's corrections is never discarded. Call it holding the workspace's lock."""
+    from napari_m2mrf.io.atomic import temporary_sibling
+    from napari_m2mrf.io.output_gate import OutputExists
+    from napari_m2mrf.io.workspace import Workspace
+
+    if not (target.exists() or target.is_symlink()):
+        return
+    workspace = Workspace.open(target)
+    recorded = workspace.source
+    if recorded is None or Path(os.path.abspath(recorded)) == Path(os.path.abspath(source)):
+        return  # the same slide again: a new prediction replaces the old one, corrections stay
+    if "corrected" in workspace.label_names():
+        raise UserError(f"{target}: holds the user's corrections for {recorded}, not {source}; use another --out")
+    if not overwrite:
+        raise OutputExists(f"{target}: is the workspace of {recorded}, not {source} (use --overwrite to replace it)")
+    aside = temporary_sibling(target)  # its image may be the other file's pyramid: start afresh
+    os.replace(target, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def predict_slide(
+    path: str | Path, options: PredictOptions, name: str | None = None, progress: ProgressCallback = no_progress
+) -> dict:
+    """Run the slide model ``options.model`` on the slide at ``path`` into ``<out>/<name>.m2mrf.zarr`` (as
+    the GUI run writes it), holding the workspace's lock throughout; returns a JSON-able summary."""
+    from napari_m2mrf.catalog import resolve
+    from napari_m2mrf.inference.slide import SlideRequest, run_slide_segmentation
+    from napari_m2mrf.io.output_gate import output_store, resolve_inside
+    from napari_m2mrf.io.workspace import SLIDE, Workspace
+
+    start = time.perf_counter()
+    path = Path(path)
+    ref = resolve(options.model)
+    stem = name or _safe_name(path.name.split(".")[0] or path.name)
+    target = resolve_inside(options.out_dir, f"{stem}.m2mrf.zarr")
+    threads = options.threads or SLIDE_THREADS
+    with output_store(target), torch_threads(threads):
+        _prepare_slide_workspace(target, path, options.overwrite)
+        request = SlideRequest(model=ref, device=options.device, thresholds=options.thresholds, workspace=target)
+        result = run_slide_segmentation(path, request, progress=progress)
+        workspace = Workspace.open(target)
+        workspace.record_made_from(SLIDE)
+        workspace.record_provenance(
+            command="predict", source=str(Path(os.path.abspath(path))), sampler=request.sampler,
+            thresholds=None if options.thresholds is None else list(options.thresholds), threads=threads,
+        )
+    counts = np.bincount(result.labels.ravel(), minlength=256)
+    shares = {name: float(counts[label] / max(result.labels.size, 1)) for label, name in result.class_names.items()}
+    return {
+        "input": str(path),
+        "kind": "slide",
+        "workspace": str(target),
+        "model": ref.name,
+        "image_shape": list(result.image_shape),
+        "samples": int(result.labels.size),
+        "class_samples": shares,
+        "probability_downsample": result.probability_downsample,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def failure(path: Path, exc: BaseException) -> dict:
+    """The summary of an input that failed: ``{"input", "error"}``, the error one line naming the input.
+
+    An unexpected error (a bug) is also logged with its traceback."""
+    message = user_message(exc)
+    if message is None:
+        logger.error("%s: unexpected error", path, exc_info=exc)
+        message = f"unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    if str(path) not in message:
+        message = f"{path}: {message}"
+    return {"input": str(path), "error": message}
+
+
+def predict_or_fail(
+    path: Path, options: PredictOptions, name: str | None = None, progress: ProgressCallback = no_progress
+) -> dict:
+    """:func:`predict_file`, with a failure returned as its summary (see :func:`failure`) instead of raised."""
+    try:
+        return predict_file(path, options, name, progress)
+    except Exception as exc:  # one input's failure; the others go on
+        return failure(path, exc)
+
+
 def predict_many(
     inputs: Sequence[Path],
     options: PredictOptions,
@@ -221,9 +388,11 @@ def predict_many(
     progress: ProgressCallback = no_progress,
 ) -> list[dict]:
     """Predict every input; serially, or on a dask.distributed cluster (``scheduler`` address, or a
-    LocalCluster of ``workers`` processes). Results are in input order; the same file given twice is
-    predicted once. Refuses (before any work) to replace earlier masks or probability maps without
-    ``options.overwrite``; the output folder is locked while written."""
+    LocalCluster of ``workers`` processes). Results are in input order, one per input; an input that
+    failed has an ``error`` and the others finish. The same file given twice is predicted once.
+    Refuses (before any work) to replace earlier masks or probability maps without
+    ``options.overwrite``; the output folder is locked while written. ``progress`` counts
+    ``PROGRESS_STEPS`` per input (a slide moves it stage by stage in a serial run)."""
     from napari_m2mrf.io.output_gate import output_folder
 
     unique: dict[str, Path] = {}
@@ -246,12 +415,16 @@ def _predict_all(
 ) -> list[dict]:
     """Predict every input; serially, or on a dask.distributed cluster (``scheduler`` address, or a
     LocalCluster of ``workers`` processes). Results are in input order."""
-    total = len(inputs)
+    total = len(inputs) * PROGRESS_STEPS
     if not workers and not scheduler:
         results = []
-        for done, (path, name) in enumerate(zip(inputs, names, strict=True), start=1):
-            results.append(predict_file(path, options, name))
-            progress(done, total, path.name)
+        for index, (path, name) in enumerate(zip(inputs, names, strict=True)):
+
+            def step(done: int, steps: int, message: str, index: int = index, label: str = path.name) -> None:
+                progress(index * PROGRESS_STEPS + PROGRESS_STEPS * done // max(steps, 1), total, f"{label}: {message}")
+
+            results.append(predict_or_fail(path, options, name, step))
+            progress((index + 1) * PROGRESS_STEPS, total, f"{path.name}: {'failed' if 'error' in results[-1] else 'done'}")
         return results
     require_dask_distributed()
     from dask.distributed import Client, LocalCluster, as_completed
@@ -259,13 +432,20 @@ def _predict_all(
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
     client = Client(scheduler or cluster)
     try:
-        futures = [
-            client.submit(predict_file, path, options, name, pure=False)
-            for path, name in zip(inputs, names, strict=True)
-        ]
-        for done, _ in enumerate(as_completed(futures), start=1):
-            progress(done, total, "")
-        return client.gather(futures)
+        futures = {
+            client.submit(predict_or_fail, path, options, name, pure=False): index
+            for index, (path, name) in enumerate(zip(inputs, names, strict=True))
+        }
+        results: list[dict] = [{} for _ in inputs]
+        for done, future in enumerate(as_completed(list(futures)), start=1):
+            index = futures[future]
+            try:
+                results[index] = future.result()
+            except Exception as exc:  # the task itself was lost (a worker died): that input failed
+                results[index] = failure(inputs[index], exc)
+            state = "failed" if "error" in results[index] else "done"
+            progress(done * PROGRESS_STEPS, total, f"{inputs[index].name}: {state}")
+        return results
     finally:
         client.close()
         if cluster is not None:
