@@ -379,13 +379,14 @@ class InventoryWidget(PluginWidget):
         current = self.current_lesion()
         self.model.code, self.model.min_area = self.class_filter.value, int(self.min_area.value)
         self.model.set_inventory(self.inventory, self.reviewed)
-        if not self._column_widths_set and self.model.rows:
-            self.table.resizeColumnsToContents()  # once, from the first rows
-            self._column_widths_set = True
+        header = self.model.headerData(AREA_COLUMN, Qt.Orientation.Horizontal)
+        if self.model.rows and header != self._fitted_header:
+            self.table.resizeColumnsToContents()  # from the first rows; again when the area unit changes
+            self._fitted_header = header
         self._select(current, centre=False)
         self._fill_counts()
 
-    _column_widths_set = False
+    _fitted_header = None
 
     def _fill_counts(self) -> None:
         if self.inventory is None:
