@@ -169,3 +169,22 @@ def test_the_write_gate_holds_for_slides(data, tmp_path: Path, capsys) -> None:
         holder.wait()
     assert lock_path_for(other / "slide.m2mrf.zarr").exists()  # the killed holder's file; the next run takes it
     assert _predict(capsys, str(data["tiff"]), *to_other)[0] == 0
+
+
+def test_a_large_flat_image_gets_its_pyramid_in_the_output_workspace(data, tmp_path: Path, capsys, monkeypatch) -> None:
+    from napari_m2mrf.io import formats, slides
+
+    for module in (formats, slides):  # a 512×640 PNG counts as a slide here (as a >40 Mpx one does)
+        monkeypatch.setattr(module, "FUNDUS_MAX_PIXELS", 100_000)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rgb = np.full((512, 640, 3), (200, 150, 190), np.uint8)
+    rgb[100:300, 200:500] = (120, 60, 140)
+    Image.fromarray(rgb).save(inputs / "flat.png")
+    out = tmp_path / "out"
+    code, lines, errors = _predict(capsys, str(inputs), "--model", str(data["slide_model"]), "--out", str(out))
+    assert code == 0 and lines[0]["kind"] == "slide" and lines[0]["image_shape"] == [512, 640], errors
+    assert sorted(p.name for p in inputs.iterdir()) == ["flat.png"]  # nothing written beside the input
+    workspace = Workspace.open(out / "flat.m2mrf.zarr", mode="r")
+    assert workspace.has_image and workspace.image.shape[-2:] == (512, 640)
+    assert np.asarray(workspace.labels("prediction").levels[0]).shape == (512, 640)

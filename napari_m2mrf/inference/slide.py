@@ -377,7 +377,7 @@ def segment_slide(
     model, meta = ref.load(), ref.metadata
     if not isinstance(model, DeformedSegmenter):
         raise UserError(f"{ref.name}: a fundus model; a slide needs a deformed-downsampling (slide) model")
-    pyramid = ensure_pyramid(source)
+    pyramid = ensure_pyramid(source, workspace_path=request.workspace)  # a flat image: its pyramid in that workspace
     height, width = (int(s) for s in pyramid.shape[-2:])
     scale = value_scale(pyramid.dtype, str(source))
     runner = ModelRunner(model, request.device)
