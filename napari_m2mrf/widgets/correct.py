@@ -23,6 +23,7 @@ from napari_m2mrf.label_tools import component_at, small_components
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.result_layers import LESIONS
 from napari_m2mrf.widgets.saving import LayerSaver
+from napari_m2mrf.widgets.shortcuts import SHORTCUTS, add_shortcut
 
 if TYPE_CHECKING:
     import napari
@@ -81,6 +82,24 @@ class CorrectWidget(PluginWidget):
                 self.save_button, self.status,
             ],
         )
+        self.set_tooltips({
+            self.layer: "the Labels layer to correct: the Segment widget's prediction by default; "
+                        "choosing ground truth asks first",
+            self.lesion_class: f"the class napari's brush paints and a relabel click gives "
+                               f"({SHORTCUTS['next_class']} next, {SHORTCUTS['previous_class']} previous)",
+            self.click_action: "what a click on the canvas does: napari's own tools, delete the lesion under the "
+                               "cursor, or relabel it to the chosen class",
+            self.min_size: "components smaller than this many pixels are removed by the button below",
+            self.remove_small_button: "delete every component smaller than the minimum size (one undoable edit)",
+            self.undo_button: "undo the last edit of the layer (as napari's Ctrl+Z)",
+            self.write_idrid: "also write IDRiD-style per-class masks when saving",
+            self.idrid_folder: "the folder the IDRiD masks go to",
+            self.save_button: f"save the corrections into the image's workspace ({SHORTCUTS['correct_save']}); "
+                              "edits are also saved every minute and on close",
+        })
+        add_shortcut(self.native, "correct_save", self.save)
+        add_shortcut(self.native, "next_class", lambda: self.step_class(1))
+        add_shortcut(self.native, "previous_class", lambda: self.step_class(-1))
         self.saver = LayerSaver(viewer, self._notify, owner=self.native)
         self.write_idrid.changed.connect(lambda on: setattr(self.idrid_folder, "visible", on))
         self.save_button.clicked.connect(self.save)
@@ -154,6 +173,12 @@ class CorrectWidget(PluginWidget):
         self._hooked = layer
         if layer is not None:
             layer.mouse_drag_callbacks.append(self._on_click)
+
+    def step_class(self, step: int) -> None:
+        """Pick the next (``step`` 1) or previous (-1) lesion class, wrapping around."""
+        labels = [cls.label for cls in FUNDUS_CLASSES]
+        current = labels.index(self.lesion_class.value) if self.lesion_class.value in labels else 0
+        self.lesion_class.value = labels[(current + step) % len(labels)]
 
     def _pick_class(self, label: int) -> None:
         layer = self.layer.value

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Label, PushButton
-from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.metrics import LesionMetrics
@@ -59,12 +59,24 @@ class MetricsWidget(PluginWidget):
         self.compute_button = PushButton(text="Compute")
         self.status = Label(value="")
         super().__init__(viewer, [self.prediction, self.ground_truth, self.compute_button, self.status])
+        self.set_tooltips({
+            self.prediction: "the probability maps of a Segment run, or a Labels layer scored as 0/1",
+            self.ground_truth: "the reference Labels layer",
+            self.compute_button: "score the prediction against the ground truth, per class",
+        })
         self.table = QTableWidget(len(FUNDUS_CLASSES) + 1, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels([title for title, _ in COLUMNS])
+        self.table.setHorizontalHeaderLabels([title.replace(" (", "\n(") for title, _ in COLUMNS])
+        for column, (title, _) in enumerate(COLUMNS):
+            self.table.horizontalHeaderItem(column).setToolTip(title)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setMinimumHeight(2 * header.fontMetrics().height() + 8)
+        self.table.setToolTip("AUPR under the official 11-threshold protocol and dense; IoU and F1 at 0.5")
         self.table.setVerticalHeaderLabels([cls.code for cls in FUNDUS_CLASSES] + ["mean"])
         self.plot = LinePlot("recall", "precision", (0.0, 1.0), (0.0, 1.0))
-        self.native.layout().addWidget(self.table)
-        self.native.layout().addWidget(self.plot)
+        self.body_layout.addWidget(self.table)
+        self.body_layout.addWidget(self.plot)
+        self._fit_width()
         self.compute_button.clicked.connect(self.compute)
         self.worker = None
 

@@ -11,7 +11,8 @@ from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 44, 10, 10, 30
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 58, 10, 10, 30
+LABEL_BAND = 16  # px at the left edge holding the y-axis label, drawn upright (rotated)
 
 
 @dataclass
@@ -42,6 +43,14 @@ class LinePlot(QWidget):
         self.setMinimumSize(240, 180)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
+    def axis_label_rects(self) -> dict[str, QRectF]:
+        """Where the axis labels are drawn (widget coordinates); the y label's rectangle is upright."""
+        plot_height = self.height() - MARGIN_TOP - MARGIN_BOTTOM
+        return {
+            "x": QRectF(MARGIN_LEFT, self.height() - MARGIN_BOTTOM + 2, self.width() - MARGIN_LEFT - MARGIN_RIGHT, 14),
+            "y": QRectF(0, MARGIN_TOP, LABEL_BAND, plot_height),
+        }
+
     def set_series(self, series: Sequence[Series]) -> None:
         self.series = [s for s in series if len(s.x)]
         self.update()
@@ -69,9 +78,15 @@ class LinePlot(QWidget):
         painter.drawText(QRectF(plot.left(), plot.bottom() + 2, plot.width(), 14), Qt.AlignmentFlag.AlignCenter, self.x_label)
         painter.drawText(QRectF(plot.left(), plot.bottom() + 2, 60, 14), Qt.AlignmentFlag.AlignLeft, f"{x0:.3g}")
         painter.drawText(QRectF(plot.right() - 60, plot.bottom() + 2, 60, 14), Qt.AlignmentFlag.AlignRight, f"{x1:.3g}")
-        painter.drawText(QRectF(0, plot.top(), MARGIN_LEFT - 4, 14), Qt.AlignmentFlag.AlignRight, f"{y1:.3g}")
-        painter.drawText(QRectF(0, plot.bottom() - 14, MARGIN_LEFT - 4, 14), Qt.AlignmentFlag.AlignRight, f"{y0:.3g}")
-        painter.drawText(QRectF(0, plot.center().y() - 7, MARGIN_LEFT - 4, 14), Qt.AlignmentFlag.AlignRight, self.y_label)
+        ticks = QRectF(LABEL_BAND, 0, MARGIN_LEFT - 4 - LABEL_BAND, 14)
+        painter.drawText(ticks.translated(0, plot.top()), Qt.AlignmentFlag.AlignRight, f"{y1:.3g}")
+        painter.drawText(ticks.translated(0, plot.bottom() - 14), Qt.AlignmentFlag.AlignRight, f"{y0:.3g}")
+        label = self.axis_label_rects()["y"]
+        painter.save()  # the y label runs upwards along the left edge, whole at any plot height
+        painter.translate(label.left(), label.bottom())
+        painter.rotate(-90)
+        painter.drawText(QRectF(0, 0, label.height(), label.width()), Qt.AlignmentFlag.AlignCenter, self.y_label)
+        painter.restore()
 
         def to_screen(x: float, y: float) -> QPointF:
             return QPointF(

@@ -31,6 +31,7 @@ from napari_m2mrf.models.thresholds import DEFAULT_THRESHOLD, class_thresholds, 
 from napari_m2mrf.jobs import Cancelled, CancelToken
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, device_choices
+from napari_m2mrf.widgets.shortcuts import SHORTCUTS, add_shortcut
 from napari_m2mrf.widgets.result_layers import (
     LESIONS,
     PREDICTION_KEY,
@@ -122,6 +123,21 @@ class SegmentWidget(PluginWidget):
                 *self.thresholds, self.run_button, self.cancel_button, self.progress, self.status,
             ],
         )
+        self.set_tooltips({
+            self.image: "the photograph (or slide) to segment",
+            self.model: "a bundled or trained lesion model, or a checkpoint file (untrained architectures are "
+                        "not offered: train them first in the Train widget)",
+            self.checkpoint: "a .safetensors checkpoint (or an official mmseg .pth) to run",
+            self.device: "where the model runs: auto picks a GPU when there is one",
+            self.region: "whole image at the model's input size (the official protocol), full-resolution tiles, "
+                         "the visible field of view, or the shapes of a Shapes layer",
+            self.shapes: "the Shapes layer whose rectangles or polygons are segmented",
+            self.tile: "tile size in pixels for full-resolution tiles (smaller needs less memory)",
+            self.run_button: f"segment the image in the background ({SHORTCUTS['segment_run']})",
+            self.cancel_button: "stop the run; nothing is changed",
+            self.progress: "progress of the run",
+        })
+        add_shortcut(self.native, "segment_run", self._run_shortcut)
         self.model.changed.connect(lambda value: setattr(self.checkpoint, "visible", value == CHECKPOINT_FILE))
         self.model.changed.connect(self._follow_model)
         self.checkpoint.changed.connect(self._follow_model)
@@ -137,6 +153,10 @@ class SegmentWidget(PluginWidget):
         catalogue_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
         self.native.destroyed.connect(lambda: catalogue_changed.disconnect(refresh_models))
         self._load_in_background(INFERENCE_MODULES)
+
+    def _run_shortcut(self) -> None:
+        if self.run_button.enabled:
+            self.run()
 
     def _on_loaded(self) -> None:
         """Torch is in: offer the devices and models, follow the chosen model, enable Run."""
@@ -313,8 +333,11 @@ class SegmentWidget(PluginWidget):
     # -- slides: deformed-downsampling models (napari_m2mrf.inference.slide, widgets.slide_layers) --
 
     def _run_slide(self, layer) -> None:
-        """Run a slide model on the file behind ``layer`` in a worker thread; show the slide layers."""
-        from napari_m2mrf.inference.slide import SlideRequest, run_slide_segmentation
+        """Run a slide model on the file behind ``layer`` in a worker thread: the labels appear as lazy
+        layers as soon as the model has run, then the run is saved in the same worker
+        (:mod:`napari_m2mrf.widgets.slide_run`; ``slide_run.stage`` and ``.timings`` tell how far it got)."""
+        from napari_m2mrf.inference.slide import SlideRequest
+        from napari_m2mrf.widgets.slide_run import SlideRun
 
         path = layer.metadata.get("source") or layer.source.path
         if not path:
@@ -322,11 +345,5 @@ class SegmentWidget(PluginWidget):
             return
         request = SlideRequest(model=self._model_source(), device=str(self.device.value),
                                thresholds=self._threshold_values() if self._thresholds_apply() else None)
-        self._start(run_slide_segmentation, path, request, lambda result: self._show_slide(layer, result),
-                    f"running {request.model} on the slide {layer.name}…")
-
-    def _show_slide(self, layer, result: SlideResult) -> None:
-        from napari_m2mrf.widgets.slide_layers import show_slide_results
-
-        dots = show_slide_results(self._viewer, layer, result)
-        self.status.value = f"done in {result.seconds:.1f} s; {dots.layer.metadata['m2mrf']['shown']}"
+        self.slide_run = SlideRun(self, layer, path, request)
+        self.slide_run.start()

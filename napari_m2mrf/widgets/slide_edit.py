@@ -49,28 +49,47 @@ def region_from_shapes(shapes: Any, pyramid_layer: Any) -> Box | None:
     return boxes[0] if boxes else None
 
 
-def read_region(workspace: str, box: Box) -> tuple[np.ndarray, str]:
-    """Level-0 labels of ``box`` from ``labels/corrected`` if it exists, else ``labels/prediction``."""
+def read_region(workspace: str, box: Box, pyramid_layer: Any = None) -> tuple[np.ndarray, str]:
+    """Level-0 labels of ``box`` from ``labels/corrected`` if it exists, else the prediction: from the
+    workspace, or, while a run's prediction is not saved yet (``pyramid_layer`` tagged ``saved: False``),
+    from that layer's lazy level 0 (the same values the save writes)."""
     from napari_m2mrf.inference.slide import CORRECTED, PREDICTION
     from napari_m2mrf.io.workspace import Workspace
 
     store = Workspace.open(workspace, mode="r")
-    name = CORRECTED if CORRECTED in store.label_names() else PREDICTION
     y0, x0, y1, x1 = box
-    return np.array(store.labels(name).levels[0][y0:y1, x0:x1], dtype=np.uint8), name
+    if CORRECTED in store.label_names():
+        return np.array(store.labels(CORRECTED).levels[0][y0:y1, x0:x1], dtype=np.uint8), CORRECTED
+    tag = pyramid_layer.metadata.get("m2mrf", {}) if pyramid_layer is not None else {}
+    if tag.get("saved") is False and tag.get("labels") == PREDICTION:
+        return np.array(pyramid_layer.data[0][y0:y1, x0:x1], dtype=np.uint8), f"{PREDICTION} (not saved yet)"
+    return np.array(store.labels(PREDICTION).levels[0][y0:y1, x0:x1], dtype=np.uint8), PREDICTION
 
 
-def write_region(workspace: str, region: np.ndarray, y0: int, x0: int) -> str:
+def write_region(workspace: str, region: np.ndarray, y0: int, x0: int, run_id: str | None = None) -> str:
     """Store ``region`` at level-0 ``(y0, x0)`` in ``labels/corrected`` (copied from the prediction first
-    if absent) with its coarser levels updated; returns the workspace path."""
-    from napari_m2mrf.inference.slide import CORRECTED, PREDICTION
+    if absent) with its coarser levels updated; returns the workspace path.
+
+    Waits while the run ``run_id`` is still being saved (its lazy labels on screen), then holds the
+    workspace's lock throughout. ``run_id``: the run whose prediction the region was read from; when ``labels/corrected``
+    must be made from the prediction and the workspace holds another run's (that save was cancelled),
+    ``UserError``.
+    """
+    from napari_m2mrf.inference.slide import CORRECTED, PREDICTION, wait_until_saved
+    from napari_m2mrf.io.output_gate import output_lock
     from napari_m2mrf.io.workspace import Workspace
 
-    store = Workspace.open(workspace)
-    if CORRECTED not in store.label_names():
-        prediction = store.labels(PREDICTION)
-        store.write_labels(CORRECTED, prediction.levels[0], colors=prediction.colors, names=prediction.names)
-    store.write_labels_region(CORRECTED, region, y0, x0)
+    if run_id:
+        wait_until_saved(run_id)  # the region came from a run still being saved: let it publish first
+    with output_lock(workspace):
+        store = Workspace.open(workspace)
+        if CORRECTED not in store.label_names():
+            if run_id and store.provenance.get("run_id") != run_id:
+                raise UserError("the prediction this region was copied from was not saved (its run was cancelled): "
+                                "run the model again, then edit")
+            prediction = store.labels(PREDICTION)
+            store.write_labels(CORRECTED, prediction.levels[0], colors=prediction.colors, names=prediction.names)
+        store.write_labels_region(CORRECTED, region, y0, x0)
     return workspace
 
 
@@ -91,6 +110,13 @@ class SlideEditWidget(PluginWidget):
         super().__init__(
             viewer, [self.pyramid, self.region, self.shapes, self.edit_button, self.write_button, self.status]
         )
+        self.set_tooltips({
+            self.pyramid: "the label pyramid of a slide to correct",
+            self.region: "edit the part of the slide in view, or the region of a shape",
+            self.shapes: "the Shapes layer whose shape gives the region",
+            self.edit_button: "open the region as a paintable Labels layer at full resolution",
+            self.write_button: "write the edited region back into the workspace's label pyramid",
+        })
         self.region.changed.connect(lambda value: setattr(self.shapes, "visible", value == REGION_SHAPE))
         self.edit_button.clicked.connect(self.edit)
         self.write_button.clicked.connect(self.write_back)
@@ -132,7 +158,7 @@ class SlideEditWidget(PluginWidget):
         tag = pyramid_layer.metadata["m2mrf"]
         try:
             box = self._box(pyramid_layer)
-            region, read_from = read_region(tag["workspace"], box)
+            region, read_from = read_region(tag["workspace"], box, pyramid_layer)
         except UserError as exc:
             self._notify(str(exc))
             return
@@ -169,7 +195,7 @@ class SlideEditWidget(PluginWidget):
         self.write_button.enabled = False
         self.status.value = "writing back…"
         self.worker = create_worker(
-            write_region, tag["workspace"], region, y0, x0,
+            write_region, tag["workspace"], region, y0, x0, tag.get("run_id"),
             _start_thread=False,
             _connect={
                 "returned": lambda workspace: self._written(layer, region, workspace),

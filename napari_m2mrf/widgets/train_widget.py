@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import QProcess
+from superqt import QCollapsible
 
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, device_choices
@@ -70,14 +71,44 @@ class TrainWidget(PluginWidget):
             viewer,
             [
                 self.source, self.folder, self.layout_kind, self.image_layer, self.labels_layer, self.add_button,
-                self.model, self.variant, self.init, self.iterations, self.batch_size, self.lr, self.crop, self.device,
-                self.start_button, self.stop_button, self.status,
+                self.model, self.start_button, self.stop_button, self.status,
             ],
         )
+        # the schedule and device fold away, so the widget fits a 1000 px tall screen
+        self.advanced_options = Container(
+            widgets=[self.variant, self.init, self.iterations, self.batch_size, self.lr, self.crop, self.device]
+        )
+        self.advanced_options.margins = (0, 0, 0, 0)
+        self.advanced = QCollapsible("Advanced options")
+        self.advanced.setToolTip("variant, starting checkpoint, schedule and device")
+        self.advanced.addWidget(self.advanced_options.native)
+        self.advanced.layout().setContentsMargins(0, 0, 0, 0)
+        self.advanced.content().layout().setContentsMargins(0, 0, 0, 0)
+        self.body_layout.insertWidget(self.index(self.model) + 1, self.advanced)
+        self.set_tooltips({
+            self.source: "train from image/labels pairs added from the viewer, or from a dataset folder",
+            self.folder: "the dataset folder (IDRiD, DDR or a plain images/masks layout)",
+            self.layout_kind: "how the dataset folder is laid out",
+            self.image_layer: "the image of the pair to add",
+            self.labels_layer: "the labels of the pair to add (your corrections included)",
+            self.add_button: "add the chosen image and labels, as they are now, to the training set",
+            self.model: "the architecture to train (HRNetV2 or M2MRF-HRNetV2)",
+            self.variant: "M2MRF variant (paper §3.3): A one-step/one-step, B one-step/cascade, C cascade/one-step, "
+                          "D cascade/cascade",
+            self.init: "start from a bundled or trained model (fine-tuning), or from scratch",
+            self.iterations: "training iterations",
+            self.batch_size: "images per iteration",
+            self.lr: "learning rate",
+            self.crop: "training crop size in pixels",
+            self.device: "where training runs: auto picks a GPU when there is one",
+            self.start_button: "start training in a separate process; the model is offered by Segment when done",
+            self.stop_button: "stop training after writing a last checkpoint",
+        })
         self.loss_plot = LinePlot("iteration", "loss")
         self.metric_plot = LinePlot("iteration", "mAUPR", y_range=(0.0, 1.0))
-        self.native.layout().addWidget(self.loss_plot)
-        self.native.layout().addWidget(self.metric_plot)
+        self.body_layout.addWidget(self.loss_plot)
+        self.body_layout.addWidget(self.metric_plot)
+        self._fit_width()
         self.source.changed.connect(self._show_source_fields)
         self.add_button.clicked.connect(self.add_to_training_set)
         self.start_button.clicked.connect(self.start)
@@ -88,6 +119,13 @@ class TrainWidget(PluginWidget):
         self.events: list[Event] = []
         self._stream = EventStream()
         self._load_in_background(MODEL_MODULES)
+
+    def reset_choices(self, *args: Any) -> None:
+        """Refresh the choices, those folded under "Advanced options" too."""
+        super().reset_choices(*args)
+        advanced = getattr(self, "advanced_options", None)
+        if advanced is not None:
+            advanced.reset_choices()
 
     def _on_loaded(self) -> None:
         """Torch is in: offer the HRNet architectures and the devices, enable Start."""
