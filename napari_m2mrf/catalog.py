@@ -130,10 +130,23 @@ def named_models() -> dict[str, Path]:
 
 
 def model_choices() -> list[str]:
-    """Bundled checkpoints first, then the user's trained models, then registry architectures (untrained)."""
+    """The models a user can segment with: bundled checkpoints first, then the user's trained models.
+
+    Registry architectures are left out: untrained, they label almost every pixel (see
+    :func:`untrained_architecture`)."""
+    return list(named_models())
+
+
+def untrained_architecture(source: str | os.PathLike[str]) -> str | None:
+    """Why ``source`` cannot segment, when it names a bare registry architecture (no bundled or trained
+    model of that name); None otherwise. One line for the user."""
     from napari_m2mrf.models.registry import list_models
 
-    return list(bundled_models()) + list(trained_models()) + list_models()
+    name = str(source)
+    if name in named_models() or name not in list_models():
+        return None
+    return (f"{name} is an untrained architecture; train it first with napari-m2mrf train "
+            f"(or the Train widget), or give a trained model: {', '.join(named_models()) or 'a checkpoint file'}")
 
 
 def resolve(source: str | os.PathLike[str] | ModelRef) -> ModelRef:

@@ -173,4 +173,4 @@ def test_segment_widget_docks_from_the_plugin_manifest(make_napari_viewer) -> No
     dock, widget = viewer.window.add_plugin_dock_widget("napari-m2mrf", "Segment lesions")
     wait_until_ready(widget)
     assert type(widget).__name__ == "SegmentWidget"
-    assert "hrnetv2_w18s" in widget.model.choices
+    assert "fundus_m2mrf_w18s" in widget.model.choices and "hrnetv2_w18s" not in widget.model.choices

@@ -3,6 +3,10 @@ cancels promptly, and reports bad input as notifications."""
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,7 +25,16 @@ from napari_m2mrf.widgets.segment import (  # noqa: E402
     SegmentWidget,
 )
 
-SMALL_MODEL = "hrnetv2_w18s"
+SMALL_MODEL = "hrnetv2_w18s"  # an untrained architecture: the widget runs it from a checkpoint file only
+
+
+@functools.cache
+def small_checkpoint() -> Path:
+    """The untrained SMALL_MODEL with the official IDRiD settings and no calibration, as a checkpoint file
+    (the Segment widget offers bundled and trained models, not bare architectures)."""
+    path = Path(tempfile.mkdtemp(prefix="m2mrf-untrained-")) / f"{SMALL_MODEL}.safetensors"
+    save_checkpoint(path, build_model(SMALL_MODEL, num_classes=4), fundus_metadata("idrid", {"weights": "untrained"}))
+    return path
 
 
 def _fundus_like(height: int, width: int) -> np.ndarray:
@@ -37,7 +50,8 @@ def _widget(viewer, image: np.ndarray) -> SegmentWidget:
     viewer.add_image(image, name="fundus", rgb=True)
     widget = wait_until_ready(SegmentWidget(viewer))
     viewer.window.add_dock_widget(widget, name="Segment lesions")
-    widget.model.value = SMALL_MODEL
+    widget.model.value = CHECKPOINT_FILE
+    widget.checkpoint.value = small_checkpoint()
     widget.device.value = "cpu"
     return widget
 
@@ -146,5 +160,5 @@ def test_threshold_boxes_start_at_the_thresholds_calibrated_in_the_checkpoint(
     _run_and_wait(widget, qtbot)
     probabilities = np.stack([viewer.layers[f"{code} probability"].data for code in ("EX", "HE", "SE", "MA")])
     np.testing.assert_array_equal(viewer.layers["lesions"].data, probabilities_to_labels(probabilities, [0.35, 0.6, 0.5, 0.2]))
-    widget.model.value = SMALL_MODEL  # back to a model without calibration
+    widget.checkpoint.value = small_checkpoint()  # back to a model without calibration
     assert [spin.value for spin in widget.thresholds] == [0.5] * 4

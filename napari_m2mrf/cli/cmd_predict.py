@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "input was predicted, 2 when any input failed or the command was refused.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or slide files, or folders of them")
-    parser.add_argument("--model", required=True, help="bundled model name, checkpoint file or registry name")
+    parser.add_argument("--model", required=True, help="bundled or trained model name, or a checkpoint file")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--mode", choices=["whole", "tiles"], default="whole",
                         help="whole: official whole-image protocol (default); tiles: full-resolution sliding window")
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
         require_dask_distributed()  # before any work: a mismatched pair would fail mid-run
     if not args.model.strip():
-        raise UserError("--model is empty: give a bundled model name, a registry name or a checkpoint file")
+        raise UserError("--model is empty: give a bundled or trained model name, or a checkpoint file")
     if not 128 <= args.tile <= MAX_TILE:
         raise UserError(f"--tile must be between 128 and {MAX_TILE} px, got {args.tile}")
     unique: dict[str, Path] = {}  # the same file given twice is predicted (and reported) once
@@ -152,8 +152,11 @@ def run(args: argparse.Namespace) -> int:
             refused_inputs[path] = failure(path, exc)
     if len(refused_inputs) == len(inputs):
         return _report(list(refused_inputs.values()), args.json)
-    from napari_m2mrf.catalog import resolve
+    from napari_m2mrf.catalog import resolve, untrained_architecture
 
+    refused = untrained_architecture(args.model.strip())
+    if refused:
+        raise UserError(refused)
     model = resolve(args.model)  # once per run: the ModelRef (and its weights' sha256) goes to every input
     if not args.scheduler:  # the workers of a remote cluster may have devices this machine lacks
         from napari_m2mrf.inference.devices import choose_device
