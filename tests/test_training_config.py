@@ -67,6 +67,7 @@ def test_missing_keys_take_defaults_and_ints_become_floats(tmp_path: Path) -> No
         ("run:\n  device: tpu\n", "run.device"),
         ("data:\n  kind: idrid\n", "data.root is needed"),
         ("augment:\n  crop: []\n", "augment.crop is needed"),
+        ("augment:\n  crop: []\n  resize: []\nrun:\n  batch_size: 1\n", "augment.resize or augment.crop is needed"),
         ("- 1\n- 2\n", "expected a mapping"),
         ("loss:\n  edge_weight: 100\n", "needs deform.enabled"),
         ("deform:\n  enabled: true\n", "cross_entropy or focal"),

@@ -231,6 +231,10 @@ class TrainingConfig(_Section):
         for name in ("resize", "crop"):
             check(len(getattr(augment, name)) != 1, f"augment.{name} must be [] or [height, width] > 0")
         check(
+            bool(augment.resize or augment.crop),
+            "augment.resize or augment.crop is needed: the exported model records the input size it segments at",
+        )
+        check(
             self.run.batch_size == 1 or bool(augment.crop),
             "augment.crop is needed for batches of more than one image (images differ in size)",
         )

@@ -8,6 +8,7 @@ autocast (bfloat16 where the GPU supports it, float16 otherwise) with channels_l
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 
@@ -35,8 +36,7 @@ def choose_device(name: str = "auto") -> torch.device:
         device = torch.device(available_devices()[0])
         logger.info("device auto: %s", device)
         return device
-    base = name.split(":")[0]
-    if base not in DEVICE_CHOICES:
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
         raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
     device = torch.device(name)
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
