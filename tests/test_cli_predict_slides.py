@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from slide_helpers import SMALL_SLIDE, save_slide_model
+from slide_helpers import save_slide_model
 
 from napari_m2mrf.catalog import resolve
 from napari_m2mrf.cli import main
@@ -22,14 +22,16 @@ from napari_m2mrf.io.workspace import Workspace
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
 from sample_data.slide_sample import generate_slide
 
+SIZE = 1024  # px per side of the generated slides (3 levels): small, so the dask test stays short
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two small generated slides (an OME-TIFF and an OME-Zarr, different seeds), a slide model, a fundus
     model, a photograph and a truncated slide."""
     root = tmp_path_factory.mktemp("slides")
-    first = generate_slide(root / "a", size=SMALL_SLIDE, seed=1)
-    second = generate_slide(root / "b", size=SMALL_SLIDE, seed=2)
+    first = generate_slide(root / "a", size=SIZE, seed=1)
+    second = generate_slide(root / "b", size=SIZE, seed=2)
     fundus = root / "fundus.safetensors"
     meta = {**fundus_metadata("idrid", {"purpose": "test"}), "input_size": [128, 128]}
     save_checkpoint(fundus, build_model("hrnetv2_w18s", num_classes=4), meta)
@@ -79,7 +81,7 @@ def test_each_slide_gets_a_workspace_as_the_gui_writes_it(data, serial) -> None:
     ref = resolve(str(data["slide_model"]))
     for workspace_path, info, source in zip(sorted(out.glob("*.m2mrf.zarr")), infos, (data["tiff"], data["zarr"])):
         arrays = _arrays(workspace_path)
-        assert arrays["labels/0"].shape == (SMALL_SLIDE, SMALL_SLIDE) and len(
+        assert arrays["labels/0"].shape == (SIZE, SIZE) and len(
             [k for k in arrays if k.startswith("labels/")]) > 1
         assert arrays["probabilities/0"].dtype == np.float16 and arrays["probabilities/0"].shape[0] == 3
         assert arrays["points"].shape == (64 * 64, 2) and arrays["deformation"].ndim == 2
@@ -132,7 +134,7 @@ def test_the_write_gate_holds_for_slides(data, tmp_path: Path, capsys) -> None:
     model = ["--model", str(data["slide_model"]), "--out", str(out)]
     assert _predict(capsys, str(data["zarr"]), *model)[0] == 0
     workspace = Workspace.open(out / "slide.m2mrf.zarr")
-    corrected = np.zeros((SMALL_SLIDE, SMALL_SLIDE), np.uint8)
+    corrected = np.zeros((SIZE, SIZE), np.uint8)
     corrected[:100, :100] = 2
     workspace.write_labels("corrected", corrected, colors={2: (0.0, 0.85, 1.0, 1.0)}, names={2: "vessel"})
     assert _predict(capsys, str(data["zarr"]), *model)[0] == 0  # the same slide again: corrections kept

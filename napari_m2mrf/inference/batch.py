@@ -35,6 +35,7 @@ import functools
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -380,6 +381,33 @@ def predict_or_fail(
         return failure(path, exc)
 
 
+PROGRESS_TOPIC = "napari-m2mrf-predict-progress"
+
+
+class _WorkerProgress:
+    """A progress callback run on a dask worker: sends ``(index, done, total, message)`` to the client as a
+    worker event (``PROGRESS_TOPIC``), at most one per percent and per stage message."""
+
+    def __init__(self, index: int) -> None:
+        self.index, self._last = index, (-1, "")
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        percent, stage = 100 * done // max(total, 1), message.split(":")[0]
+        if (percent, stage) == self._last:
+            return
+        self._last = (percent, stage)
+        try:
+            from distributed import get_worker
+
+            get_worker().log_event(PROGRESS_TOPIC, (self.index, done, total, message))
+        except (ImportError, ValueError):  # not on a worker: nobody to tell
+            pass
+
+
+def _predict_on_worker(path: Path, options: PredictOptions, name: str, index: int) -> dict:
+    return predict_or_fail(path, options, name, _WorkerProgress(index))
+
+
 def predict_many(
     inputs: Sequence[Path],
     options: PredictOptions,
@@ -431,22 +459,37 @@ def _predict_all(
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
     client = Client(scheduler or cluster)
+    lock = threading.Lock()  # worker events arrive on the client's event-loop thread
+    steps = [0] * len(inputs)
+
+    def report(index: int, done: int, message: str) -> None:
+        with lock:
+            steps[index] = max(steps[index], done)
+            progress(sum(steps), total, f"{inputs[index].name}: {message}")
+
+    def on_event(event: tuple) -> None:
+        index, done, of, message = event[1]
+        if 0 <= index < len(inputs) and steps[index] < PROGRESS_STEPS:
+            report(index, min(PROGRESS_STEPS - 1, PROGRESS_STEPS * done // max(of, 1)), message)
+
     try:
+        client.subscribe_topic(PROGRESS_TOPIC, on_event)
         futures = {
-            client.submit(predict_or_fail, path, options, name, pure=False): index
+            client.submit(_predict_on_worker, path, options, name, index, pure=False): index
             for index, (path, name) in enumerate(zip(inputs, names, strict=True))
         }
         results: list[dict] = [{} for _ in inputs]
-        for done, future in enumerate(as_completed(list(futures)), start=1):
+        for future in as_completed(list(futures)):
             index = futures[future]
             try:
                 results[index] = future.result()
             except Exception as exc:  # the task itself was lost (a worker died): that input failed
                 results[index] = failure(inputs[index], exc)
-            state = "failed" if "error" in results[index] else "done"
-            progress(done * PROGRESS_STEPS, total, f"{inputs[index].name}: {state}")
+            report(index, PROGRESS_STEPS, "failed" if "error" in results[index] else "done")
         return results
     finally:
+        with contextlib.suppress(Exception):
+            client.unsubscribe_topic(PROGRESS_TOPIC)
         client.close()
         if cluster is not None:
             cluster.close()
