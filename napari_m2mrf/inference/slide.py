@@ -42,6 +42,7 @@ a half-replaced workspace. ``save=False`` returns the lazy result alone (nothing
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -83,6 +84,8 @@ SAMPLERS = ("learned", "uniform")
 BAND_SAMPLES = 16_384  # grid samples read per pyramid-sampling call (a cancel check between calls)
 WRITE_BLOCK = 2048  # level-0 pixels per side of one reverse-fill block written to the workspace
 MIN_OOM_TILE = 64
+LAZY_CACHE_TILES = 256  # 256² tiles each lazy level keeps (16 Mpx: a few screens)
+PRECOMPUTED_PIXELS = 1 << 20  # lazy label levels this small are filled before the result is handed out
 # share of the progress bar per stage
 PROBABILITY_PIXELS_PER_SPACING = 2  # probability-map pixels per mean sample spacing (per side), at most
 _STAGES = {"model": 2, "density": 3, "sample": 30, "segment": 15, "probabilities": 5, "fill": 40, "levels": 10}
@@ -301,8 +304,16 @@ def _fill_levels(arrays: Sequence, sampler: ReverseSampler, base: float, step: _
         done[part] += pixels(k, y, x)
 
 
-def _lazy_levels(sampler: ReverseSampler, shapes: Sequence[tuple[int, int]], base: float) -> list[ReverseFilledLevel]:
-    return [ReverseFilledLevel(sampler, shape, base * 2.0**k) for k, shape in enumerate(shapes)]
+def _lazy_levels(sampler: ReverseSampler, shapes: Sequence[tuple[int, int]], base: float,
+                 precompute: int = 0) -> list[ReverseFilledLevel]:
+    """One :class:`ReverseFilledLevel` per level (tile-cached); levels of at most ``precompute`` pixels
+    are filled now (the coarse levels a viewer shows the whole slide with cost the same whatever its size)."""
+    levels = [ReverseFilledLevel(sampler, shape, base * 2.0**k, cache_tiles=LAZY_CACHE_TILES)
+              for k, shape in enumerate(shapes)]
+    for level in levels:
+        if level.level_shape[0] * level.level_shape[1] <= precompute:
+            level.fill_all()
+    return levels
 
 
 def _halvings(shape: tuple[int, int], levels: int) -> list[tuple[int, int]]:
@@ -310,6 +321,23 @@ def _halvings(shape: tuple[int, int], levels: int) -> list[tuple[int, int]]:
     while len(shapes) < levels:
         shapes.append((-(-shapes[-1][0] // 2), -(-shapes[-1][1] // 2)))
     return shapes
+
+
+_saving: set[str] = set()  # run ids handed out lazily whose save has not ended yet (this process)
+_saving_changed = threading.Condition()
+
+
+def _mark_saving(run_id: str, saving: bool) -> None:
+    with _saving_changed:
+        (_saving.add if saving else _saving.discard)(run_id)
+        _saving_changed.notify_all()
+
+
+def wait_until_saved(run_id: str, timeout: float | None = None) -> bool:
+    """Wait while the run ``run_id`` is being saved by this process (its lazy result is on screen);
+    True when no such save is (any longer) in progress — saved, cancelled or failed."""
+    with _saving_changed:
+        return _saving_changed.wait_for(lambda: run_id not in _saving, timeout)
 
 
 def save_slide_result(
@@ -322,11 +350,19 @@ def save_slide_result(
     Progress continues the run's bar (its second half). Raises ``Cancelled`` (workspace unchanged)
     when cancelled before the new prediction is published.
     """
+    if result.saved:
+        _mark_saving(result.run_id, False)
+        return result
+    try:
+        return _save(result, progress, cancel)
+    finally:
+        _mark_saving(result.run_id, False)
+
+
+def _save(result: SlideResult, progress: ProgressCallback, cancel: CancelToken | None) -> SlideResult:
     from napari_m2mrf.io.output_gate import output_lock
     from napari_m2mrf.io.workspace import Workspace
 
-    if result.saved:
-        return result
     start = time.perf_counter()
     job = result._save
     step = _Progress(progress, cancel)
@@ -423,6 +459,7 @@ def segment_slide(
         density_downsample=list(density_downsample),
         device=str(runner.device),
     )
+    label_levels = _lazy_levels(reverse, label_shapes, 1.0, PRECOMPUTED_PIXELS)
     step.report("segment", 1, 1, "labels ready (lazy); saving to the workspace next")
     return SlideResult(
         workspace=workspace.path,
@@ -441,7 +478,7 @@ def segment_slide(
         read=read,
         meta=meta,
         seconds=time.perf_counter() - start,
-        label_levels=_lazy_levels(reverse, label_shapes, 1.0),
+        label_levels=label_levels,
         probability_levels={code: _lazy_levels(reverse.with_values(probabilities[k]), map_shapes, factor)
                             for k, code in enumerate(codes)},
         run_id=uuid.uuid4().hex,
@@ -469,8 +506,14 @@ def run_slide_segmentation(
     model that is not a deformed-downsampling segmenter or a slide it cannot read.
     """
     result = segment_slide(source, request, progress, cancel, notify)
-    if on_result is not None:
-        on_result(result)
+    if save:
+        _mark_saving(result.run_id, True)  # before anyone sees it: an edit written back waits for the save
+    try:
+        if on_result is not None:
+            on_result(result)
+    except BaseException:
+        _mark_saving(result.run_id, False)
+        raise
     if save:
         save_slide_result(result, progress, cancel)
     return result

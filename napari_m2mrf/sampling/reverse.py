@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -460,10 +462,15 @@ class ReverseSampler:
 class ReverseFilledLevel:
     """Array-like view ``(H_l, W_l)`` or ``(C, H_l, W_l)`` of one pyramid level of the reverse-filled map.
 
-    Nothing is computed until it is indexed; indexing with slices fills just that region.
+    Nothing is computed until it is indexed; indexing with slices fills just that region. With
+    ``cache_tiles`` > 0 the region is widened to whole ``tile × tile`` tiles and the last
+    ``cache_tiles`` tiles are kept (a viewer that pans or refreshes asks for them again); only the
+    missing tiles' bounding box is filled. :meth:`fill_all` computes and keeps the whole level (for
+    small, coarse levels). Safe to index from several threads.
     """
 
-    def __init__(self, sampler: ReverseSampler, shape: tuple[int, int], downsample: Factors) -> None:
+    def __init__(self, sampler: ReverseSampler, shape: tuple[int, int], downsample: Factors, *,
+                 cache_tiles: int = 0, tile: int = 256) -> None:
         self.sampler = sampler
         self.level_shape = (int(shape[0]), int(shape[1]))
         self.downsample = _factors(downsample)
@@ -471,6 +478,60 @@ class ReverseFilledLevel:
         self.shape = self.level_shape if channels is None else (channels, *self.level_shape)
         self.dtype = sampler.values.dtype
         self.ndim = len(self.shape)
+        self.size = math.prod(self.shape)
+        self.cache_tiles, self.tile = int(cache_tiles), int(tile)
+        self._tiles: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._whole: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self.filled_pixels = 0  # level pixels computed so far (cache misses)
+
+    def fill_all(self) -> ReverseFilledLevel:
+        """Compute the whole level now and keep it (later reads are slices of it)."""
+        if self._whole is None:
+            whole = self.sampler.fill(slice(0, self.level_shape[0]), slice(0, self.level_shape[1]), self.downsample)
+            self.filled_pixels += self.level_shape[0] * self.level_shape[1]
+            self._whole = whole
+        return self
+
+    def _region(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        if self._whole is not None:
+            return self._whole[..., r0:r1, c0:c1]
+        if self.cache_tiles <= 0 or r1 <= r0 or c1 <= c0:
+            self.filled_pixels += (r1 - r0) * (c1 - c0)
+            return self.sampler.fill(slice(r0, r1), slice(c0, c1), self.downsample)
+        t = self.tile
+        rows, cols = range(r0 // t, -(-r1 // t)), range(c0 // t, -(-c1 // t))
+        with self._lock:
+            have = {key: self._tiles[key] for key in ((i, j) for i in rows for j in cols) if key in self._tiles}
+            for key in have:
+                self._tiles.move_to_end(key)
+        missing = [(i, j) for i in rows for j in cols if (i, j) not in have]
+        if missing:
+            i0, i1 = min(i for i, _ in missing), max(i for i, _ in missing) + 1
+            j0, j1 = min(j for _, j in missing), max(j for _, j in missing) + 1
+            y0, y1 = i0 * t, min(i1 * t, self.level_shape[0])
+            x0, x1 = j0 * t, min(j1 * t, self.level_shape[1])
+            block = self.sampler.fill(slice(y0, y1), slice(x0, x1), self.downsample)
+            self.filled_pixels += (y1 - y0) * (x1 - x0)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    have[(i, j)] = block[..., i * t - y0 : (i + 1) * t - y0, j * t - x0 : (j + 1) * t - x0]
+            with self._lock:
+                for key in missing:
+                    self._tiles[key] = have[key]
+                while len(self._tiles) > self.cache_tiles:
+                    self._tiles.popitem(last=False)
+        out = np.empty((*self.shape[:-2], r1 - r0, c1 - c0), dtype=self.dtype)
+        for (i, j), piece in have.items():
+            ty, tx = i * t, j * t
+            ys, ye = max(ty, r0), min(ty + piece.shape[-2], r1)
+            xs, xe = max(tx, c0), min(tx + piece.shape[-1], c1)
+            if ys < ye and xs < xe:
+                out[..., ys - r0 : ye - r0, xs - c0 : xe - c0] = piece[..., ys - ty : ye - ty, xs - tx : xe - tx]
+        return out
+
+    def __len__(self) -> int:
+        return self.shape[0]
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -499,7 +560,7 @@ class ReverseFilledLevel:
             else:
                 raise IndexError(f"unsupported index {k!r}")
         (r0, r1), (c0, c1) = bounds
-        region = self.sampler.fill(slice(r0, r1), slice(c0, c1), self.downsample)
+        region = self._region(r0, r1, c0, c1)
         region = region[..., :: steps[0], :: steps[1]]
         if squeeze:
             region = region[(Ellipsis, *(0 if a in squeeze else slice(None) for a in (0, 1)))]

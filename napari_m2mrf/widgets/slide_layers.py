@@ -262,25 +262,36 @@ def show_deformed_image(viewer: Any, image_layer: Any, deformed: np.ndarray, ima
     return layer
 
 
-def show_label_pyramid(viewer: Any, frame_layer: Any, source: str, workspace: str | Path, name: str) -> Any:
+def show_label_pyramid(viewer: Any, frame_layer: Any, source: str, workspace: str | Path, name: str,
+                       **tag: Any) -> Any:
     """The workspace's ``labels/<name>`` as a lazy multiscale Labels layer (fresh reads of the store).
 
     ``frame_layer`` (the slide, or a layer aligned with it) gives scale and translate; ``source``
-    is the slide layer's name, for the result tag.
+    is the slide layer's name, for the result tag (``tag`` adds to it; ``saved`` is set True).
     """
     from napari_m2mrf.io.workspace import Workspace
 
     pyramid = Workspace.open(workspace, mode="r").labels(name)
+    return show_label_levels(viewer, frame_layer, source, workspace, name, pyramid.lazy_levels(), pyramid.colors,
+                             pyramid.names, saved=True, **tag)
+
+
+def show_label_levels(viewer: Any, frame_layer: Any, source: str, workspace: str | Path, name: str, levels: list,
+                      colors: dict, names: dict, **tag: Any) -> Any:
+    """A label pyramid given as lazy ``levels`` (level 0 first; zarr/dask arrays, or the
+    reverse-filled levels of a run not saved yet) as the multiscale Labels layer ``name``."""
     scale, translate = world_frame(frame_layer)
-    levels = pyramid.lazy_levels()
     colormap: dict[int | None, tuple[float, ...]] = {0: (0.0, 0.0, 0.0, 0.0), None: (0.0, 0.0, 0.0, 0.0)}
-    colormap.update({value: tuple(color) for value, color in pyramid.colors.items()})
+    colormap.update({value: tuple(color) for value, color in colors.items()})
     layer = _find(viewer, LABEL_PYRAMID, source, labels=name)
     if layer is None:
         return viewer.add_labels(
             levels, name=name, multiscale=True, colormap=colormap, opacity=0.6, scale=scale, translate=translate,
-            metadata={**_tag(LABEL_PYRAMID, source, labels=name, workspace=str(workspace)), "class_names": pyramid.names},
+            metadata={**_tag(LABEL_PYRAMID, source, labels=name, workspace=str(workspace), **tag),
+                      "class_names": dict(names)},
         )
+    layer.metadata["m2mrf"].update(workspace=str(workspace), **tag)
+    layer.metadata["class_names"] = dict(names)
     layer.data = levels
     layer.refresh()
     return layer
@@ -314,15 +325,54 @@ def show_probability_pyramids(viewer: Any, image_layer: Any, workspace: str | Pa
 
 
 def show_slide_results(viewer: Any, image_layer: Any, result: Any) -> SamplingDots:
-    """All layers of a :class:`~napari_m2mrf.inference.slide.SlideResult` (replacing an earlier run's)."""
+    """All layers of a saved :class:`~napari_m2mrf.inference.slide.SlideResult` (replacing an earlier run's)."""
+    show_probability_pyramids(viewer, image_layer, result.workspace, result.meta["classes"])
+    show_run_layers(viewer, image_layer, result)
+    show_saved_labels(viewer, image_layer, result)
+    return show_sampling_dots(viewer, image_layer, result.points, result.relative_density)
+
+
+def show_run_layers(viewer: Any, image_layer: Any, result: Any) -> None:
+    """The deformation map and the deformed image of a run (small, in memory)."""
+    show_deformation_map(viewer, image_layer, result.density, result.density_downsample)
+    show_deformed_image(viewer, image_layer, result.deformed_image, result.image_shape)
+
+
+def show_saved_labels(viewer: Any, image_layer: Any, result: Any) -> None:
+    """``labels/prediction`` (and ``labels/corrected`` where it exists) from the workspace."""
     from napari_m2mrf.inference.slide import CORRECTED, PREDICTION
     from napari_m2mrf.io.workspace import Workspace
 
-    show_probability_pyramids(viewer, image_layer, result.workspace, result.meta["classes"])
-    show_deformation_map(viewer, image_layer, result.density, result.density_downsample)
-    show_deformed_image(viewer, image_layer, result.deformed_image, result.image_shape)
     source = image_layer.name
-    show_label_pyramid(viewer, image_layer, source, result.workspace, PREDICTION)
+    show_label_pyramid(viewer, image_layer, source, result.workspace, PREDICTION, run_id=result.run_id)
     if CORRECTED in Workspace.open(result.workspace, mode="r").label_names():
         show_label_pyramid(viewer, image_layer, source, result.workspace, CORRECTED)
-    return show_sampling_dots(viewer, image_layer, result.points, result.relative_density)
+
+
+def show_lazy_labels(viewer: Any, image_layer: Any, result: Any) -> Any:
+    """The run's prediction as it is computed on demand (not saved yet): a multiscale Labels layer whose
+    levels reverse-fill only the region napari asks for (tagged ``saved: False`` and the run's id)."""
+    from napari_m2mrf.inference.slide import PREDICTION
+
+    return show_label_levels(viewer, image_layer, image_layer.name, result.workspace, PREDICTION, result.label_levels,
+                             result.class_colors, result.class_names, saved=False, run_id=result.run_id)
+
+
+def show_lazy_probabilities(viewer: Any, image_layer: Any, result: Any) -> list[Any]:
+    """The run's per-class probability pyramids, reverse-filled on demand (hidden layers, as the saved ones)."""
+    from napari_m2mrf.widgets.result_layers import remove_other_probabilities
+
+    remove_other_probabilities(viewer, image_layer.name, result.probability_codes)
+    return [show_lazy_probability(viewer, image_layer, result, code) for code in result.probability_codes]
+
+
+def show_lazy_probability(viewer: Any, image_layer: Any, result: Any, code: str) -> Any:
+    """One class's lazy probability pyramid as its hidden ``<code> probability`` layer."""
+    from napari_m2mrf.widgets.result_layers import show_probability_layer
+
+    scale, translate = world_frame(image_layer)
+    factor = result.probability_downsample
+    colors = {str(c["code"]): tuple(c["color"]) for c in result.meta["classes"]}
+    return show_probability_layer(viewer, image_layer, code, colors.get(code, (1.0, 1.0, 1.0, 1.0)),
+                                  list(result.probability_levels[code]), scale=scale * factor,
+                                  translate=translate + scale * (factor - 1) / 2)
