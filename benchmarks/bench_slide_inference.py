@@ -29,10 +29,11 @@ STAGE_PREFIXES = {
     "deformation map": "density + grid",
     "sampling the slide": "pyramid sampling",
     "segmenting": "segmentation",
-    "probability maps: block": "probability maps (finest level)",
-    "probability maps: coarser": "probability coarser levels",
+    "labels ready (lazy)": "lazy result handed out",
+    "probability maps": "probability maps (every level)",
     "reverse mapping": "reverse fill of level 0",
-    "building coarser levels": "coarser levels",
+    "building coarser levels": "coarser levels (reverse fill)",
+    "writing sampling points": "points, deformation, provenance",
     "done": "end",
 }
 

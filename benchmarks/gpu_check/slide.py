@@ -28,10 +28,11 @@ SLIDE_STEPS = {
     "deformation map": "density + grid",
     "sampling the slide": "pyramid sampling",
     "segmenting": "segmentation",
-    "probability maps: block": "probability maps (finest level)",
+    "labels ready (lazy)": "lazy result handed out",
+    "probability maps": "probability maps (every level)",
     "reverse mapping": "reverse fill of level 0",
-    "building coarser levels": "coarser label levels",
-    "probability maps: coarser": "probability coarser levels",
+    "building coarser levels": "coarser label levels (reverse fill)",
+    "writing sampling points": "points, deformation, provenance",
     "done": "end",
 }
 
