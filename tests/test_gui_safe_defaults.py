@@ -117,7 +117,7 @@ def test_napari_opens_photographs_itself_and_workspaces_with_the_plugin(make_nap
     from PIL import Image
 
     from napari_m2mrf.io.fundus_results import save_fundus_labels
-    from napari_m2mrf.napari_io import remember_reader_defaults
+    from napari_m2mrf.widgets.reader_defaults import remember_reader_defaults
 
     photo = tmp_path / "cat.png"
     Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(photo)
@@ -144,7 +144,7 @@ def test_napari_opens_photographs_itself_and_workspaces_with_the_plugin(make_nap
 def test_a_preference_of_the_user_is_kept(make_napari_viewer, tmp_path: Path) -> None:
     from napari.settings import get_settings
 
-    from napari_m2mrf.napari_io import remember_reader_defaults
+    from napari_m2mrf.widgets.reader_defaults import remember_reader_defaults
 
     make_napari_viewer()
     get_settings().plugins.extension2reader = {"*.png": "napari-m2mrf"}

@@ -64,7 +64,7 @@ class PluginWidget(Container):
     _loaded = False  # class default, so choices can ask before the constructor sets anything
 
     def __init__(self, viewer: Any, widgets: Sequence[Widget]) -> None:
-        from napari_m2mrf.napari_io import remember_reader_defaults
+        from napari_m2mrf.widgets.reader_defaults import remember_reader_defaults
 
         self._viewer = viewer
         super().__init__(widgets=widgets)
