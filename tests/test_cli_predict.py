@@ -120,7 +120,7 @@ def test_thresholds_calibrated_in_the_checkpoint_are_the_default(images: Path, t
     [
         (("MISSING", "--model", "hrnetv2_w18s", "--out", "OUT"), "no such file"),
         (("IMAGES", "--model", "no_such_model", "--out", "OUT"), "unknown model"),
-        (("IMAGES", "--model", "hrnetv2_w18s", "--out", "OUT", "--thresholds", "0.5,2"), "--thresholds"),
+        (("IMAGES", "--model", "fundus_m2mrf_w18s", "--out", "OUT", "--thresholds", "0.5,2"), "--thresholds"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(images: Path, tmp_path: Path, args: tuple[str, ...], message: str) -> None:
