@@ -189,8 +189,9 @@ def test_mean_probability_from_the_segment_layers_and_physical_areas(make_napari
 
 
 def test_a_fundus_sized_mask_updates_without_blocking_the_event_loop(make_napari_viewer, qtbot) -> None:
-    """4288×2848 with ~2000 lesions: the update after an edit (copy, worker, one table fill) never
-    stalls the event loop for more than 100 ms... plus the table fill, measured separately."""
+    """4288×2848 with ~2000 lesions: the update after an edit (a copy of the labels, the inventory in a
+    worker, one model reset of the table) keeps the event loop running. About 40-50 ms longest stall
+    here (napari's own redraw of the edited layer included); the bound leaves room for a loaded machine."""
     rng = np.random.default_rng(0)
     labels = np.zeros((2848, 4288), np.uint8)
     for _ in range(2000):
@@ -208,3 +209,14 @@ def test_a_fundus_sized_mask_updates_without_blocking_the_event_loop(make_napari
     stall = float(np.diff(ticks).max())
     print(f"longest event-loop stall during a 4288x2848 inventory update: {stall * 1000:.0f} ms ({count} lesions)")
     assert stall < 0.5, f"event loop blocked for {stall * 1000:.0f} ms"
+
+
+def test_edits_after_the_widget_is_closed_raise_nothing(make_napari_viewer, qtbot) -> None:
+    viewer, layer, widget = _setup(make_napari_viewer, qtbot)
+    viewer.window.remove_dock_widget(widget.native)
+    widget.native.deleteLater()
+    qtbot.wait(50)
+    layer.data_setitem((np.array([1]), np.array([1])), 2)  # the layer's events still reach the widget's callbacks
+    layer.undo()
+    viewer.layers.remove(layer)
+    qtbot.wait(400)

@@ -358,9 +358,16 @@ class InventoryWidget(PluginWidget):
         self.worker = None
         self.computations += 1
         if self._dirty:
-            self.update_now()
+            try:
+                self.update_now()
+            except RuntimeError:  # closed
+                self._unhook()
 
     def _show(self, inventory: Inventory) -> None:
+        try:
+            self.table.objectName()
+        except RuntimeError:  # the widget was closed while the worker ran
+            return
         if inventory.same_lesions(self.inventory):
             return
         self.inventory = inventory
