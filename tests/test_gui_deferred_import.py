@@ -24,7 +24,11 @@ def test_widget_opens_at_once_and_loads_torch_off_the_gui_thread(name: str, priv
     assert report["at_once"]["model"] == LOADING and not report["at_once"]["button_enabled"]
     assert report["at_once"]["status_after_early_call"] == STILL_LOADING
     assert report["loaded"], "the widget never finished loading PyTorch"
-    assert "fundus_m2mrf_w18s" in report["models"] and "m2mrf_hrnetv2_w18s" not in report["models"] and report["devices"][:2] == ["auto", "cpu"]
+    if name == "Segment lesions":  # trained models only; Train offers the architectures
+        assert "fundus_m2mrf_w18s" in report["models"] and "m2mrf_hrnetv2_w18s" not in report["models"]
+    else:
+        assert "m2mrf_hrnetv2_w18s" in report["models"]
+    assert report["devices"][:2] == ["auto", "cpu"]
     # importing torch takes over a second; meanwhile the event loop kept answering
     assert report["longest_stall"] <= 0.6, f"the viewer froze for {report['longest_stall']:.2f} s while torch loaded"
 
