@@ -210,19 +210,22 @@ def slide_layer_data(
 ) -> list[LayerData]:
     """A slide as a lazy multiscale RGB image layer (µm scale when known) plus its stored label pyramids.
 
-    Works for OME-TIFF, SVS, NDPI, generic tiled TIFF, OME-Zarr and workspaces. A large
-    single-resolution image gets a pyramid built into its workspace first (``progress(done, total, message)``).
+    Works for OME-TIFF, scanner formats through OpenSlide (SVS, NDPI, MRXS, SCN, BIF, Philips TIFF…),
+    DICOM WSI through wsidicom, generic tiled TIFF, OME-Zarr and workspaces. A large single-resolution
+    image that can be read in parts shows at once with coarser levels subsampled on demand
+    (:func:`~napari_m2mrf.io.slides.open_for_viewing`); a flat JPEG/PNG gets a pyramid built into its
+    workspace first (``progress(done, total, message)``).
     """
     from napari_m2mrf.io.slides import (
         check_pyramid_readable,
-        ensure_pyramid,
+        open_for_viewing,
         open_label_pyramids,
     )
 
     from napari_m2mrf.io.input_gate import checked_levels
 
     path = Path(path)
-    pyramid = ensure_pyramid(path, info=info, progress=progress)
+    pyramid = open_for_viewing(path, info=info, progress=progress)  # huge flat tiled images: levels on demand
     check_pyramid_readable(pyramid, coarsest_only=True)  # level 0 is read lazily, chunk by chunk
     pyramid = dataclasses.replace(pyramid, levels=checked_levels(pyramid.levels, str(pyramid.source), on_corrupt))
     scale = (pyramid.pixel_size_um,) * 2 if pyramid.pixel_size_um else (1.0, 1.0)

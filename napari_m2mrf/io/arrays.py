@@ -87,3 +87,58 @@ def _full_key(key: Any, ndim: int) -> tuple[Any, ...]:
         if not isinstance(k, slice) and not _is_scalar(k):
             raise IndexError(f"only integers and slices index an axes view, not {type(k).__name__}")
     return key
+
+
+class RegionArray:
+    """A read-only ``(C, Y, X)`` array-like over a reader that returns rectangles (OpenSlide, wsidicom…).
+
+    Subclasses set ``shape``, ``dtype`` and ``chunks`` (the file's tile size, so dask and the samplers
+    read tile by tile) and implement :meth:`read`. Indexing with integers and slices (positive steps)
+    reads the bounding rectangle of the key with one :meth:`read` call.
+    """
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    chunks: tuple[int, int, int]
+    ndim = 3
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Pixels ``[y0:y1, x0:x1]`` as ``(Y, X, C)``; the rectangle is inside the array and not empty."""
+        raise NotImplementedError
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[...]
+        return data.astype(dtype) if dtype is not None else data
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        channel, rows, cols = _full_key(key, 3)
+        (y0, y1, ystep), (x0, x1, xstep) = (_bounds(k, n) for k, n in ((rows, self.shape[1]), (cols, self.shape[2])))
+        if ystep < 0 or xstep < 0:
+            raise IndexError("negative steps are not supported on a slide level")
+        if y1 <= y0 or x1 <= x0:
+            region = np.zeros((max(0, y1 - y0), max(0, x1 - x0), self.shape[0]), self.dtype)
+        else:
+            region = np.asarray(self.read(y0, y1, x0, x1))
+        out = region[::ystep, ::xstep].transpose(2, 0, 1)[channel]
+        if _is_scalar(rows):
+            out = out[..., 0, :]
+        if _is_scalar(cols):
+            out = out[..., 0]
+        return np.ascontiguousarray(out)
+
+
+def _bounds(key: Any, length: int) -> tuple[int, int, int]:
+    if isinstance(key, slice):
+        return key.indices(length)
+    index = int(key)
+    if not -length <= index < length:
+        raise IndexError(f"index {index} out of range for length {length}")
+    index %= length
+    return index, index + 1, 1

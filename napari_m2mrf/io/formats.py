@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.io.dicom_reader import DICOM_EXTENSIONS
+from napari_m2mrf.io.openslide_reader import VENDOR_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +31,14 @@ _MAGIC = (
     (b"MM\x00+", "tiff"),
     (b"BM", "bmp"),
 )
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".svs", ".ndpi", ".btf", ".tf8")
+# Vendor slide extensions (OpenSlide; the TIFF-based ones are also sniffed from their content) and DICOM.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".btf", ".tf8") + VENDOR_EXTENSIONS + DICOM_EXTENSIONS
 ZARR_EXTENSIONS = (".zarr",)
 
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """A readable source: ``format`` (jpeg/png/bmp/tiff/zarr), level-0 ``(height, width)``, ``levels``."""
+    """A readable source: ``format`` (jpeg/png/bmp/tiff/zarr/openslide/dicom), level-0 ``(height, width)``, ``levels``."""
 
     path: Path
     format: str
@@ -55,20 +58,34 @@ class SourceInfo:
 
 
 def sniff_format(path: str | os.PathLike[str]) -> str | None:
-    """The container format from the first bytes (or ``"zarr"`` for a zarr folder); None if unknown.
+    """The container format from the content; None if unknown.
 
-    Raises ``UserError`` naming the file when it cannot be opened or is empty.
+    ``"zarr"`` for a zarr folder, ``"dicom"`` for a DICOM file (``DICM`` at byte 128) or a folder of
+    them, ``"openslide"`` for a vendor slide that OpenSlide recognises (Aperio, Hamamatsu, MIRAX,
+    Leica, Philips, Ventana, …: asked for a TIFF or a vendor extension only), else from the magic
+    bytes: ``"tiff"`` (OME-TIFF, generic tiled TIFF, plain TIFF: read by tifffile), ``"jpeg"``,
+    ``"png"``, ``"bmp"``. Raises ``UserError`` naming the file when it cannot be opened or is empty;
+    the path passes :func:`~napari_m2mrf.io.input_gate.check_path` before anything is opened.
     """
     from napari_m2mrf.io.input_gate import check_path
 
     path = Path(path)
     if stat.S_ISDIR(check_path(path).st_mode):  # never opens a FIFO or a device
-        return "zarr" if _is_zarr_folder(path) else None
-    head = _read_head(path, 16)
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
+        if _is_zarr_folder(path):
+            return "zarr"
+        from napari_m2mrf.io.dicom_reader import is_dicom_folder
+
+        return "dicom" if is_dicom_folder(path) else None
+    head = _read_head(path, 132)
+    if head[128:132] == b"DICM":
+        return "dicom"
+    found = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+    if found == "tiff" or path.suffix.lower() in VENDOR_EXTENSIONS:
+        from napari_m2mrf.io.openslide_reader import detect_vendor
+
+        if detect_vendor(path) is not None:
+            return "openslide"
+    return found
 
 
 def claims_support(path: str | os.PathLike[str]) -> bool:
@@ -108,12 +125,23 @@ def inspect_source(path: str | os.PathLike[str]) -> SourceInfo:
     if found is None:
         what = "folder" if path.is_dir() else "file"
         raise UserError(
-            f"{path}: not a supported image ({what} content is not JPEG, PNG, BMP, TIFF or OME-Zarr)"
+            f"{path}: not a supported image ({what} content is not JPEG, PNG, BMP, TIFF, a slide scanner's "
+            "format, DICOM or OME-Zarr)"
         )
     if found == "zarr":
         pyramid = gated_ome_zarr(path, check_chunks=False)
         _, height, width = pyramid.shape
         return _found(SourceInfo(path, "zarr", height, width, len(pyramid.levels)))
+    if found == "openslide":
+        from napari_m2mrf.io.openslide_reader import inspect_openslide
+
+        height, width, levels = inspect_openslide(path)
+        return _found(SourceInfo(path, "openslide", height, width, levels, whole_slide=True))
+    if found == "dicom":
+        from napari_m2mrf.io.dicom_reader import inspect_dicom
+
+        height, width, levels = inspect_dicom(path)
+        return _found(SourceInfo(path, "dicom", height, width, levels, whole_slide=True))
     if found == "tiff":
         from napari_m2mrf.io.tiff import inspect_tiff
 

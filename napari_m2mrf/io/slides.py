@@ -26,7 +26,9 @@ MAX_FLAT_PIXELS = 1 << 28
 
 
 def open_pyramid(path: str | os.PathLike[str], info: SourceInfo | None = None) -> Pyramid:
-    """The image at ``path`` as a lazy :class:`Pyramid`: TIFF/SVS/NDPI/OME-TIFF, OME-Zarr or a workspace.
+    """The image at ``path`` as a lazy :class:`Pyramid`: a scanner's slide (OpenSlide: SVS, NDPI, MRXS,
+    SCN, BIF, Philips TIFF…), DICOM WSI (wsidicom), OME-TIFF or generic TIFF (tifffile), OME-Zarr or a
+    workspace.
 
     ``info``: the result of :func:`inspect_source` when the caller has it already.
     """
@@ -52,6 +54,14 @@ def open_pyramid(path: str | os.PathLike[str], info: SourceInfo | None = None) -
             path, [a.shape for a in levels], [a.dtype for a in levels], [getattr(a, "chunks", a.shape) for a in levels], None
         )
         return _opened(path, pyramid, "workspace" if workspace else "OME-Zarr")
+    if info.format == "openslide":
+        from napari_m2mrf.io.openslide_reader import openslide_pyramid
+
+        return _opened(path, openslide_pyramid(path), "OpenSlide levels")
+    if info.format == "dicom":
+        from napari_m2mrf.io.dicom_reader import dicom_pyramid
+
+        return _opened(path, dicom_pyramid(path), "DICOM (wsidicom) levels")
     if info.format == "tiff":
         from napari_m2mrf.io.tiff import tiff_pyramid
 
@@ -122,6 +132,41 @@ def ensure_pyramid(
     return workspace.write_image(
         source.levels[0], pixel_size_um=source.pixel_size_um, name=source.name, progress=progress, cancel=cancel
     )
+
+
+def open_for_viewing(
+    path: str | os.PathLike[str], *, info: SourceInfo | None = None, progress: ProgressCallback | None = None
+) -> Pyramid:
+    """What the napari reader shows: :func:`open_pyramid`, with coarser levels made on demand where needed.
+
+    A source whose coarsest level is large (over ``FUNDUS_MAX_PIXELS``) but readable in parts (a single-level tiled TIFF of any
+    size, a scanner file with too few levels) gets :func:`~napari_m2mrf.io.lazy_overview.with_overview_levels`:
+    nothing is built or written, so it shows at once. A pyramid built earlier into the source's
+    workspace is used when there is one. A flat JPEG/PNG/BMP (decoded whole anyway) and a TIFF that
+    cannot be read in parts get their pyramid built as :func:`ensure_pyramid` does.
+    """
+    from napari_m2mrf.io.lazy_overview import needs_overview, with_overview_levels
+
+    path = Path(path)
+    info = info or inspect_source(path)
+    if needs_built_pyramid(info):
+        from napari_m2mrf.io.workspace import Workspace, workspace_path_for
+
+        target = workspace_path_for(path)
+        if Workspace.is_workspace(target) and Workspace.open(target).has_image:
+            return ensure_pyramid(path, info=info, progress=progress)
+        if info.format in ("jpeg", "png", "bmp"):
+            return ensure_pyramid(path, info=info, progress=progress)
+        source = open_pyramid(path, info)
+        if not needs_overview(source):
+            return ensure_pyramid(path, info=info, progress=progress)
+        logger.info("%s: one level only; coarser levels are computed on demand (nothing built)", path)
+        return with_overview_levels(source)
+    pyramid = open_pyramid(path, info)
+    coarsest = pyramid.levels[-1].shape
+    if coarsest[-2] * coarsest[-1] > FUNDUS_MAX_PIXELS:  # a scanner file whose smallest level is still huge
+        return with_overview_levels(pyramid)
+    return pyramid
 
 
 def open_label_pyramids(path: str | os.PathLike[str]) -> list[LabelPyramid]:

@@ -208,6 +208,8 @@ def tiff_pyramid(path: str | os.PathLike[str]) -> Pyramid:
         check_lazy_dtype(path, series.dtype)  # lazily read: uint8/uint16 (photographs go through read_image)
         levels, store = _zarr_levels(tif, index)
         views = [AxesView(array, level.axes, "CYX") for array, level in zip(levels, series.levels, strict=True)]
+        for view, level in zip(views, series.levels, strict=True):
+            view.read_tile = TiffTiles.for_level(tif, level)  # type: ignore[attr-defined]
         height = views[0].shape[1]
         return Pyramid(
             levels=views,
@@ -220,6 +222,47 @@ def tiff_pyramid(path: str | os.PathLike[str]) -> Pyramid:
     except BaseException:
         tif.close()
         raise
+
+
+class TiffTiles:
+    """Tile ``(row, col)`` of a one-page tiled TIFF level as ``(C, tile_y, tile_x)`` (cropped at the edges).
+
+    Reads the tile's bytes under tifffile's file lock and decodes them with ``TiffPage.decode``, with
+    none of the zarr store's per-chunk overhead (about 7× faster per tile): what the on-demand
+    overview levels (:mod:`napari_m2mrf.io.lazy_overview`) use when they read scattered tiles.
+    """
+
+    def __init__(self, tif: Any, page: Any) -> None:
+        self._handle = tif.filehandle
+        self._page = page
+        self._across = -(-int(page.imagewidth) // int(page.tilewidth))
+        self.shape = (int(page.imagelength), int(page.imagewidth))
+        self.tile = (int(page.tilelength), int(page.tilewidth))
+
+    @classmethod
+    def for_level(cls, tif: Any, level: Any) -> TiffTiles | None:
+        """A reader for ``level`` when it is one tiled, interleaved page; None otherwise."""
+        pages = [page for page in level.pages if page is not None]
+        if len(pages) != 1:
+            return None
+        page = pages[0]
+        if not getattr(page, "is_tiled", False) or int(page.planarconfig) != 1 or int(getattr(page, "tiledepth", 1)) != 1:
+            return None
+        return cls(tif, page)
+
+    def __call__(self, row: int, col: int) -> np.ndarray:
+        index = row * self._across + col
+        offset, count = int(self._page.dataoffsets[index]), int(self._page.databytecounts[index])
+        with self._handle.lock:
+            self._handle.seek(offset)
+            data = self._handle.read(count)
+        segment = self._page.decode(data, index)[0]
+        if segment is None:  # an empty tile (no bytes stored): tifffile's fill value
+            segment = np.zeros((1, *self.tile, int(self._page.samplesperpixel)), self._page.dtype)
+        tile = np.asarray(segment).reshape(*self.tile, -1).transpose(2, 0, 1)
+        height = min(self.tile[0], self.shape[0] - row * self.tile[0])
+        width = min(self.tile[1], self.shape[1] - col * self.tile[1])
+        return tile[:, :height, :width]
 
 
 def tiff_label_pyramid(
