@@ -27,6 +27,7 @@ DISTRIBUTION = "napari-m2mrf"
 # Declared runtime dependencies the package needs without importing them by name, and why.
 USED_WITHOUT_IMPORT = {
     "imagecodecs": "tifffile decodes JPEG, JPEG 2000 and other slide tiles through it",
+    "openslide-bin": "ships the OpenSlide library that openslide-python loads",
 }
 
 
