@@ -120,7 +120,9 @@ def test_every_runtime_dependency_is_used_by_the_package() -> None:
 
 def test_tests_and_benchmarks_import_only_declared_packages() -> None:
     declared = set().union(*_declared().values())
-    local = OWN_MODULES | {p.stem for folder in ("tests", "benchmarks") for p in (REPO_ROOT / folder).glob("*.py")}
+    local = OWN_MODULES | {"tests", "benchmarks"} | {
+        p.stem for folder in ("tests", "benchmarks") for p in (REPO_ROOT / folder).iterdir() if p.suffix == ".py" or p.is_dir()
+    }
     imports = _third_party(_imported_top_level_modules([REPO_ROOT / "tests", REPO_ROOT / "benchmarks"]), local)
     undeclared = {m: places[:2] for m, places in imports.items() if not (_distributions_of(m) & declared)}
     assert not undeclared, f"tests or benchmarks import packages no extra declares: {undeclared}"

@@ -95,3 +95,18 @@ def test_the_wheel_runs_on_its_own_from_an_unrelated_folder(installed_wheel: Pat
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     provenance = json.dumps(zarr.open_group(str(tmp_path / "out" / "eye.m2mrf.zarr"), mode="r").attrs.asdict())
     assert "fundus_m2mrf_w18s" in provenance
+
+
+def test_the_manifest_claims_every_format_the_reader_reads() -> None:
+    """npe2 filters files by the manifest's patterns before asking the reader: a format the reader
+    knows but the manifest does not name can never be opened from napari."""
+    import yaml
+
+    from napari_m2mrf.io.formats import IMAGE_EXTENSIONS, ZARR_EXTENSIONS
+    from napari_m2mrf.widgets.reader_defaults import READER_DEFAULTS
+
+    manifest = yaml.safe_load((REPO_ROOT / "napari_m2mrf" / "napari.yaml").read_text())
+    (reader,) = manifest["contributions"]["readers"]
+    patterns = set(reader["filename_patterns"])
+    assert {f"*{ext}" for ext in IMAGE_EXTENSIONS + ZARR_EXTENSIONS} <= patterns
+    assert all(pattern in READER_DEFAULTS for pattern in patterns if pattern != "*.zarr")
