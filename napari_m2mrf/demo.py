@@ -51,6 +51,7 @@ class DemoSummary:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     screenshot: str | None = None
+    slide: dict[str, float] = field(default_factory=dict)  # the slide run: labels_on_screen_s, saved_s (after Run)
 
     def lines(self) -> list[str]:
         """A short human-readable summary, one item per line."""
@@ -58,6 +59,7 @@ class DemoSummary:
         out += [f"  layer {layer['name']!r}: {layer['type']} {layer['shape']}" for layer in self.layers]
         out += [f"  widget {name}" for name in self.widgets]
         out += [f"  {step}: {seconds:.2f} s" for step, seconds in self.timings_s.items()]
+        out += [f"  slide {key}: {seconds:.2f} s" for key, seconds in self.slide.items()]
         out += [f"  note: {note}" for note in self.notes]
         if self.screenshot:
             out.append(f"  screenshot: {self.screenshot}")
@@ -173,6 +175,9 @@ def _segment_slide(viewer: Any, segment_widget: Any, summary: DemoSummary) -> No
 
     image = next(layer for layer in viewer.layers if layer.name == SLIDE_SAMPLE_LAYER and layer.multiscale)
     _segment_with(segment_widget, image, SLIDE_MODEL, summary)
+    run = getattr(segment_widget, "slide_run", None)
+    if run is not None:  # the labels appear lazily before the run is saved: both moments, seconds after Run
+        summary.slide = {key: run.timings[key] for key in ("labels_on_screen_s", "saved_s") if key in run.timings}
     for layer in viewer.layers:
         if layer.name == DEFORMATION:
             layer.visible = True

@@ -52,6 +52,10 @@ def test_demo_writes_a_screenshot_and_a_summary(installed_wheel: Path, tmp_path:
     assert dots["type"] == "Points" and dots["shape"][1] == 2 and dots["shape"][0] > 0
     timings = summary["timings_s"]
     assert timings["segment slide with slide_deformed_w18s"] > 0
+    # the slide's labels were on screen (lazy) before the run was saved, within the whole run's time
+    slide_run = summary["slide"]
+    assert 0 < slide_run["labels_on_screen_s"] < slide_run["saved_s"]
+    assert slide_run["saved_s"] <= timings["segment slide with slide_deformed_w18s"] + 0.5
     assert any(step.startswith("segment fundus_lesions") and step.endswith("fundus_m2mrf_w18s") for step in timings)
     assert all(timings[f"open sample {key}"] > 0 for key in ("fundus_lesions", "retina", "slide"))
     assert timings["total"] >= sum(v for k, v in timings.items() if k != "total") * 0.99

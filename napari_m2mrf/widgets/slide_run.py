@@ -28,6 +28,8 @@ layer, and its write-back waits for the save to publish (the workspace lock) bef
 from __future__ import annotations
 
 import functools
+import os
+import threading
 import time
 from typing import Any
 
@@ -69,14 +71,12 @@ class SlideRun(QObject):
         from superqt.utils import create_worker
 
         from napari_m2mrf.inference.slide import run_slide_segmentation
-        from napari_m2mrf.widgets.segment import run_in_background
 
         widget = self.widget
         widget._cancel = self.cancel
         signals = widget._signals
         widget.worker = create_worker(
-            run_in_background,
-            functools.partial(run_slide_segmentation, on_result=self.ready.emit),
+            functools.partial(run_slide_segmentation, on_result=self._handed_out),
             self.path,
             self.request,
             progress=lambda done, total, message: signals.progressed.emit(done, total, message),
@@ -91,6 +91,18 @@ class SlideRun(QObject):
         widget.status.value = f"running {self.request.model} on the slide {self.layer.name}…"
         self.started = time.perf_counter()
         widget.worker.start()
+
+    def _handed_out(self, result: Any) -> None:
+        """In the worker: the lazy result goes to the GUI thread; the save that follows runs at a lower
+        CPU priority (Linux: per-thread nice 10, inherited by the fill threads it starts), so the viewer
+        keeps answering on a machine with few cores. The model part before runs at the normal
+        priority: the user waits for it, and a niced thread starved by other busy processes would
+        also hold the GIL the GUI thread needs."""
+        from napari_m2mrf.widgets.segment import BACKGROUND_NICENESS
+
+        self.ready.emit(result)
+        if hasattr(os, "setpriority"):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
 
     @property
     def viewer(self) -> Any:
