@@ -45,7 +45,7 @@ def test_demo_writes_a_screenshot_and_a_summary(installed_wheel: Path, tmp_path:
         (np.abs(rgb - np.array(colour)).max(axis=-1) <= 60).mean()
         for colour in ((255, 0, 0), (0, 255, 0), (255, 255, 0), (0, 0, 255))
     )
-    assert lesion_colours > 0.001
+    assert lesion_colours > 0.0005  # of the whole window: the photograph fills about a sixth of the canvas
     # the bundled slide model ran on the sample slide: its result layers and the run's timing
     assert {"sampling dots", "deformation map"} <= names
     dots = next(layer for layer in summary["layers"] if layer["name"] == "sampling dots")
