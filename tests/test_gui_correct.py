@@ -11,7 +11,7 @@ from napari_m2mrf._samples import fundus_labels_layer
 from napari_m2mrf.widgets.view import world_to_canvas
 from napari_m2mrf.widgets.correct import CLICK_DELETE, CLICK_RELABEL, CorrectWidget
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("private_cache")]  # autosave writes to a test cache
 
 
 def _labels() -> np.ndarray:

@@ -43,7 +43,9 @@ def _answer_next_question(qtbot, button: QMessageBox.StandardButton, seen: list[
     QTimer.singleShot(0, click)
 
 
-def test_correct_picks_the_prediction_and_asks_before_editing_ground_truth(make_napari_viewer, qtbot) -> None:
+def test_correct_picks_the_prediction_and_asks_before_editing_ground_truth(
+    make_napari_viewer, qtbot, private_cache: Path
+) -> None:
     viewer = make_napari_viewer()
     truth, prediction = _truth_then_prediction(viewer)
     widget = CorrectWidget(viewer)
@@ -69,7 +71,7 @@ def test_correct_picks_the_prediction_and_asks_before_editing_ground_truth(make_
     assert len(seen) == 2 and widget.layer.value is truth
 
 
-def test_correct_leaves_a_lone_ground_truth_unselected(make_napari_viewer) -> None:
+def test_correct_leaves_a_lone_ground_truth_unselected(make_napari_viewer, private_cache: Path) -> None:
     viewer = make_napari_viewer()
     data, kwargs, _ = fundus_labels_layer(np.zeros((30, 40), np.uint8), "eye ground truth")
     viewer.add_labels(data, **kwargs)
