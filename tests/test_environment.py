@@ -8,6 +8,7 @@ cannot discover, a dask.distributed that cannot start a cluster, and a Qt bindin
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 import subprocess
@@ -75,8 +76,13 @@ def _declared() -> dict[str | None, set[str]]:
     return by_extra
 
 
+@functools.cache
+def _top_level_to_distributions() -> dict[str, list[str]]:
+    return metadata.packages_distributions()  # scans every installed distribution: once per session
+
+
 def _distributions_of(module: str) -> set[str]:
-    return {_normalise(d) for d in metadata.packages_distributions().get(module, [])}
+    return {_normalise(d) for d in _top_level_to_distributions().get(module, [])}
 
 
 def test_every_module_the_package_imports_is_a_declared_dependency() -> None:
