@@ -30,8 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "cluster with the same outputs as a serial run. Inputs sharing a file name (a/img.jpg, b/img.jpg) get "
         "their folder in the name (a_img, b_img). Earlier masks are kept unless --overwrite; a workspace's "
         "labels/corrected is never touched. An input that fails is reported on stderr (one line each; with "
-        "--json also as a summary with an \"error\" field) and the others finish. Exit status: 0 when every "
-        "input was predicted, 2 when any input failed or the command was refused.",
+        "--json also as a summary with an \"error\" field) and the others finish. --density MAP runs slides with "
+        "that sampling-density map instead of the learned one (same sampler, same sample budget): a .npy array or "
+        "an image of any size (brightness = density), or a workspace whose map (edited in napari's Steer "
+        "sampling widget) is reused; the workspace records the map and where it came from. Exit status: 0 when "
+        "every input was predicted, 2 when any input failed or the command was refused.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or slide files, or folders of them")
     parser.add_argument("--model", required=True, help="bundled or trained model name, or a checkpoint file")
@@ -52,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=0, metavar="N",
                         help="PyTorch CPU threads per input (default: 1 for slides, so a serial and a distributed "
                         "run write the same bytes; all cores for photographs)")
+    parser.add_argument("--density", type=Path, metavar="MAP",
+                        help="slides: sample with this density map (.npy, image or workspace; any size, resampled to "
+                        "the model's grid) instead of the learned one, at the same sample budget")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line per input")
     parser.add_argument(
         "--overwrite", action="store_true",
@@ -112,6 +118,21 @@ def _thresholds(text: str | None, model: ModelRef) -> tuple[float, ...] | None:
     return values
 
 
+def _check_density(path: Path) -> None:
+    """Refuse a bad ``--density`` map (unreadable, not 2-D, NaN, negative, all zero…) before any work."""
+    from napari_m2mrf.io.density_maps import read_density_map
+    from napari_m2mrf.sampling.density import resample_density
+
+    given = read_density_map(path)
+    resample_density(given.values, (8, 8), f"--density {path}")
+
+
+def _is_slide_model(model: ModelRef) -> bool:
+    from napari_m2mrf.inference.batch import is_slide_model
+
+    return is_slide_model(model)
+
+
 MAX_TILE = 16384  # px: a tile's input and probabilities stay within a few GiB
 MAX_WORKERS = 256  # local dask worker processes (a bigger cluster: --scheduler)
 MAX_THREADS = 1024  # PyTorch CPU threads per input
@@ -138,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--model is empty: give a bundled or trained model name, or a checkpoint file")
     if not 128 <= args.tile <= MAX_TILE:
         raise UserError(f"--tile must be between 128 and {MAX_TILE} px, got {args.tile}")
+    if args.density is not None:
+        _check_density(args.density)
     unique: dict[str, Path] = {}  # the same file given twice is predicted (and reported) once
     for path in collect_inputs(args.inputs):
         unique.setdefault(os.path.realpath(path), path)
@@ -158,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     if refused:
         raise UserError(refused)
     model = resolve(args.model)  # once per run: the ModelRef (and its weights' sha256) goes to every input
+    if args.density is not None and not _is_slide_model(model):
+        raise UserError(f"--density steers a slide model's sampler; {model.name} is a fundus model")
     if not args.scheduler:  # the workers of a remote cluster may have devices this machine lacks
         from napari_m2mrf.inference.devices import choose_device
 
@@ -166,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         model=model, out_dir=args.out, mode=args.mode, device=args.device, tile=args.tile,
         thresholds=_thresholds(args.thresholds, model), masks=args.masks, probability_maps=args.probability_maps,
         overwrite=args.overwrite, threads=args.threads or None,
+        density=None if args.density is None else args.density.resolve(),
     )
     runnable = [path for path in inputs if path not in refused_inputs]
     progress = TqdmProgress("predict")

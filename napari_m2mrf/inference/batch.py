@@ -72,6 +72,7 @@ class PredictOptions:
     probability_maps: bool = False
     overwrite: bool = False
     threads: int | None = None  # PyTorch CPU threads per input (None: photographs as torch has it, slides 1)
+    density: Path | None = None  # a sampling-density map for every slide (napari_m2mrf.io.density_maps)
 
 
 def _folder_inputs(folder: Path) -> list[Path]:
@@ -336,6 +337,11 @@ def predict_slide(
     with output_store(target), torch_threads(threads):
         _prepare_slide_workspace(target, path, options.overwrite)
         request = SlideRequest(model=ref, device=options.device, thresholds=options.thresholds, workspace=target)
+        if options.density is not None:
+            from napari_m2mrf.io.density_maps import read_density_map
+
+            given = read_density_map(options.density)
+            request.density, request.density_source = given.values, given.provenance
         result = run_slide_segmentation(path, request, progress=progress)
         workspace = Workspace.open(target)
         workspace.record_made_from(SLIDE)

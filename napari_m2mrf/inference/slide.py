@@ -48,6 +48,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import logging
 
@@ -61,12 +62,8 @@ from napari_m2mrf.inference.runner import ModelRunner
 from napari_m2mrf.io.pixels import rgb_channels, round_rgb8, value_scale
 from napari_m2mrf.io.pyramid import Pyramid
 from napari_m2mrf.jobs import CancelToken, ProgressCallback, no_progress
-from napari_m2mrf.models.deform import (
-    DeformedSegmenter,
-    UniformSampler,
-    grid_to_pixels,
-    low_resolution_view,
-)
+from napari_m2mrf.inference.steering import grid_points, model_density, relative_sample_density
+from napari_m2mrf.models.deform import DeformedSegmenter, UniformSampler, low_resolution_view
 from napari_m2mrf.sampling.pyramid import (
     ReadStats,
     local_spacing,
@@ -102,7 +99,10 @@ class SlideRequest:
     checkpoint's). ``thresholds``: per class in the checkpoint's order, for sigmoid (multi-label)
     models (default: the checkpoint's calibrated thresholds, else 0.5); softmax models take the most
     probable class and ignore them. ``workspace``:
-    where to write (default: beside the slide, see ``Workspace.for_source``).
+    where to write (default: beside the slide, see ``Workspace.for_source``). ``density``: a sampling-density
+    map ``(Y, X)`` of any size to use instead of the learned one (an edited map, a file's; resampled to the
+    model's density grid, the learned sampler and the same budget; needs ``sampler="learned"``);
+    ``density_source``: its provenance (recorded with the run and the stored map).
     """
 
     model: ModelRef | str
@@ -112,6 +112,8 @@ class SlideRequest:
     thresholds: Sequence[float] | None = None
     workspace: Path | None = None
     workers: int = 2
+    density: np.ndarray | None = field(default=None, repr=False)
+    density_source: dict | None = None
 
 
 @dataclass
@@ -131,7 +133,9 @@ class SlideResult:
     ``probability_levels``: per class code the lazy probability pyramid ``(Y_k, X_k)`` float16 (its
     level 0 has ``probability_downsample`` level-0 pixels per pixel). ``saved``: whether the
     workspace holds this result (:func:`save_slide_result`); ``run_id`` is recorded in its
-    provenance; ``seconds``: model run until the lazy result, ``save_seconds``: the save.
+    provenance; ``seconds``: model run until the lazy result, ``save_seconds``: the save. ``sampler``: the
+    model's sampler ``G_d`` (to preview another density, :func:`~napari_m2mrf.inference.steering.preview`);
+    ``density_size``: the model's density grid; ``density_source``: where ``density`` came from.
     """
 
     workspace: Path
@@ -155,6 +159,9 @@ class SlideResult:
     saved: bool = False
     run_id: str = ""
     save_seconds: float | None = None
+    sampler: Any = field(default=None, repr=False)
+    density_size: tuple[int, int] = (0, 0)
+    density_source: dict = field(default_factory=dict)
     _save: dict = field(default_factory=dict, repr=False)
 
 
@@ -192,21 +199,6 @@ def is_slide_model(source: str | ModelRef) -> bool:
 
     meta = source.metadata if isinstance(source, ModelRef) else model_metadata(source)
     return meta is not None and is_deformed(meta)
-
-
-def relative_sample_density(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """Local density ``h×w`` of a sampling grid ``h×w×2`` (level-0 ``(y, x)``) over the uniform density.
-
-    The area one sample stands for is the absolute Jacobian determinant of grid index → position
-    (central differences); a uniform ``h×w`` grid over an ``H×W`` image gives 1 everywhere.
-    """
-    points = np.asarray(points, np.float64)
-    h, w = points.shape[:2]
-    d_row = np.gradient(points, axis=0) if h > 1 else np.zeros_like(points)
-    d_col = np.gradient(points, axis=1) if w > 1 else np.zeros_like(points)
-    area = np.abs(d_row[..., 0] * d_col[..., 1] - d_row[..., 1] * d_col[..., 0])
-    uniform_area = image_size[0] * image_size[1] / (h * w)
-    return (uniform_area / np.maximum(area, 1e-6 * uniform_area)).astype(np.float32)
 
 
 def low_resolution_level(pyramid: Pyramid, size: tuple[int, int]) -> int:
@@ -382,7 +374,8 @@ def _save(result: SlideResult, progress: ProgressCallback, cancel: CancelToken |
         # published: from here on no cancel (well under a second)
         step.report("levels", 1, 1, "writing sampling points and provenance")
         workspace.write_sampling_points(result.points.reshape(-1, 2))
-        workspace.write_deformation(result.density, downsample=result.density_downsample[0])
+        workspace.write_deformation(result.density, downsample=result.density_downsample[0],
+                                    source=result.density_source)
         workspace.record_provenance(**job["provenance"], run_id=result.run_id)
     result.saved = True
     result.save_seconds = time.perf_counter() - start
@@ -419,15 +412,22 @@ def segment_slide(
     runner = ModelRunner(model, request.device)
     output_size = tuple(request.output_size or model.output_size)
 
-    level = low_resolution_level(pyramid, model.density_size)
-    step("density", 0, 1, f"deformation map from level {level}")
-    overview = rgb_channels(np.moveaxis(np.asarray(pyramid.levels[level][:], np.float32), 0, -1), str(source)) * scale
-    view = low_resolution_view(_normalised(overview, meta), model.density_size)
-    density = runner(view, module=model.deformation, cancel=cancel).float()
+    if request.density is not None:
+        if request.sampler != "learned":
+            raise UserError("a density map steers the learned sampler; the uniform sampler takes none")
+        step("density", 0, 1, "the given density map")
+        density = model_density(request.density, model.density_size, "the density map")
+        density_source = dict(request.density_source or {"source": "given"})
+    else:
+        level = low_resolution_level(pyramid, model.density_size)
+        step("density", 0, 1, f"deformation map from level {level}")
+        overview = rgb_channels(np.moveaxis(np.asarray(pyramid.levels[level][:], np.float32), 0, -1),
+                                str(source)) * scale
+        view = low_resolution_view(_normalised(overview, meta), model.density_size)
+        density = runner(view, module=model.deformation, cancel=cancel).float()
+        density_source = {"source": request.sampler}
     sampler = UniformSampler() if request.sampler == "uniform" else model.sampler
-    with torch.inference_mode():
-        grid = sampler(density, output_size).float().cpu()
-    points = grid_to_pixels(grid[0], (height, width)).double().numpy()
+    points = grid_points(sampler, density, output_size, (height, width))
 
     values, read = _sample_deformed_image(pyramid, points, request.workers, step)
     rgb = rgb_channels(values, str(source)) * scale
@@ -458,6 +458,7 @@ def segment_slide(
         density_size=list(model.density_size),
         density_downsample=list(density_downsample),
         device=str(runner.device),
+        density=density_source,
     )
     label_levels = _lazy_levels(reverse, label_shapes, 1.0, PRECOMPUTED_PIXELS)
     step.report("segment", 1, 1, "labels ready (lazy); saving to the workspace next")
@@ -482,6 +483,9 @@ def segment_slide(
         probability_levels={code: _lazy_levels(reverse.with_values(probabilities[k]), map_shapes, factor)
                             for k, code in enumerate(codes)},
         run_id=uuid.uuid4().hex,
+        sampler=sampler,
+        density_size=tuple(model.density_size),
+        density_source=density_source,
         _save={"labels": reverse, "probabilities": reverse.with_values(probabilities), "provenance": provenance},
     )
 

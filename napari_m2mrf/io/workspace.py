@@ -580,12 +580,19 @@ class Workspace:
         """The stored sampling locations ``(N, 2)`` float32 in level-0 pixels ``(y, x)``."""
         return np.asarray(self._array("sampling/points")[...])
 
-    def write_deformation(self, density: np.ndarray, *, downsample: float) -> None:
-        """Store the sampling-density map ``(Y, X)`` float32; ``downsample``: level-0 pixels per map pixel."""
+    def write_deformation(self, density: np.ndarray, *, downsample: float, source: dict[str, Any] | None = None) -> None:
+        """Store the sampling-density map ``(Y, X)`` float32; ``downsample``: level-0 pixels per map pixel;
+        ``source``: where the map came from (``{"source": "learned"}``, ``"edited by the user"`` with the edits,
+        ``"file"`` …), kept in the array's attributes (:meth:`deformation_source`)."""
         density = np.asarray(density, dtype=np.float32)
         if density.ndim != 2:
             raise UserError(f"{self.path}: a deformation map must be (Y, X); got shape {density.shape}")
-        self._write_array_atomic("sampling/deformation", density, "yx", {"downsample": float(downsample)})
+        attrs = {"downsample": float(downsample), **({"density": source} if source else {})}
+        self._write_array_atomic("sampling/deformation", density, "yx", attrs)
+
+    def deformation_source(self) -> dict[str, Any]:
+        """Where the stored deformation map came from (``{}`` for a map stored without it)."""
+        return dict(self._array("sampling/deformation").attrs.get("density") or {})
 
     def deformation(self) -> tuple[np.ndarray, float]:
         """``(density (Y, X) float32, downsample)``."""
