@@ -19,6 +19,15 @@ checks) and the TIFF tag numbers these vendors use:
   macro), 65422-65424 (offsets from the slide centre, focal plane); each level one JPEG strip with
   restart markers every ``RESTART_BLOCKS`` MCUs, their starts in tag 65426 (McuStarts, bytes from
   the strip start), the µm/pixel in the TIFF resolution (centimetre unit).
+* 3DHISTECH MIRAX: ``NAME.mrxs`` (any non-TIFF content) beside a folder ``NAME`` holding
+  ``Slidedat.ini`` (GENERAL: slide id, image grid; HIERARCHICAL: the index file, one ``Slide zoom
+  level`` value per level with its section, the ``VIMSLIDE_POSITION_BUFFER`` non-hierarchical
+  value; DATAFILE: the data files; per level: µm/pixel, JPEG, fill colour, image size and
+  ``IMAGE_CONCAT_FACTOR`` = 1, each level's images covering 2×2 of the previous level's), ``Index.dat``
+  (version string and slide id, then little-endian int32: the hierarchical and non-hierarchical
+  root tables, each record a linked list of pages ``count, next, items``; a level's items are
+  ``image index, offset, length, data file``) and ``Data0000.dat`` (the JPEG images, then the
+  camera positions: ``flag, x, y`` per image, int8 + 2 × int32).
 
 ``python tests/slide_formats.py FOLDER`` writes one slide of each format into FOLDER.
 """
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -251,12 +261,81 @@ def write_hamamatsu_ndpi(folder: Path, pixel_size_um: float = 0.46) -> Generated
     return GeneratedSlide(path, "hamamatsu", levels, shapes, pixel_size_um, tolerance=2.0, associated=("macro",))
 
 
-def _jpeg_plain(image: np.ndarray) -> bytes:
+def _jpeg_plain(image: np.ndarray, quality: int = 90) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+# -- 3DHISTECH MIRAX ------------------------------------------------------------------------------
+
+MIRAX_SLIDE_ID = "7d1c5e2a-0000-4000-8000-00000000c0de"
+
+
+def _int32(*values: int) -> bytes:
+    return struct.pack(f"<{len(values)}i", *values)
+
+
+def _mirax_index(levels: list[list[tuple[int, int, int, int]]], positions: tuple[int, int]) -> bytes:
+    """Index.dat: the root tables, then for each record an empty first page linked to one page of items."""
+    index = bytearray(b"01.02" + MIRAX_SLIDE_ID.encode())
+    roots = len(index) + 8
+    index += _int32(roots, roots + 4 * len(levels)) + bytes(4 * (len(levels) + 1))
+    records = [[_int32(*item) for item in items] for items in levels] + [[_int32(0, 0, *positions, 0)]]
+    for k, items in enumerate(records):
+        first = len(index)
+        index[roots + 4 * k : roots + 4 * k + 4] = _int32(first)
+        index += _int32(0, first + 8) + _int32(len(items), 0) + b"".join(items)
+    return bytes(index)
+
+
+def _mirax_slidedat(grid: tuple[int, int], side: int, count: int, pixel_size_um: float) -> str:
+    lines = ["[GENERAL]", "SLIDE_VERSION=01.02", f"SLIDE_ID={MIRAX_SLIDE_ID}", f"IMAGENUMBER_X={grid[1]}",
+             f"IMAGENUMBER_Y={grid[0]}", "OBJECTIVE_MAGNIFICATION=20", "CameraImageDivisionsPerSide=1",
+             "[HIERARCHICAL]", "INDEXFILE=Index.dat", "HIER_COUNT=1", "HIER_0_NAME=Slide zoom level", f"HIER_0_COUNT={count}"]
+    for k in range(count):
+        lines += [f"HIER_0_VAL_{k}=ZoomLevel_{k}", f"HIER_0_VAL_{k}_SECTION=LAYER_0_LEVEL_{k}_SECTION"]
+    lines += ["NONHIER_COUNT=1", "NONHIER_0_NAME=VIMSLIDE_POSITION_BUFFER", "NONHIER_0_COUNT=1",
+              "NONHIER_0_VAL_0=default", "NONHIER_0_VAL_0_SECTION=NONHIER_0_VAL_0_SECTION",
+              "[DATAFILE]", "FILE_COUNT=1", "FILE_0=Data0000.dat"]
+    for k in range(count):
+        lines += [f"[LAYER_0_LEVEL_{k}_SECTION]", "OVERLAP_X=0", "OVERLAP_Y=0",
+                  f"MICROMETER_PER_PIXEL_X={pixel_size_um * 2**k}", f"MICROMETER_PER_PIXEL_Y={pixel_size_um * 2**k}",
+                  "IMAGE_FORMAT=JPEG", "IMAGE_FILL_COLOR_BGR=16777215", f"DIGITIZER_WIDTH={side}",
+                  f"DIGITIZER_HEIGHT={side}", f"IMAGE_CONCAT_FACTOR={min(k, 1)}"]
+    return "\n".join([*lines, "[NONHIER_0_VAL_0_SECTION]", ""])
+
+
+def write_mirax_mrxs(folder: Path, pixel_size_um: float = 0.25, side: int = 128) -> GeneratedSlide:
+    """A MIRAX slide: a 3×4 grid of ``side``² JPEG images, three levels, no overlaps."""
+    grid = (3, 4)
+    levels = _pyramid(grid[0] * side, grid[1] * side, 3)
+    data = bytearray()
+    items: list[list[tuple[int, int, int, int]]] = []
+    for k, level in enumerate(levels):
+        step, found = 2**k, []
+        for row in range(0, grid[0], step):
+            for col in range(0, grid[1], step):
+                image = np.full((side, side, 3), 255, np.uint8)
+                part = level[row // step * side : (row // step + 1) * side, col // step * side : (col // step + 1) * side]
+                image[: part.shape[0], : part.shape[1]] = part
+                encoded = _jpeg_plain(image, quality=95)
+                found.append((row * grid[1] + col, len(data), len(encoded), 0))
+                data += encoded
+        items.append(found)
+    positions = b"".join(struct.pack("<bii", 1, col * side, row * side) for row in range(grid[0]) for col in range(grid[1]))
+    where = (len(data), len(positions))
+    data += positions
+    path = folder / "mirax.mrxs"
+    path.write_bytes(b"generated MIRAX slide\n")
+    companion = folder / "mirax"
+    companion.mkdir()
+    (companion / "Data0000.dat").write_bytes(bytes(data))
+    (companion / "Index.dat").write_bytes(_mirax_index(items, where))
+    (companion / "Slidedat.ini").write_text(_mirax_slidedat(grid, side, len(levels), pixel_size_um))
+    return GeneratedSlide(path, "mirax", levels, [lv.shape[:2] for lv in levels], pixel_size_um, tolerance=2.0)
 
 
 WRITERS: dict[str, Callable[[Path], GeneratedSlide]] = {
@@ -265,6 +344,7 @@ WRITERS: dict[str, Callable[[Path], GeneratedSlide]] = {
     "scn": write_leica_scn,
     "bif": write_ventana_bif,
     "ndpi": write_hamamatsu_ndpi,
+    "mrxs": write_mirax_mrxs,
 }
 
 
