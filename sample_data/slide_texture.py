@@ -73,104 +73,119 @@ class TissueSynth:
         self.grain = _smooth_periodic(rng.standard_normal((_TEXTURE_PERIOD,) * 2), 1.0).astype(np.float32)
         self.regions = _place_regions(self.tissue, size, rng)
         self._centres = np.array([[r.cy, r.cx, r.reach] for r in self.regions], dtype=np.float64).reshape(-1, 3)
-        self._interp = _interpolation_matrix()
         self._lut = _stain_lut()
         rgba = np.concatenate([self._lut, np.zeros((_LUT_STEPS, _LUT_STEPS, 1), np.uint8)], axis=2)
         self._packed_lut = np.ascontiguousarray(rgba).view(np.uint32).reshape(-1)
 
     def tile(self, ty: int, tx: int) -> tuple[np.ndarray, np.ndarray]:
-        """Tile (row ``ty``, column ``tx``): RGB ``(512, 512, 3)`` uint8 and labels ``(512, 512)`` uint8."""
-        tissue = self._coarse(self._padded_tissue, ty, tx)
-        labels = self.tile_labels(ty, tx)
+        """Tile (row ``ty``, column ``tx``): RGB ``(512, 512, 3)`` uint8 and labels ``(512, 512)`` uint8.
+
+        A tile with next to no tissue and no region is plain glass as a whole."""
+        ys = np.arange(ty * TILE, (ty + 1) * TILE)
+        xs = np.arange(tx * TILE, (tx + 1) * TILE)
+        tissue = self._coarse(self._padded_tissue, ys, xs)
+        labels = self.labels_at(ys, xs)
         if tissue.max() < 0.02 and not labels.any():
             rgb = np.empty((TILE, TILE, 3), np.uint8)
             rgb[:] = self._lut[0, 0]
             return rgb, labels
-        y0, x0 = ty * TILE, tx * TILE
-        stain = self._coarse(self._padded_stain, ty, tx)
-        stromal = _periodic_window(self.stromal_nuclei, y0, x0)
-        fibres = _periodic_window(self.fibres, y0, x0)
-        grain = _periodic_window(self.grain, y0, x0)
+        return self._render(ys, xs, tissue, labels), labels
+
+    def render(self, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The level-0 pixels at rows ``ys`` × columns ``xs`` (ascending integer vectors, any spacing):
+        RGB ``(len(ys), len(xs), 3)`` uint8 and labels. Pixels with next to no tissue and no region
+        are glass one by one (coarser levels are made of such strided grids)."""
+        tissue = self._coarse(self._padded_tissue, ys, xs)
+        labels = self.labels_at(ys, xs)
+        rgb = self._render(ys, xs, tissue, labels)
+        glass = (tissue < 0.02) & (labels == 0)
+        rgb[glass] = self._lut[0, 0]
+        return rgb, labels
+
+    def _render(self, ys: np.ndarray, xs: np.ndarray, tissue: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        stain = self._coarse(self._padded_stain, ys, xs)
+        stromal = _periodic_window(self.stromal_nuclei, ys, xs)
+        fibres = _periodic_window(self.fibres, ys, xs)
+        grain = _periodic_window(self.grain, ys, xs)
         haem = tissue * (0.12 + 1.1 * stromal + 0.04 * grain)
         eosin = tissue * (0.42 + 0.12 * fibres + 0.08 * stain + 0.04 * grain)
         if labels.any():
-            haem, eosin = self._paint_regions(labels, haem, eosin, y0, x0, grain)
-        return self._colour(haem, eosin), labels
+            haem, eosin = self._paint_regions(labels, haem, eosin, ys, xs, grain)
+        return self._colour(haem, eosin)
 
     def tile_labels(self, ty: int, tx: int) -> np.ndarray:
         """Labels ``(512, 512)`` uint8 of tile (``ty``, ``tx``); later regions are drawn over earlier ones."""
-        labels = np.zeros((TILE, TILE), np.uint8)
-        y0, x0 = ty * TILE, tx * TILE
-        near = np.nonzero(
-            (np.abs(self._centres[:, 0] - (y0 + TILE / 2)) < self._centres[:, 2] + TILE / 2)
-            & (np.abs(self._centres[:, 1] - (x0 + TILE / 2)) < self._centres[:, 2] + TILE / 2)
-        )[0]
-        for index in near:
-            region = self.regions[index]
-            ya, yb = max(y0, int(region.cy - region.reach)), min(y0 + TILE, int(region.cy + region.reach) + 1)
-            xa, xb = max(x0, int(region.cx - region.reach)), min(x0 + TILE, int(region.cx + region.reach) + 1)
-            if ya >= yb or xa >= xb:
-                continue
-            inside = _region_mask(region, ya, yb, xa, xb)
-            labels[ya - y0 : yb - y0, xa - x0 : xb - x0][inside] = region.label
+        return self.labels_at(np.arange(ty * TILE, (ty + 1) * TILE), np.arange(tx * TILE, (tx + 1) * TILE))
+
+    def labels_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Labels ``(len(ys), len(xs))`` uint8 at level-0 rows ``ys`` × columns ``xs`` (ascending)."""
+        labels = np.zeros((len(ys), len(xs)), np.uint8)
+        for region, rows, cols in self._regions_over(ys, xs, self.regions):
+            inside = _region_mask(region, ys[rows], xs[cols])
+            labels[rows, cols][inside] = region.label
         return labels
 
+    def _regions_over(self, ys: np.ndarray, xs: np.ndarray, regions) -> list[tuple[Region, slice, slice]]:
+        """The regions whose bounding box meets the grid, each with the rows and columns of the grid it covers."""
+        found = []
+        for region in regions:
+            ya, yb = np.searchsorted(ys, [int(region.cy - region.reach), int(region.cy + region.reach) + 1])
+            xa, xb = np.searchsorted(xs, [int(region.cx - region.reach), int(region.cx + region.reach) + 1])
+            if ya < yb and xa < xb:
+                found.append((region, slice(int(ya), int(yb)), slice(int(xa), int(xb))))
+        return found
+
     def _paint_regions(
-        self, labels: np.ndarray, haem: np.ndarray, eosin: np.ndarray, y0: int, x0: int, grain: np.ndarray
+        self, labels: np.ndarray, haem: np.ndarray, eosin: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+        grain: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         tumour, vessel, necrosis = labels == 1, labels == 2, labels == 3
         if tumour.any():
-            nuclei = _periodic_window(self.tumour_nuclei, y0, x0)
+            nuclei = _periodic_window(self.tumour_nuclei, ys, xs)
             haem = np.where(tumour, 0.3 + 1.25 * nuclei + 0.05 * grain, haem)
             eosin = np.where(tumour, 0.3 + 0.05 * grain, eosin)
         if necrosis.any():
-            debris = _periodic_window(self.debris, y0, x0)
+            debris = _periodic_window(self.debris, ys, xs)
             haem = np.where(necrosis, 0.04 + 0.7 * debris, haem)
             eosin = np.where(necrosis, 0.3 + 0.06 * grain, eosin)
         if vessel.any():
-            lumen = vessel & (self._vessel_depth(labels, y0, x0) > 0)
+            lumen = vessel & (self._vessel_depth(ys, xs) > 0)
             haem = np.where(vessel, np.where(lumen, 0.02, 0.25), haem)
             eosin = np.where(vessel, np.where(lumen, 1.35 + 0.15 * grain, 0.85), eosin)
         return haem, eosin
 
-    def _vessel_depth(self, labels: np.ndarray, y0: int, x0: int) -> np.ndarray:
-        """Positive inside vessel lumens (inner part of each vessel ring), for the tile at (y0, x0)."""
-        depth = np.zeros((TILE, TILE), np.float32)
-        for region in self.regions:
-            if region.label != 2 or abs(region.cy - y0 - TILE / 2) > region.reach + TILE / 2:
-                continue
-            if abs(region.cx - x0 - TILE / 2) > region.reach + TILE / 2:
-                continue
-            ya, yb = max(y0, int(region.cy - region.reach)), min(y0 + TILE, int(region.cy + region.reach) + 1)
-            xa, xb = max(x0, int(region.cx - region.reach)), min(x0 + TILE, int(region.cx + region.reach) + 1)
-            if ya >= yb or xa >= xb:
-                continue
+    def _vessel_depth(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Positive inside vessel lumens (inner part of each vessel ring), at rows ``ys`` × columns ``xs``."""
+        depth = np.zeros((len(ys), len(xs)), np.float32)
+        vessels = [region for region in self.regions if region.label == 2]
+        for region, rows, cols in self._regions_over(ys, xs, vessels):
             inner = Region(2, region.cy, region.cx, max(region.radius - region.wall, 1.0), region.aspect,
                            region.angle, region.harmonics, 0.0)
-            depth[ya - y0 : yb - y0, xa - x0 : xb - x0][_region_mask(inner, ya, yb, xa, xb)] = 1.0
+            depth[rows, cols][_region_mask(inner, ys[rows], xs[cols])] = 1.0
         return depth
 
-    def _coarse(self, padded: np.ndarray, ty: int, tx: int) -> np.ndarray:
-        """Bilinear interpolation of a coarse field (one value per 64-pixel cell, edge-padded by one) over a tile."""
-        per = TILE // CELL
-        patch = padded[ty * per : ty * per + per + 2, tx * per : tx * per + per + 2]
-        left, frac = self._interp
-        rows = patch[left] * (1 - frac)[:, None] + patch[left + 1] * frac[:, None]
-        return rows[:, left] * (1 - frac)[None, :] + rows[:, left + 1] * frac[None, :]
+    @staticmethod
+    def _coarse(padded: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Bilinear interpolation of a coarse field (one value per 64-pixel cell, edge-padded by one) at the
+        level-0 pixels ``ys`` × ``xs`` (cell centres at 32 + 64k)."""
+        top, fy = _cell_weights(ys)
+        left, fx = _cell_weights(xs)
+        rows = padded[top] * (1 - fy)[:, None] + padded[top + 1] * fy[:, None]
+        return rows[:, left] * (1 - fx)[None, :] + rows[:, left + 1] * fx[None, :]
 
     def _colour(self, haem: np.ndarray, eosin: np.ndarray) -> np.ndarray:
         scale = (_LUT_STEPS - 1) / _LUT_MAX
         hi = np.clip(haem * scale + 0.5, 0, _LUT_STEPS - 1).astype(np.int32)
         ei = np.clip(eosin * scale + 0.5, 0, _LUT_STEPS - 1).astype(np.int32)
         packed = self._packed_lut.take(hi * _LUT_STEPS + ei)
-        return np.ascontiguousarray(packed.view(np.uint8).reshape(TILE, TILE, 4)[..., :3])
+        return np.ascontiguousarray(packed.view(np.uint8).reshape(*haem.shape, 4)[..., :3])
 
 
-def _interpolation_matrix() -> tuple[np.ndarray, np.ndarray]:
-    """Per tile pixel: the padded cell on its left/top and its weight towards the next one (cell centres at 32 + 64k)."""
-    position = (np.arange(TILE) + 0.5) / CELL - 0.5 + 1  # in padded-cell units
-    left = np.floor(position).astype(np.intp)
-    return left, (position - left).astype(np.float32)
+def _cell_weights(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per level-0 pixel: the padded cell on its left/top and its weight towards the next one."""
+    cells = (positions % TILE + 0.5) / CELL - 0.5 + 1  # within the pixel's 512 tile, as tiles were always made
+    left = np.floor(cells).astype(np.intp)
+    return left + (positions // TILE) * (TILE // CELL), (cells - left).astype(np.float32)
 
 
 def _stain_lut() -> np.ndarray:
@@ -244,20 +259,20 @@ def _fibre_texture(rng: np.random.Generator, period: int) -> np.ndarray:
     return (streaks / (streaks.std() + 1e-12)).astype(np.float32)
 
 
-def _periodic_window(texture: np.ndarray, y0: int, x0: int) -> np.ndarray:
-    """The (512, 512) window of a periodic texture starting at level-0 position (y0, x0)."""
+def _periodic_window(texture: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """A periodic texture at level-0 rows ``ys`` × columns ``xs`` (``(y, x) mod period``)."""
     period = texture.shape[0]
-    ys = (y0 + np.arange(TILE)) % period
-    xs = (x0 + np.arange(TILE)) % period
-    if ys[0] + TILE <= period and xs[0] + TILE <= period:
-        return texture[ys[0] : ys[0] + TILE, xs[0] : xs[0] + TILE]
-    return texture[np.ix_(ys, xs)]
+    if len(ys) > 1 and len(xs) > 1 and ys[-1] - ys[0] == len(ys) - 1 and xs[-1] - xs[0] == len(xs) - 1:
+        y0, x0 = ys[0] % period, xs[0] % period
+        if y0 + len(ys) <= period and x0 + len(xs) <= period:  # a contiguous window: a view
+            return texture[y0 : y0 + len(ys), x0 : x0 + len(xs)]
+    return texture[np.ix_(ys % period, xs % period)]
 
 
-def _region_mask(region: Region, ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
-    """Bool mask over rows ``ya:yb``, columns ``xa:xb``: inside the region's irregular outline."""
-    dy = (np.arange(ya, yb, dtype=np.float32) + 0.5 - region.cy)[:, None]
-    dx = (np.arange(xa, xb, dtype=np.float32) + 0.5 - region.cx)[None, :]
+def _region_mask(region: Region, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Bool mask over rows ``ys`` × columns ``xs`` (level-0 pixels): inside the region's irregular outline."""
+    dy = (ys.astype(np.float32) + 0.5 - region.cy)[:, None]
+    dx = (xs.astype(np.float32) + 0.5 - region.cx)[None, :]
     cos, sin = np.cos(region.angle), np.sin(region.angle)
     u = (dy * cos + dx * sin) / region.aspect
     v = -dy * sin + dx * cos
