@@ -284,6 +284,23 @@ class LesionMetrics:
             thresholds[cls.code] = float(allowed[int(np.argmax(scores))])
         return thresholds
 
+    def merge(self, other: LesionMetrics) -> None:
+        """Add ``other``'s pixel counts (same classes), as if its images had been streamed here."""
+        if other.classes != self.classes:
+            raise ValueError("LesionMetrics.merge needs the same classes in the same order")
+        self._counts += other._counts
+        self.images += other.images
+
+    def overlap_at(self, code: str, threshold: float) -> tuple[int, int]:
+        """(intersection, union) pixel counts of class ``code``'s prediction ``>= threshold`` with
+        its ground truth, the threshold taken at the first bin edge at or above it (exact up to one
+        bin, as in :meth:`best_f1_thresholds`)."""
+        k = [cls.code for cls in self.classes].index(code)
+        negatives, positives = self._counts[k]
+        first = int(np.searchsorted(DENSE_BIN_EDGES, threshold, side="left"))
+        true_positive = int(positives[first:].sum())
+        return true_positive, int(positives.sum()) + int(negatives[first:].sum())
+
     def _class_metrics(self, k: int) -> dict[str, float | int]:
         official = _official_counts(self._counts[k])
         negatives, positives = official

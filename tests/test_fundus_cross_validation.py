@@ -1,15 +1,24 @@
 """The cross-validation driver's folds: every real image held out exactly once, training data linked
-(never copied) in IDRiD's layout, generated images in every fold's training split."""
+(never copied) in IDRiD's layout, generated and idrid_extra images in every fold's training split,
+thresholds cross-fitted; the idrid_extra masks land on their photographs' pixels."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
-from training.recipes.fundus_cross_validation import IMAGES, MASKS, build_fold, fold_ids
+from napari_m2mrf.metrics import LesionMetrics
+from training.recipes.fundus_cross_validation import IMAGES, MASKS, build_fold, cross_fitted_iou, fold_ids
 from training.recipes.fundus_training_set import TRAIN, VALIDATION
+from training.recipes.idrid_extra import assemble_extra, upsample_mask
+from training.sources import layout_records
+
+REAL_EXTRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "idrid_extra"
 
 
 def test_folds_hold_out_every_image_exactly_once() -> None:
@@ -43,3 +52,69 @@ def test_a_fold_links_its_held_out_pair_into_the_testing_split(tmp_path: Path) -
     assert training == ["IDRiD_01.jpg", "IDRiD_03.jpg", "fundus_lesions_100_000.jpg"]
     assert (fold / MASKS / TRAIN / "3. Hard Exudates" / "fundus_lesions_100_000_EX.tif").is_symlink()
     assert all(p.is_symlink() for p in fold.rglob("*") if p.is_file())
+
+
+def _extra_folder(root: Path) -> Path:
+    """A small idrid_extra-like folder: one 100 × 120 photograph whose 512 grid spans s = 128
+    full-resolution pixels (4 grid pixels per full-resolution pixel), offset by x0 = 4, pad_y = 14."""
+    from PIL import Image
+
+    (root / "fullres_images").mkdir(parents=True)
+    Image.fromarray(np.zeros((100, 120, 3), np.uint8)).save(root / "fullres_images" / "IDRiD_21.jpg")
+    grid = np.zeros((512, 512), np.uint8)
+    grid[200:204, 100:104] = 255  # full-res rows 36 (= 200/4 - 14), cols 29 (= 100/4 + 4)
+    (root / "masks" / "HE").mkdir(parents=True)
+    Image.fromarray(grid).save(root / "masks" / "HE" / "IDRiD_21.png")
+    frames = {"IDRiD_21": {"fullres_w": 120, "fullres_h": 100, "s": 128, "x0": 4, "pad_y": 14.0}}
+    (root / "frame_map.json").write_text(json.dumps(frames))
+    return root
+
+
+def test_extra_masks_are_upsampled_into_the_photographs_frame(tmp_path: Path) -> None:
+    from PIL import Image
+
+    extra = _extra_folder(tmp_path / "extra")
+    out = tmp_path / "assembled"
+    assert assemble_extra(out, extra) == ["IDRiD_21"]
+    mask = np.asarray(Image.open(out / MASKS / TRAIN / "2. Haemorrhages" / "IDRiD_21_HE.png")) > 0
+    assert mask.shape == (100, 120) and np.argwhere(mask).tolist() == [[36, 29]]
+    assert (out / IMAGES / TRAIN / "IDRiD_21.jpg").is_symlink()
+    assert not (out / MASKS / TRAIN / "1. Microaneurysms").exists()  # no file = class absent, as in IDRiD
+    records = layout_records(out, TRAIN, tuple(FUNDUS_CLASSES))
+    assert len(records) == 1 and set(records[0].masks) == {"HE"}
+    (extra / "frame_map.json").unlink()
+    with pytest.raises(UserError, match="frame_map.json"):
+        assemble_extra(tmp_path / "again", extra)
+
+
+@pytest.mark.skipif(not REAL_EXTRA.is_dir(), reason="idrid_extra is not in ../shared/data")
+def test_real_extra_masks_keep_their_lesions_at_full_resolution() -> None:
+    from PIL import Image
+
+    frames = json.loads((REAL_EXTRA / "frame_map.json").read_text())
+    grid = np.asarray(Image.open(REAL_EXTRA / "masks" / "MA" / "IDRiD_21.png").convert("L")) > 0
+    full = upsample_mask(grid, frames["IDRiD_21"])
+    with Image.open(REAL_EXTRA / "fullres_images" / "IDRiD_21.jpg") as photograph:
+        assert full.shape == (photograph.height, photograph.width)
+    from scipy import ndimage
+
+    assert ndimage.label(full)[1] == ndimage.label(grid)[1]  # every microaneurysm survives
+    scale = frames["IDRiD_21"]["s"] / 512
+    assert full.sum() == pytest.approx(grid.sum() * scale**2, rel=0.1)
+
+
+def test_thresholds_are_cross_fitted_from_the_other_folds() -> None:
+    rng = np.random.default_rng(0)
+    folds = []
+    for shift in (0.0, 0.3):  # fold 2's lesions score higher: its own best threshold would be higher
+        truth = rng.random((4, 40, 40)) < 0.1
+        scores = np.clip(truth * (0.4 + shift) + rng.random((4, 40, 40)) * 0.3, 0, 1).astype(np.float32)
+        fold = LesionMetrics(FUNDUS_CLASSES)
+        fold.update(scores, truth)
+        folds.append(fold)
+    report = cross_fitted_iou(folds)
+    for code in ("EX", "MA"):
+        first, second = report[code]["thresholds"]
+        assert first == folds[1].best_f1_thresholds()[code] and second == folds[0].best_f1_thresholds()[code]
+        overlaps = [fold.overlap_at(code, t) for fold, t in zip(folds, (first, second))]
+        assert report[code]["iou"] == pytest.approx(sum(o[0] for o in overlaps) / sum(o[1] for o in overlaps))

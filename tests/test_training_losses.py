@@ -74,6 +74,17 @@ def test_segmentation_loss_reports_total_and_term() -> None:
     assert losses["loss"].item() == pytest.approx(1 - (2 * 8 + SMOOTH) / (8 + 16 + SMOOTH), rel=1e-6)
 
 
+def test_dice_bce_is_dice_plus_weighted_cross_entropy() -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 8, 8), (torch.rand(2, 3, 8, 8) < 0.3).float()
+    dice = binary_dice_loss(logits, target, SMOOTH).item()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target).item()
+    losses = SegmentationLoss(LossConfig(name="dice_bce", bce_weight=0.25))(logits, target)
+    assert set(losses) == {"loss", "dice", "bce"}
+    assert losses["dice"].item() == pytest.approx(dice, rel=1e-6) and losses["bce"].item() == pytest.approx(bce, rel=1e-6)
+    assert losses["loss"].item() == pytest.approx(dice + 0.25 * bce, rel=1e-6)
+
+
 def test_poly_schedule_values() -> None:
     config = OptimConfig(lr=0.01, min_lr=1e-4, power=0.9, schedule="poly")
     assert learning_rate(0, 40000, config) == pytest.approx(0.01)

@@ -7,6 +7,7 @@ import pytest
 
 from training.config import AugmentConfig
 from training.transforms import (
+    LesionCentredCrop,
     PhotometricJitter,
     RandomCrop,
     RandomFlip,
@@ -122,3 +123,40 @@ def test_full_pipeline_is_seeded_and_aligned() -> None:
     assert np.array_equal(first.image, again.image) and np.array_equal(first.target, again.target)
     assert first.image.shape == (48, 64, 3)
     assert_aligned(first, tolerance=0.08)
+
+
+def test_lesion_centred_crop_aims_at_each_present_class_equally_and_stays_aligned() -> None:
+    rng = np.random.default_rng(0)
+    image = np.zeros((300, 500, 3), np.uint8)
+    target = np.zeros((3, 300, 500), np.uint8)
+    target[0, 0:150, 0:250] = 1  # a large lesion
+    target[2, 290, 495] = 1  # one pixel in the corner: must still be reached
+    image[..., 0] = target[0] * 255
+    image[290, 495, 2] = 255
+    crop = LesionCentredCrop(64, 64, probability=1.0)
+    hits = np.zeros(3)
+    for _ in range(400):
+        sample = crop(Sample(image, target), rng)
+        assert sample.image.shape == (64, 64, 3) and sample.target.shape == (3, 64, 64)
+        assert np.array_equal(sample.image[..., 0] == 255, sample.target[0] == 1)
+        assert np.array_equal(sample.image[..., 2] == 255, sample.target[2] == 1)
+        hits += sample.target.reshape(3, -1).any(axis=1)
+    assert hits[1] == 0 and 0.4 < hits[2] / 400 < 0.6 and hits[0] / 400 > 0.45
+
+
+def test_lesion_centred_crop_falls_back_to_random_crops() -> None:
+    empty = Sample(np.zeros((40, 50, 3), np.uint8), np.zeros((2, 40, 50), np.uint8))
+    sample = LesionCentredCrop(64, 64, probability=1.0)(empty, np.random.default_rng(0))
+    assert sample.image.shape == (64, 64, 3)  # padded, as RandomCrop pads
+    indices = np.zeros((1, 100, 100), np.uint8)
+    indices[0, 99, 0] = 2  # class-index maps (softmax targets) work too
+    hit = LesionCentredCrop(10, 10, probability=1.0)(Sample(np.zeros((100, 100, 3), np.uint8), indices), np.random.default_rng(1))
+    assert hit.target.max() == 2
+    never = LesionCentredCrop(10, 10, probability=0.0)
+    assert sum(never(Sample(np.zeros((100, 100, 3), np.uint8), indices), np.random.default_rng(s)).target.max() > 0 for s in range(50)) < 5
+
+
+def test_config_turns_on_lesion_centred_crops() -> None:
+    steps = training_transform(AugmentConfig(crop=[32, 32], lesion_crop=0.5)).transforms
+    assert any(isinstance(step, LesionCentredCrop) and step.probability == 0.5 for step in steps)
+    assert not any(isinstance(step, LesionCentredCrop) for step in training_transform(AugmentConfig(crop=[32, 32])).transforms)

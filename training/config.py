@@ -35,7 +35,7 @@ Str = Annotated[str, Strict()]
 Bool = Annotated[bool, Strict()]
 
 DataKind = Literal["idrid", "ddr", "folder", "pairs", "generated", "slides", "workspaces"]
-LossName = Literal["dice", "bce", "cross_entropy", "focal"]
+LossName = Literal["dice", "bce", "dice_bce", "cross_entropy", "focal"]
 OptimizerName = Literal["sgd", "adam"]
 Schedule = Literal["poly", "step", "constant"]
 Sampler = Literal["deformed", "uniform"]
@@ -45,7 +45,7 @@ EdgeNormalization = Literal["none", "minmax"]
 DATA_KINDS = typing.get_args(DataKind)
 PYRAMID_KINDS = ("slides", "workspaces")
 LOSSES = typing.get_args(LossName)
-MULTILABEL_LOSSES = ("dice", "bce")
+MULTILABEL_LOSSES = ("dice", "bce", "dice_bce")
 OPTIMIZERS = typing.get_args(OptimizerName)
 SCHEDULES = typing.get_args(Schedule)
 SAMPLERS = typing.get_args(Sampler)
@@ -105,6 +105,9 @@ class AugmentConfig(_Section):
     factor range (``[1, 1]`` = off). ``crop``: random crop ``[h, w]`` (padded with zeros when the
     image is smaller; empty = no crop). ``rotate90``: random 0/90/180/270°. ``hflip``/``vflip``:
     flip probabilities. ``photometric``: brightness/contrast/saturation/hue jitter.
+    ``lesion_crop``: probability that a crop is centred (with jitter) on a lesion pixel of a class
+    drawn uniformly among the classes present in the sample, so rare small lesions are seen as
+    often as common ones (0 = plain random crops, the official pipeline).
     """
 
     resize: list[Annotated[Int, Field(gt=0)]] = Field(default_factory=lambda: [960, 1440], max_length=2)
@@ -114,6 +117,7 @@ class AugmentConfig(_Section):
     hflip: Float = Field(0.5, ge=0, le=1)
     vflip: Float = Field(0.5, ge=0, le=1)
     photometric: Bool = True
+    lesion_crop: Float = Field(0.0, ge=0, le=1)
 
 
 class ModelConfig(_Section):
@@ -152,12 +156,15 @@ class DeformConfig(_Section):
 
 class LossConfig(_Section):
     """Segmentation loss. ``dice``: sigmoid binary Dice per lesion (official M2MRF), ``bce``:
-    sigmoid binary cross-entropy, ``cross_entropy`` / ``focal`` (Jin et al.): softmax over classes
+    sigmoid binary cross-entropy, ``dice_bce``: their sum with the cross-entropy weighted by
+    ``bce_weight`` (Dice alone leaves probabilities under-confident and poorly ranked across
+    images, which the dataset-level AUPR punishes), ``cross_entropy`` / ``focal`` (Jin et al.): softmax over classes
     with background as channel 0. ``edge_weight``: γ of Jin et al.'s edge loss (deformed models)."""
 
     name: LossName = "dice"
     smooth: Float = Field(1e-5, ge=0)
     focal_gamma: Float = Field(2.0, ge=0)
+    bce_weight: Float = Field(1.0, ge=0)
     edge_weight: Float = Field(0.0, ge=0)
 
 
@@ -242,6 +249,7 @@ class TrainingConfig(_Section):
         check(low <= high, "augment.scale_range must be [low, high], 0 < low <= high")
         if deform.enabled:
             check(loss.name not in MULTILABEL_LOSSES, "deformed models train with loss.name cross_entropy or focal")
+            check(augment.lesion_crop == 0, "augment.lesion_crop needs per-class masks (fundus models), not a deformed model")
             check(len(deform.density_size) != 1, "deform.density_size must be [height, width] > 0")
         else:
             check(loss.edge_weight == 0, "loss.edge_weight needs deform.enabled (the edge loss acts on the density map)")

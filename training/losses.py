@@ -1,7 +1,7 @@
-"""Segmentation losses: the official M2MRF binary Dice, binary cross-entropy, softmax cross-entropy
-and the focal loss of Jin et al.
+"""Segmentation losses: the official M2MRF binary Dice, binary cross-entropy, their sum, softmax
+cross-entropy and the focal loss of Jin et al.
 
-Multi-label losses (``dice``, ``bce``) take logits (N, K, H, W), one sigmoid output per lesion,
+Multi-label losses (``dice``, ``bce``, ``dice_bce``) take logits (N, K, H, W), one sigmoid output per lesion,
 and binary targets (N, K, H, W). Multi-class losses (``cross_entropy``, ``focal``) take logits
 (N, K + 1, H, W) with background as channel 0 and targets (N, 1, H, W) of class indices. Logits
 of another size are first resized to the target bilinearly (align_corners=False), as the official
@@ -66,6 +66,11 @@ class SegmentationLoss:
             value = binary_dice_loss(logits, target, self.config.smooth)
         elif name == "bce":
             value = binary_cross_entropy_loss(logits, target)
+        elif name == "dice_bce":
+            dice = binary_dice_loss(logits, target, self.config.smooth)
+            cross_entropy = binary_cross_entropy_loss(logits, target)
+            value = dice + self.config.bce_weight * cross_entropy
+            return {"loss": value, "dice": dice.detach(), "bce": cross_entropy.detach()}
         elif name == "cross_entropy":
             value = cross_entropy_loss(logits, target)
         else:

@@ -89,13 +89,60 @@ class RandomCrop:
         rows, cols = sample.image.shape[:2]
         top = int(rng.integers(0, max(rows - self.height, 0) + 1))
         left = int(rng.integers(0, max(cols - self.width, 0) + 1))
-        image = sample.image[top : top + self.height, left : left + self.width]
-        target = sample.target[:, top : top + self.height, left : left + self.width]
-        pad_rows, pad_cols = self.height - image.shape[0], self.width - image.shape[1]
-        if pad_rows or pad_cols:
-            image = np.pad(image, ((0, pad_rows), (0, pad_cols), (0, 0)))
-            target = np.pad(target, ((0, 0), (0, pad_rows), (0, pad_cols)))
-        return Sample(np.ascontiguousarray(image), np.ascontiguousarray(target))
+        return cut_window(sample, top, left, self.height, self.width)
+
+
+def cut_window(sample: Sample, top: int, left: int, height: int, width: int) -> Sample:
+    """The ``height`` × ``width`` window at (``top``, ``left``), zero-padded at the bottom/right
+    where it passes the image's edge (image 0, target 0 = background)."""
+    image = sample.image[top : top + height, left : left + width]
+    target = sample.target[:, top : top + height, left : left + width]
+    pad_rows, pad_cols = height - image.shape[0], width - image.shape[1]
+    if pad_rows or pad_cols:
+        image = np.pad(image, ((0, pad_rows), (0, pad_cols), (0, 0)))
+        target = np.pad(target, ((0, 0), (0, pad_rows), (0, pad_cols)))
+    return Sample(np.ascontiguousarray(image), np.ascontiguousarray(target))
+
+
+@dataclass
+class LesionCentredCrop:
+    """A ``height`` × ``width`` window that, with probability ``probability``, contains a lesion
+    pixel; otherwise a :class:`RandomCrop`.
+
+    The lesion class is drawn uniformly among the classes present in the sample (so a
+    microaneurysm, a few dozen pixels of a 1440×956 image, is aimed at as often as exudates that
+    cover thousands), then one of its pixels uniformly, and the window is placed so that this
+    pixel falls anywhere inside it (uniform offset: the network does not learn that lesions sit
+    in the middle). Works on (K, Y, X) masks and on (1, Y, X) class-index maps (class ``k`` is
+    value ``k + 1``).
+    """
+
+    height: int
+    width: int
+    probability: float
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        crop = RandomCrop(self.height, self.width)
+        if rng.random() >= self.probability:
+            return crop(sample, rng)
+        target = sample.target
+        per_class = list(target) if target.shape[0] > 1 else [target[0] == k for k in np.unique(target[0]) if k]
+        present = [mask for mask in per_class if mask.any()]
+        if not present:
+            return crop(sample, rng)
+        positives = np.flatnonzero(present[int(rng.integers(len(present)))])
+        row, col = np.unravel_index(positives[int(rng.integers(positives.size))], target.shape[1:])
+        rows, cols = target.shape[1:]
+        top = _window_start(int(row), self.height, rows, rng)
+        left = _window_start(int(col), self.width, cols, rng)
+        return cut_window(sample, top, left, self.height, self.width)
+
+
+def _window_start(position: int, size: int, extent: int, rng: np.random.Generator) -> int:
+    """First index of a ``size``-long window inside ``[0, extent)`` that contains ``position``,
+    uniformly among those possible (0 when the extent is shorter than the window)."""
+    low, high = max(position - size + 1, 0), min(position, max(extent - size, 0))
+    return int(rng.integers(low, high + 1)) if high >= low else 0
 
 
 class RandomRotate90:
@@ -188,7 +235,9 @@ def training_transform(config: AugmentConfig) -> Compose:
         steps.append(ResizeToFit(config.resize))
     if tuple(config.scale_range) != (1.0, 1.0):
         steps.append(RandomRescale(*config.scale_range))
-    if config.crop:
+    if config.crop and config.lesion_crop:
+        steps.append(LesionCentredCrop(*config.crop, config.lesion_crop))
+    elif config.crop:
         steps.append(RandomCrop(*config.crop))
     if config.photometric:
         steps.append(PhotometricJitter())

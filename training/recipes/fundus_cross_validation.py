@@ -6,11 +6,17 @@ semi-synthetic ``fundus_lesions`` images, and predicts its held-out images whole
 protocol: keep-ratio resize to the model's input size, logits back to full size, sigmoid). The
 held-out probabilities of all folds are pooled into one :class:`~napari_m2mrf.metrics.LesionMetrics`,
 so the report's AUPR and IoU are dataset-level over every real image, each scored by a model that
-never saw it. The report also gives each fold's scores and the per-class threshold of best F1 on
-the pooled held-out pixels.
+never saw it. ``--extra`` adds the ``idrid_extra`` photographs (coarse masks, see
+:mod:`training.recipes.idrid_extra`) to every fold's training split; they are never scored.
 
-``python -m training.recipes.fundus_cross_validation OUT --idrid DIR [--folds 5] [--iterations N]``
-writes ``OUT/report.json``; the training data, runs and fold folders stay under ``OUT``.
+Nothing is chosen on the scored images: each fold trains a fixed number of iterations and keeps
+the last weights (no epoch selection), AUPR needs no threshold, and the IoU reported at a
+threshold is cross-fitted: fold ``f``'s pixels are cut at the per-class threshold of best F1 on
+the other folds' held-out pixels. The report also gives each fold's scores and the thresholds of
+best F1 on all held-out pixels (the ones to ship with a model trained on everything).
+
+``python -m training.recipes.fundus_cross_validation OUT --idrid DIR [--folds 5] [--iterations N]
+[--extra DIR] [--jobs J]`` writes ``OUT/report.json``; data, runs and fold folders stay under ``OUT``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
@@ -50,9 +57,10 @@ def link_tree(source: Path, target: Path, keep: Callable[[str], bool]) -> None:
                 os.symlink(path.resolve(), destination)
 
 
-def build_fold(out: Path, idrid: Path, generated: Path, held_out: Sequence[str]) -> Path:
+def build_fold(out: Path, idrid: Path, generated: Path, held_out: Sequence[str], extra: Path | None = None) -> Path:
     """An IDRiD-layout folder: real images of ``held_out`` stems in the testing split, the other real
-    images and every generated image in the training split (links only)."""
+    images, every generated image and every image of the assembled ``extra`` set in the training
+    split (links only)."""
     for kind in (IMAGES, MASKS):
         for path in sorted((idrid / kind / TRAIN).rglob("*")):
             if not path.is_file():
@@ -64,6 +72,8 @@ def build_fold(out: Path, idrid: Path, generated: Path, held_out: Sequence[str])
             if not destination.exists():
                 os.symlink(path.resolve(), destination)
     link_tree(generated, out, keep=lambda name: not name.startswith("IDRiD_"))
+    if extra is not None:
+        link_tree(extra, out, keep=lambda name: True)
     return out
 
 
@@ -99,9 +109,9 @@ def _finished(run_dir: Path, iterations: int) -> bool:
     return any(record.get("event") == "iteration" and record.get("iteration") == iterations for record in records)
 
 
-def held_out_scores(checkpoint: Path, data_root: Path, pooled) -> dict:
-    """Predict the testing split of ``data_root`` whole with ``checkpoint``; adds each image to
-    ``pooled`` and returns this fold's own ``LesionMetrics.compute()``."""
+def held_out_metrics(checkpoint: Path, data_root: Path):
+    """Predict the testing split of ``data_root`` whole with ``checkpoint``; returns this fold's
+    ``LesionMetrics`` (pixel counts, so folds add up into pooled figures)."""
     from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
     from napari_m2mrf.metrics import LesionMetrics
     from napari_m2mrf.models import load_checkpoint
@@ -113,29 +123,79 @@ def held_out_scores(checkpoint: Path, data_root: Path, pooled) -> dict:
     fold = LesionMetrics(FUNDUS_CLASSES)
     for record in layout_records(data_root, VALIDATION, tuple(FUNDUS_CLASSES)):
         sample = load_sample(record, FUNDUS_CLASSES, multilabel=True)
-        probabilities = predictor.predict_whole(sample.image)
-        fold.update(probabilities, sample.target)
-        pooled.update(probabilities, sample.target)
-    return fold.compute()
+        fold.update(predictor.predict_whole(sample.image), sample.target)
+    return fold
 
 
-def cross_validate(out: Path, idrid: Path, folds: int, iterations: int, config: Path, generated: int, threads: int) -> dict:
-    """Run every fold (resuming finished or interrupted ones) and write ``out/report.json``."""
+def cross_fitted_iou(fold_metrics: Sequence) -> dict[str, dict[str, float]]:
+    """Per class: the IoU pooled over all folds when each fold is cut at the thresholds of best F1
+    on the other folds' held-out pixels, and those thresholds per fold."""
+    from napari_m2mrf.metrics import LesionMetrics
+
+    intersections: dict[str, float] = {}
+    unions: dict[str, float] = {}
+    thresholds: dict[str, list[float]] = {}
+    for number, fold in enumerate(fold_metrics):
+        others = LesionMetrics(FUNDUS_CLASSES)
+        for other_number, other in enumerate(fold_metrics):
+            if other_number != number:
+                others.merge(other)
+        chosen = others.best_f1_thresholds()
+        for code, threshold in chosen.items():
+            intersection, union = fold.overlap_at(code, threshold)
+            intersections[code] = intersections.get(code, 0.0) + intersection
+            unions[code] = unions.get(code, 0.0) + union
+            thresholds.setdefault(code, []).append(threshold)
+    return {
+        code: {"iou": intersections[code] / unions[code] if unions[code] else 0.0, "thresholds": thresholds[code]}
+        for code in intersections
+    }
+
+
+def cross_validate(
+    out: Path,
+    idrid: Path,
+    folds: int,
+    iterations: int,
+    config: Path,
+    generated: int,
+    threads: int,
+    extra: Path | None = None,
+    jobs: int = 1,
+) -> dict:
+    """Run every fold (``jobs`` trainings at once, resuming finished or interrupted ones) and write
+    ``out/report.json``."""
     from napari_m2mrf.metrics import LesionMetrics
     from sample_data.fundus_samples import write_fundus_dataset
+    from training.recipes.idrid_extra import assemble_extra
 
     images = sorted((idrid / IMAGES / TRAIN).glob("*.jpg"))
     if not images:
         raise UserError(f"{idrid}: no IDRiD images under '{IMAGES}/{TRAIN}'")
     generated_root = out / "generated"
-    if not (generated_root / IMAGES).is_dir():
+    if generated and not (generated_root / IMAGES).is_dir():
         write_fundus_dataset(generated_root, generated, seed=100, split=TRAIN)
+    extra_root = None
+    if extra is not None:
+        extra_root = out / "extra"
+        assemble_extra(extra_root, extra)
+    splits = fold_ids([image.stem for image in images], folds)
+    roots = [
+        build_fold(out / f"fold{number}_data", idrid, generated_root, held_out, extra_root)
+        for number, held_out in enumerate(splits, start=1)
+    ]
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        checkpoints = list(pool.map(
+            lambda number: train_fold(config, roots[number - 1], out / f"fold{number}", iterations, threads),
+            range(1, folds + 1),
+        ))
     pooled = LesionMetrics(FUNDUS_CLASSES)
-    per_fold = []
-    for number, held_out in enumerate(fold_ids([image.stem for image in images], folds), start=1):
-        data_root = build_fold(out / f"fold{number}_data", idrid, generated_root, held_out)
-        checkpoint = train_fold(config, data_root, out / f"fold{number}", iterations, threads)
-        scores = held_out_scores(checkpoint, data_root, pooled)
+    fold_metrics, per_fold = [], []
+    for number, (held_out, root, checkpoint) in enumerate(zip(splits, roots, checkpoints), start=1):
+        fold = held_out_metrics(checkpoint, root)
+        pooled.merge(fold)
+        fold_metrics.append(fold)
+        scores = fold.compute()
         per_fold.append({"held_out": held_out, "metrics": scores})
         print(f"fold {number}/{folds} {','.join(held_out)}: mAUPR {scores['mean']['aupr_official_11pt']:.3f}", flush=True)
     report = {
@@ -144,7 +204,9 @@ def cross_validate(out: Path, idrid: Path, folds: int, iterations: int, config: 
         "folds": folds,
         "real_images": [image.stem for image in images],
         "generated_images": generated,
+        "extra_images": sorted(path.stem for path in (extra_root / IMAGES / TRAIN).glob("*.jpg")) if extra_root else [],
         "pooled": pooled.compute(),
+        "cross_fitted_iou": cross_fitted_iou(fold_metrics),
         "best_f1_thresholds": pooled.best_f1_thresholds(),
         "per_fold": per_fold,
     }
@@ -160,10 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=900, help="training iterations per fold")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the training recipe (YAML)")
     parser.add_argument("--generated", type=int, default=48, help="semi-synthetic images added to each fold")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
+    parser.add_argument("--extra", type=Path, help="the idrid_extra folder: its photographs join every fold's training split")
+    parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
     args = parser.parse_args(argv)
     try:
-        report = cross_validate(args.out, args.idrid, args.folds, args.iterations, args.config, args.generated, args.threads)
+        report = cross_validate(
+            args.out, args.idrid, args.folds, args.iterations, args.config, args.generated, args.threads, args.extra, args.jobs
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
