@@ -338,6 +338,22 @@ def write_mirax_mrxs(folder: Path, pixel_size_um: float = 0.25, side: int = 128)
     return GeneratedSlide(path, "mirax", levels, [lv.shape[:2] for lv in levels], pixel_size_um, tolerance=2.0)
 
 
+def damage_tile(path: Path, page: int, tile: int) -> None:
+    """Overwrites one stored tile of TIFF directory ``page`` in place: its codec header and first data become 0xFF."""
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[page].dataoffsets[tile], tif.pages[page].databytecounts[tile]
+    with open(path, "r+b") as file:
+        file.seek(offset + 2)
+        file.write(b"\xff" * min(int(count) - 4, 400))
+
+
+def truncate(path: Path, fraction: float) -> Path:
+    """Cuts ``path`` to ``fraction`` of its size in place."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
 WRITERS: dict[str, Callable[[Path], GeneratedSlide]] = {
     "svs_jp2k_ycbcr": lambda folder: write_aperio_jp2k(folder, 33003),
     "svs_jp2k_rgb": lambda folder: write_aperio_jp2k(folder, 33005),

@@ -81,3 +81,22 @@ def test_pyramid_reads_parts_and_background(slide: GeneratedSlide) -> None:
     _check_pixels(f"{slide.path.name} level 0 part", part, written[37:301, 101:389], slide.tolerance)
     if (y, x) != (0, 0):  # outside the scanned image: the slide's background (white)
         assert np.all(pyramid.levels[0][:, : y - 1, :] == 255) and np.all(pyramid.levels[0][:, :, : x - 1] == 255)
+
+
+@pytest.mark.parametrize("name, page", [("scn", 1), ("svs_jp2k_ycbcr", 0)])
+def test_a_corrupt_tile_fails_alone(name: str, page: int, tmp_path: Path) -> None:
+    """OpenSlide's slide object stays in an error state after a failed read; the reader reopens it."""
+    from slide_formats import damage_tile
+
+    from napari_m2mrf.errors import CorruptData
+    from napari_m2mrf.io.input_gate import checked_levels
+
+    slide = WRITERS[name](tmp_path)
+    damage_tile(slide.path, page, tile=1)  # level 0, first row, second tile
+    pyramid = open_pyramid(slide.path)
+    (level,) = checked_levels(pyramid.levels[:1], str(slide.path), None)
+    (y, x), tile = slide.offset(0), 256
+    with pytest.raises(CorruptData, match="cannot be decoded"):
+        level[:, y : y + tile, x + tile : x + 2 * tile]
+    good = level[:, y + tile : y + 2 * tile, x : x + tile].transpose(1, 2, 0)  # read after the failure
+    _check_pixels(f"{name} tile after the bad one", good, slide.levels[0][tile : 2 * tile, :tile], slide.tolerance)

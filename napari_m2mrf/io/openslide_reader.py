@@ -11,13 +11,16 @@ declared-to-stored ratio against :class:`~napari_m2mrf.io.limits.Limits` (nothin
 gives a :class:`~napari_m2mrf.io.pyramid.Pyramid` whose levels are :class:`OpenSlideLevel` array-likes:
 ``(C=3, Y, X)`` uint8, chunked like the file's tiles, each read one ``read_region`` call for just the
 asked rectangle. The level-0 pixel size is ``openslide.mpp-x`` (µm per pixel; ``mpp-y`` when only that
-is given).
+is given). OpenSlide leaves a slide object in a permanent error state after one failed read (a
+corrupt tile), so the levels share a :class:`SlideHandle` that reopens the slide after such a read:
+the bad tile's read raises, the others still show.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -139,14 +142,15 @@ def openslide_pyramid(path: str | os.PathLike[str]) -> Pyramid:
     slide = open_slide(path)
     try:
         check_slide(path, slide)
-        levels = [OpenSlideLevel(slide, k, str(path)) for k in range(slide.level_count)]
+        handle = SlideHandle(path, slide)
+        levels = [OpenSlideLevel(handle, k, str(path)) for k in range(slide.level_count)]
         return Pyramid(
             levels=levels,  # type: ignore[arg-type]
             downsamples=[float(d) for d in slide.level_downsamples],
             pixel_size_um=slide_pixel_size_um(slide.properties),
             name=path.stem,
             source=path,
-            keep_alive=[slide],
+            keep_alive=[handle],
         )
     except BaseException:
         slide.close()
@@ -161,6 +165,36 @@ def _background(properties: Any) -> np.ndarray:
         return np.full(3, 255, np.float32)
 
 
+class SlideHandle:
+    """The OpenSlide object that a slide's levels share, replaced by a freshly opened one after a failed read.
+
+    A read that fails raises as it did; the slide object it failed on stays in OpenSlide's error
+    state and is dropped (closed when no reader holds it), so later reads of good tiles succeed.
+    """
+
+    def __init__(self, path: Path, slide: Any) -> None:
+        self.path = path
+        self.slide = slide
+        self._lock = threading.Lock()
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Any:
+        """``slide.read_region``; on an OpenSlide error the slide is reopened for the next reads, then the error raised."""
+        import openslide
+
+        slide = self.slide
+        try:
+            return slide.read_region(location, level, size)
+        except openslide.OpenSlideError:
+            with self._lock:
+                if self.slide is slide:
+                    logger.debug("%s: reopened after a failed read", self.path)
+                    self.slide = openslide.OpenSlide(str(self.path))
+            raise
+
+    def close(self) -> None:
+        self.slide.close()
+
+
 class OpenSlideLevel(RegionArray):
     """Level ``level`` of an OpenSlide slide as a read-only ``(3, Y, X)`` uint8 array-like.
 
@@ -169,9 +203,10 @@ class OpenSlideLevel(RegionArray):
     background colour. ``chunks`` is the file's tile size.
     """
 
-    def __init__(self, slide: Any, level: int, where: str) -> None:
+    def __init__(self, handle: SlideHandle, level: int, where: str) -> None:
+        slide = handle.slide
         width, height = slide.level_dimensions[level]
-        self._slide = slide
+        self._handle = handle
         self._level = level
         self._where = where
         self._downsample = float(slide.level_downsamples[level])
@@ -186,7 +221,7 @@ class OpenSlideLevel(RegionArray):
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels ``[y0:y1, x0:x1]`` of this level as ``(Y, X, 3)`` uint8 (one ``read_region``)."""
         location = (int(round(x0 * self._downsample)), int(round(y0 * self._downsample)))
-        rgba = np.asarray(self._slide.read_region(location, self._level, (x1 - x0, y1 - y0)))
+        rgba = np.asarray(self._handle.read_region(location, self._level, (x1 - x0, y1 - y0)))
         if rgba.ndim != 3 or rgba.shape[:2] != (y1 - y0, x1 - x0):
             raise InputRefused(f"{self._where} level {self._level}: OpenSlide returned {rgba.shape} for {(y1 - y0, x1 - x0)}")
         rgb, alpha = rgba[..., :3], rgba[..., 3]

@@ -42,10 +42,38 @@ def open_tiff(path: str | os.PathLike[str]) -> Any:
         raise UserError(f"{path}: permission denied (cannot read the file)") from None
     except (tifffile.TiffFileError, struct.error, ValueError, IndexError, KeyError, OSError) as exc:
         raise UserError(f"{path}: not a readable TIFF ({_first_line(exc)})") from None
-    if not tif.series:
+    try:
+        _check_directory_chain(path, tif)
+        series = tif.series  # parsed here: a vendor layout naming a directory the file lacks fails now
+    except UserError:
+        tif.close()
+        raise
+    except (tifffile.TiffFileError, struct.error, ValueError, IndexError, KeyError, OSError) as exc:
+        tif.close()
+        raise UserError(f"{path}: not a readable TIFF ({_first_line(exc)})") from None
+    if not series:
         tif.close()
         raise UserError(f"{path}: the TIFF holds no image")
     return tif
+
+
+def _check_directory_chain(path: Path, tif: Any) -> None:
+    """``UserError`` when the last image directory links to a next one past the end of the file (a cut-off file).
+
+    tifffile stops at such a link with a logged warning and shows the directories before it, so a
+    truncated pyramid would otherwise open with its first levels only.
+    """
+    where = tif.pages.next_page_offset  # the file position of the last directory's link to the next
+    size = int(tif.filehandle.size)
+    if where is None:
+        return
+    width = int(tif.tiff.offsetsize)
+    if where + width > size:
+        raise UserError(f"{path}: truncated: the file ends at byte {size}, inside an image directory")
+    tif.filehandle.seek(where)
+    link = int.from_bytes(tif.filehandle.read(width), "little" if tif.byteorder == "<" else "big")
+    if link >= size:
+        raise UserError(f"{path}: truncated: the file has {size} bytes but links an image directory at byte {link}")
 
 
 def _first_line(exc: BaseException) -> str:
