@@ -133,8 +133,8 @@ class SlideResult:
     ``probability_levels``: per class code the lazy probability pyramid ``(Y_k, X_k)`` float16 (its
     level 0 has ``probability_downsample`` level-0 pixels per pixel). ``saved``: whether the
     workspace holds this result (:func:`save_slide_result`); ``run_id`` is recorded in its
-    provenance; ``seconds``: model run until the lazy result, ``save_seconds``: the save. ``sampler``: the
-    model's sampler ``G_d`` (to preview another density, :func:`~napari_m2mrf.inference.steering.preview`);
+    provenance; ``seconds``: model run until the lazy result, ``save_seconds``: the save. ``model``: the run's
+    :class:`~napari_m2mrf.catalog.ModelRef`; ``sampler``: the model's sampler ``G_d`` (to preview another density, :func:`~napari_m2mrf.inference.steering.preview`);
     ``density_size``: the model's density grid; ``density_source``: where ``density`` came from.
     """
 
@@ -160,6 +160,7 @@ class SlideResult:
     run_id: str = ""
     save_seconds: float | None = None
     sampler: Any = field(default=None, repr=False)
+    model: ModelRef | None = field(default=None, repr=False)
     density_size: tuple[int, int] = (0, 0)
     density_source: dict = field(default_factory=dict)
     _save: dict = field(default_factory=dict, repr=False)
@@ -484,6 +485,7 @@ def segment_slide(
                             for k, code in enumerate(codes)},
         run_id=uuid.uuid4().hex,
         sampler=sampler,
+        model=ref,
         density_size=tuple(model.density_size),
         density_source=density_source,
         _save={"labels": reverse, "probabilities": reverse.with_values(probabilities), "provenance": provenance},

@@ -59,3 +59,11 @@ def preview(sampler: nn.Module, density: np.ndarray, density_size: tuple[int, in
     the same positions the run reads (:func:`model_density` then :func:`grid_points`, on the CPU)."""
     points = grid_points(sampler, model_density(density, density_size), output_size, image_shape)
     return points.astype(np.float32), relative_sample_density(points, image_shape)
+
+
+def sampler_for(meta: dict) -> nn.Module:
+    """The sampler ``G_d`` a deformed checkpoint's metadata describes (no weights needed: it has none), for
+    previews of a workspace reopened without its run in memory."""
+    from napari_m2mrf.models.checkpoints import build_deformed
+
+    return build_deformed(nn.Identity(), meta["deformed"]).sampler

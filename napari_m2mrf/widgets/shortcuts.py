@@ -19,6 +19,8 @@ SHORTCUTS: dict[str, str] = {
     "correct_save": "Alt+K",  # Correct lesions: Save (keep) the corrections
     "next_class": "Alt+.",  # Correct lesions: next lesion class
     "previous_class": "Alt+,",  # Correct lesions: previous lesion class
+    "steer_compare": "Alt+T",  # Steer sampling: toggle between the new run and the previous one
+    "steer_run": "Alt+Shift+R",  # Steer sampling: Run with this map
 }
 
 

@@ -41,6 +41,17 @@ DEFORMED_IMAGE = "deformed image"
 LABEL_PYRAMID = "slide labels"
 
 _controllers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_last_runs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # slide layer -> its last SlideResult
+
+
+def remember_run(image_layer: Any, result: Any) -> None:
+    """Note ``result`` as the last run shown on the slide layer ``image_layer`` (kept while the layer lives)."""
+    _last_runs[image_layer] = result
+
+
+def last_run(image_layer: Any) -> Any | None:
+    """The last :class:`~napari_m2mrf.inference.slide.SlideResult` shown on ``image_layer`` in this session, if any."""
+    return _last_runs.get(image_layer)
 
 
 def _tag(role: str, source: str, **extra: Any) -> dict[str, Any]:
@@ -198,12 +209,14 @@ class SamplingDots:
 
 
 def show_sampling_dots(
-    viewer: Any, image_layer: Any, points: np.ndarray, relative_density: np.ndarray
+    viewer: Any, image_layer: Any, points: np.ndarray, relative_density: np.ndarray, role: str = DOTS,
+    visible: bool = True,
 ) -> SamplingDots:
-    """Add (or refill) the ``sampling dots`` layer of ``image_layer``; returns its controller."""
+    """Add (or refill) the ``sampling dots`` layer of ``image_layer`` (or another dots layer: ``role`` is its
+    name and tag, e.g. a preview); returns its controller."""
     scale, translate = world_frame(image_layer)
     source = image_layer.name
-    layer = _find(viewer, DOTS, source)
+    layer = _find(viewer, role, source)
     spacing = float(np.sqrt(np.prod(np.ptp(points.reshape(-1, 2), axis=0) + 1) / points[..., 0].size))
     if layer is not None:
         previous = _controllers.get(layer)
@@ -212,14 +225,15 @@ def show_sampling_dots(
     else:
         layer = viewer.add_points(
             np.empty((0, 2)),
-            name=DOTS,
+            name=role,
+            visible=visible,
             size=max(spacing / 3, 1.0),
             border_width=0,
             canvas_size_limits=DOT_CANVAS_PX,
             antialiasing=DOT_ANTIALIASING,
             scale=scale,
             translate=translate,
-            metadata=_tag(DOTS, source),
+            metadata=_tag(role, source),
         )
     layer.size = max(spacing / 3, 1.0)
     return SamplingDots(layer, points, relative_density, viewer)

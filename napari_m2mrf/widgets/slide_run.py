@@ -118,6 +118,7 @@ class SlideRun(QObject):
         if self.stage != RUNNING:
             return
         self.result = result
+        slide_layers.remember_run(self.layer, result)
         self._timed(lambda: slide_layers.show_lazy_labels(self.viewer, self.layer, result))
         self.stage = SHOWN
         self.timings["labels_on_screen_s"] = self._elapsed()

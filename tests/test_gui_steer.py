@@ -1,0 +1,180 @@
+"""Steering a slide model's sampler by hand in a real viewer (issue 17): paint the density, preview the dots,
+run with the map at the same budget, compare with the previous run, the map saved in the workspace and
+reused by ``predict --density``, reopened from the workspace; mistakes answered by notifications."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+pytest.importorskip("napari_m2mrf.models.registry")
+
+from gui_timing import wait_until_ready  # noqa: E402
+from slide_helpers import save_slide_model, small_slide  # noqa: E402
+
+from napari_m2mrf.io.workspace import Workspace  # noqa: E402
+from napari_m2mrf.widgets import slide_layers  # noqa: E402
+from napari_m2mrf.widgets.segment import CHECKPOINT_FILE, SegmentWidget  # noqa: E402
+from napari_m2mrf.widgets.slide_layers import DEFORMATION, DOTS  # noqa: E402
+from napari_m2mrf.widgets.steer import (  # noqa: E402
+    BRUSH,
+    EDITED,
+    PREVIEW,
+    PREVIOUS_DOTS,
+    PREVIOUS_LABELS,
+    REGIONS,
+    SteerWidget,
+)
+
+RAISED = (slice(256, 768), slice(1280, 1792))  # level-0 box painted ×8 (edit grid: 64², 32 px per cell)
+
+
+def _inside(points: np.ndarray, box: tuple[slice, slice]) -> int:
+    y, x = points.reshape(-1, 2).T
+    return int(((y >= box[0].start) & (y < box[0].stop) & (x >= box[1].start) & (x < box[1].stop)).sum())
+
+
+def _finish(widget, qtbot) -> None:
+    """Wait until the widget's run has ended (its ``_on_finished`` clears the cancel token), however quickly."""
+    qtbot.waitUntil(lambda: widget._cancel is None, timeout=120_000)
+
+
+@pytest.fixture
+def segmented(make_napari_viewer, tmp_path):
+    """A viewer with the small slide segmented by a random slide model (64×64 samples, 32×32 density)."""
+    slide = small_slide(tmp_path / "slide")
+    viewer = make_napari_viewer()
+    viewer.open(str(slide.ome_zarr), plugin="napari-m2mrf")
+    segment = wait_until_ready(SegmentWidget(viewer))
+    viewer.window.add_dock_widget(segment, name="Segment lesions")
+    segment.image.value = viewer.layers["slide"]
+    segment.model.value = CHECKPOINT_FILE
+    segment.checkpoint.value = save_slide_model(tmp_path / "model.safetensors")
+    segment.device.value = "cpu"
+    return viewer, slide, segment, tmp_path
+
+
+def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qtbot, capsys) -> None:
+    viewer, slide, segment, tmp_path = segmented
+    segment.run()
+    _finish(segment, qtbot)
+    first = slide_layers.last_run(viewer.layers["slide"])
+    steer = SteerWidget(viewer)
+    viewer.window.add_dock_widget(steer, name="Steer sampling")
+    steer.slide.value = viewer.layers["slide"]
+    steer.start_button.clicked.emit()
+    brush, regions, preview = viewer.layers[BRUSH], viewer.layers[REGIONS], viewer.layers[PREVIEW]
+    assert brush.data.shape == (64, 64) and "learned" in steer.status.value, steer.status.value
+    # no edits: the preview is where the run sampled
+    np.testing.assert_allclose(steer.preview_points, first.points, atol=0.05)
+
+    # paint ×8 with the brush over a box (as a brush stroke would: napari's paint, undoable)
+    steer.factor.value = 8.0
+    assert brush.selected_label == 3
+    for y in range(8, 24, 2):
+        for x in range(40, 56, 2):
+            brush.paint((y, x), brush.selected_label, refresh=False)
+    qtbot.waitUntil(lambda: steer.status.value.startswith("preview"), timeout=5_000)
+    before, after = _inside(first.points, RAISED), _inside(steer.preview_points, RAISED)
+    assert after > 1.5 * before, (before, after, steer.status.value)
+    assert steer.preview_points.shape == first.points.shape  # the same budget
+    # a region ×4 (a rectangle drawn in the Shapes layer) raises the density under it too
+    steer.factor.value = 4.0
+    regions.add_rectangles([np.array([[1400, 200], [1800, 600]], float)])
+    qtbot.waitUntil(lambda: len(steer.factors()) and steer.factors()[45, 10] == 4.0, timeout=5_000)
+    qtbot.waitUntil(lambda: _inside(steer.preview_points, (slice(1400, 1800), slice(200, 600)))
+                    > _inside(first.points, (slice(1400, 1800), slice(200, 600))), timeout=5_000)
+    deformation = viewer.layers[DEFORMATION].data
+    assert deformation.sum() == pytest.approx(1.0, abs=1e-4)
+    assert deformation[4:12, 20:28].mean() > 3 * first.density[4:12, 20:28].mean()  # the painted box
+    assert max(steer.preview_seconds) < 1.0, steer.preview_seconds  # the preview follows the brush
+
+    # run with this map: the dots are the preview's, the budget the same, the previous run kept hidden
+    preview_points = steer.preview_points.copy()
+    steer.run_button.clicked.emit()
+    _finish(steer, qtbot)
+    assert steer.slide_run.stage == "saved", steer.status.value
+    new = slide_layers.last_run(viewer.layers["slide"])
+    assert new is not first and new.labels.shape == first.labels.shape
+    np.testing.assert_array_equal(new.points, preview_points)
+    assert viewer.layers[PREVIOUS_LABELS].data[0] is first.label_levels[0] and not viewer.layers[PREVIOUS_LABELS].visible
+    assert not viewer.layers[PREVIOUS_DOTS].visible and not preview.visible
+    # compare: flip to the previous run and back
+    steer.compare_button.clicked.emit()
+    assert viewer.layers[PREVIOUS_LABELS].visible and viewer.layers[PREVIOUS_DOTS].visible
+    assert not viewer.layers["prediction"].visible and not viewer.layers[DOTS].visible
+    steer.compare_button.clicked.emit()
+    assert viewer.layers["prediction"].visible and not viewer.layers[PREVIOUS_LABELS].visible
+
+    # saved: the workspace holds the edited map, its provenance says the user edited it and how
+    workspace_path = slide.ome_zarr.parent / "slide.m2mrf.zarr"
+    workspace = Workspace.open(workspace_path, mode="r")
+    stored, downsample = workspace.deformation()
+    np.testing.assert_allclose(stored, new.density, rtol=1e-6)
+    source = workspace.deformation_source()
+    assert source["source"] == EDITED and source["base"]["source"] == "learned"
+    assert source["brush"] == {"×8": int(np.count_nonzero(brush.data == 3))} and source["regions"][0]["factor"] == 4.0
+    assert workspace.provenance["density"]["source"] == EDITED
+    np.testing.assert_allclose(workspace.sampling_points(), new.points.reshape(-1, 2))
+
+    # export the map; predict --density reproduces the run's samples in a batch run
+    steer.export_path.value = tmp_path / "steered.npy"
+    steer.export_button.clicked.emit()
+    from napari_m2mrf.cli import main
+
+    out = tmp_path / "batch"
+    assert main(["predict", str(slide.ome_zarr), "--model", str(tmp_path / "model.safetensors"), "--density",
+                 str(tmp_path / "steered.npy"), "--out", str(out)]) == 0
+    batch = Workspace.open(out / "slide.m2mrf.zarr", mode="r")
+    np.testing.assert_allclose(batch.sampling_points(), new.points.reshape(-1, 2), atol=1e-3)
+    assert batch.deformation_source()["source"] == "file"
+
+    # reopen: a new viewer on the slide starts from the stored, edited map and its samples
+    again = make_napari_viewer()
+    again.open(str(slide.ome_zarr), plugin="napari-m2mrf")
+    reopened = SteerWidget(again)
+    reopened.slide.value = again.layers["slide"]
+    reopened.start_button.clicked.emit()
+    assert "user-edited" in reopened.status.value, reopened.status.value
+    np.testing.assert_allclose(again.layers[DEFORMATION].data, stored, rtol=1e-5)
+    np.testing.assert_allclose(reopened.preview_points, new.points, atol=0.05)
+
+
+def test_mistakes_are_notifications(segmented, qtbot, tmp_path) -> None:
+    from napari.utils.notifications import notification_manager
+
+    viewer, _, segment, _ = segmented
+    received = []
+    notification_manager.notification_ready.connect(received.append)
+    try:
+        steer = SteerWidget(viewer)
+        steer.slide.value = viewer.layers["slide"]
+        steer.run_button.enabled = True
+        steer.run_button.clicked.emit()  # before Start editing
+        assert "Start editing" in steer.status.value
+        steer.start_button.clicked.emit()  # no run yet, no workspace
+        assert "segment it with a slide model first" in steer.status.value, steer.status.value
+        segment.run()
+        _finish(segment, qtbot)
+        steer.start_button.clicked.emit()
+        steer.export_path.value = tmp_path / "map.txt"
+        steer.export_button.clicked.emit()
+        assert ".npy" in steer.status.value
+        steer.compare_button.enabled = True
+        steer.compare_button.clicked.emit()
+        assert "no previous run" in steer.status.value
+        assert len(received) >= 4 and not any("Traceback" in str(n.message) for n in received)
+        # cancel a steered run: the workspace keeps the learned map
+        viewer.layers[BRUSH].paint((10, 10), 2, refresh=False)
+        steer.update_preview()
+        steer.run_button.clicked.emit()
+        steer.cancel_button.clicked.emit()
+        _finish(steer, qtbot)
+        if steer.slide_run.stage != "saved":  # a cancel after the save published would be too late to matter
+            stored = Workspace.open(Path(segment.slide_run.result.workspace), mode="r")
+            assert stored.deformation_source()["source"] == "learned"
+    finally:
+        notification_manager.notification_ready.disconnect(received.append)
