@@ -159,3 +159,11 @@ def test_trainer_loop_on_cuda_with_autocast_and_grad_scaler(tmp_path: Path) -> N
     state = load_training_state(tmp_path / "run" / "last.pt")
     assert state.get("scaler"), "the GradScaler state is saved with the run"
     assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_the_widgets_name_the_gpu_that_runs() -> None:
+    from napari_m2mrf.inference.devices import describe_device
+
+    described = describe_device("auto")
+    assert described.startswith("cuda:0 (") and torch.cuda.get_device_name(0) in described
+    assert ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") in described

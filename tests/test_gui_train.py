@@ -88,6 +88,8 @@ def test_training_runs_in_a_process_plots_and_registers_the_model(
     _train(widget, qtbot)
     assert widget.process.workingDirectory() in ("", str(shadowing_cwd))
     assert widget.registered is not None, widget.status.value
+    assert widget.running_on == "cpu"  # from the trainer's Started event, shown in the status line
+    assert "cpu" in widget.device.native.itemText(0)  # "auto: cpu (N threads, float32)" on this machine
     assert len(widget.loss_plot.series[0].x) == 4
     assert len(widget.metric_plot.series[0].x) >= 1
     segment = wait_until_ready(SegmentWidget(viewer))

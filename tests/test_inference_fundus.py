@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from napari_m2mrf.errors import UserError
-from napari_m2mrf.inference.devices import choose_device
+from napari_m2mrf.inference.devices import choose_device, describe_device
 from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
 from napari_m2mrf.inference.runner import tile_starts
 from napari_m2mrf.models.outputs import probabilities_to_labels
@@ -116,6 +116,9 @@ def test_labels_take_the_most_probable_class_above_its_threshold() -> None:
 
 def test_unknown_or_missing_device_is_a_user_error() -> None:
     assert choose_device("cpu").type == "cpu"
+    assert describe_device("cpu") == f"cpu ({torch.get_num_threads()} threads, float32)"
+    if not torch.cuda.is_available():
+        assert describe_device("auto") == describe_device("cpu")
     with pytest.raises(UserError, match="unknown device"):
         choose_device("tpu")
     if not torch.cuda.is_available():

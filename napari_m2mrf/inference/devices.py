@@ -46,6 +46,19 @@ def choose_device(name: str = "auto") -> torch.device:
     return device
 
 
+def describe_device(name: str) -> str:
+    """What runs on device ``name`` (``auto`` resolved), in the words the widgets show: the GPU's
+    model and the precision it computes in, or the CPU and its thread count."""
+    device = choose_device(name)
+    if device.type == "cuda":
+        dtype = autocast_dtype(device)
+        precision = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+        return f"{device} ({torch.cuda.get_device_name(device)}, {precision})"
+    if device.type == "mps":
+        return "mps (Apple GPU, float32)"
+    return f"cpu ({torch.get_num_threads()} threads, float32)"
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype used on ``device``: None (float32) on CPU and MPS, bf16 or fp16 on CUDA."""
     if device.type != "cuda":

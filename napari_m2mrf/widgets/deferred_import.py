@@ -18,13 +18,15 @@ LOADING = "loading PyTorch…"
 STILL_LOADING = "PyTorch is still loading; try again in a moment"
 
 
-def device_choices(loaded: bool) -> list[str]:
-    """The device box's choices: "auto", then (once torch is loaded) the devices torch can use."""
+def device_choices(loaded: bool) -> list[tuple[str, str]]:
+    """The device box's (label, value) choices: "auto", then (once torch is loaded) the devices
+    torch can use, each labelled with what it is (``auto`` with the device it picks here), so the
+    user sees which device will run before pressing Run."""
     if not loaded:
-        return ["auto"]
-    from napari_m2mrf.inference.devices import available_devices
+        return [("auto", "auto")]
+    from napari_m2mrf.inference.devices import available_devices, describe_device
 
-    return ["auto"] + available_devices()
+    return [(f"auto: {describe_device('auto')}", "auto")] + [(describe_device(name), name) for name in available_devices()]
 
 
 def import_all(modules: Sequence[str]) -> str:

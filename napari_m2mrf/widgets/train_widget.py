@@ -25,7 +25,7 @@ from superqt import QCollapsible
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, device_choices
 from napari_m2mrf.widgets.plot import LinePlot, Series
-from training.events import Evaluated, Event, EventStream, Finished, IterationDone, trained_model_path
+from training.events import Evaluated, Event, EventStream, Finished, IterationDone, Started, trained_model_path
 from training.presets import DEFAULT_ARCHITECTURE, LAYOUTS, folder_data, pairs_data, trainer_command, training_config
 
 if TYPE_CHECKING:
@@ -117,6 +117,7 @@ class TrainWidget(PluginWidget):
         self.run_dir: Path | None = None
         self.registered: str | None = None
         self.events: list[Event] = []
+        self.running_on = ""  # the device of the current run, from its Started event
         self._stream = EventStream()
         self._load_in_background(MODEL_MODULES)
 
@@ -241,8 +242,11 @@ class TrainWidget(PluginWidget):
         events = self._stream.feed(bytes(self.process.readAllStandardOutput()).decode(errors="replace"))
         self.events += events
         for event in events:
-            if isinstance(event, IterationDone):
-                self.status.value = f"iteration {event.iteration}: loss {event.losses['loss']:.4f}"
+            if isinstance(event, Started):
+                self.running_on = event.device
+                self.status.value = f"training on {event.device} in {self.run_dir}"
+            elif isinstance(event, IterationDone):
+                self.status.value = f"iteration {event.iteration}: loss {event.losses['loss']:.4f} (on {self.running_on})"
         self._plot()
 
     def _plot(self) -> None:
