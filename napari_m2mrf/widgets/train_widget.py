@@ -143,7 +143,7 @@ class TrainWidget(PluginWidget):
 
         return architectures()
 
-    def _devices(self, _widget=None) -> list[str]:
+    def _devices(self, _widget=None) -> list[tuple[str, str]]:
         return device_choices(self._loaded)
 
     def _checkpoints(self, _widget=None) -> list:
