@@ -340,7 +340,7 @@ def write_mirax_mrxs(folder: Path, pixel_size_um: float = 0.25, side: int = 128)
 
 def damage_tile(path: Path, page: int, tile: int) -> None:
     """Overwrites one stored tile of TIFF directory ``page`` in place: its codec header and first data become 0xFF."""
-    with tifffile.TiffFile(path) as tif:
+    with tifffile.TiffFile(path, is_ndpi=False) as tif:  # our NDPI files link directories with classic offsets
         offset, count = tif.pages[page].dataoffsets[tile], tif.pages[page].databytecounts[tile]
     with open(path, "r+b") as file:
         file.seek(offset + 2)
