@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bad_inputs import CASES, MARKER, Case, counts  # noqa: E402
+import bad_density_inputs  # noqa: E402,F401  (adds the predict --density cases to CASES)
 
 from napari_m2mrf.cli import main  # noqa: E402
 from napari_m2mrf.errors import UserError  # noqa: E402
