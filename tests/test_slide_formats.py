@@ -100,3 +100,24 @@ def test_a_corrupt_tile_fails_alone(name: str, page: int, tmp_path: Path) -> Non
         level[:, y : y + tile, x + tile : x + 2 * tile]
     good = level[:, y + tile : y + 2 * tile, x : x + tile].transpose(1, 2, 0)  # read after the failure
     _check_pixels(f"{name} tile after the bad one", good, slide.levels[0][tile : 2 * tile, :tile], slide.tolerance)
+
+
+def test_ome_tiff_pyramid_pixel_size_in_nanometres_reaches_the_layer_scale(tmp_path: Path) -> None:
+    """tifffile's formats: an OME-TIFF pyramid (sub-IFDs) whose pixel size is given in nm."""
+    import tifffile
+
+    from slide_formats import halve, pattern
+
+    levels = [pattern(600, 700)]
+    levels += [halve(levels[-1]), halve(halve(levels[-1]))]
+    path = tmp_path / "slide.ome.tif"
+    metadata = {"axes": "YXS", "PhysicalSizeX": 500, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 500, "PhysicalSizeYUnit": "nm"}
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(levels[0], tile=(256, 256), photometric="rgb", compression="zlib", subifds=2, metadata=metadata)
+        for level in levels[1:]:
+            tif.write(level, tile=(256, 256), photometric="rgb", compression="zlib", subfiletype=1)
+    assert sniff_format(path) == "tiff"
+    [(data, meta, kind)] = _read_through_viewer_reader(path)
+    assert meta["scale"] == pytest.approx((0.5, 0.5)) and [level.shape[:2] for level in data] == [lv.shape[:2] for lv in levels]
+    for got, written in zip(data, levels, strict=True):
+        assert np.array_equal(np.asarray(got), written)
