@@ -1,6 +1,7 @@
 """Steering a slide model's sampler by hand in a real viewer (issue 17): paint the density, preview the dots,
 run with the map at the same budget, compare with the previous run, the map saved in the workspace and
-reused by ``predict --density``, reopened from the workspace; mistakes answered by notifications."""
+reused by ``predict --density``, reopened from the workspace, a run cancelled; mistakes answered by
+notifications. One viewer session (a slide and a run are the expensive part)."""
 
 from __future__ import annotations
 
@@ -57,14 +58,24 @@ def segmented(make_napari_viewer, tmp_path):
     return viewer, slide, segment, tmp_path
 
 
-def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qtbot, capsys) -> None:
+def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qtbot) -> None:
+    from napari.utils.notifications import notification_manager
+
     viewer, slide, segment, tmp_path = segmented
-    segment.run()
-    _finish(segment, qtbot)
-    first = slide_layers.last_run(viewer.layers["slide"])
+    received: list = []
+    notification_manager.notification_ready.connect(received.append)
     steer = SteerWidget(viewer)
     viewer.window.add_dock_widget(steer, name="Steer sampling")
     steer.slide.value = viewer.layers["slide"]
+    # mistakes are notifications, never tracebacks: Run before editing, editing before any run
+    steer.run_button.enabled = True
+    steer.run_button.clicked.emit()
+    assert "Start editing" in steer.status.value
+    steer.start_button.clicked.emit()
+    assert "segment it with a slide model first" in steer.status.value, steer.status.value
+    segment.run()
+    _finish(segment, qtbot)
+    first = slide_layers.last_run(viewer.layers["slide"])
     steer.start_button.clicked.emit()
     brush, regions, preview = viewer.layers[BRUSH], viewer.layers[REGIONS], viewer.layers[PREVIEW]
     assert brush.data.shape == (64, 64) and "learned" in steer.status.value, steer.status.value
@@ -91,6 +102,15 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     assert deformation.sum() == pytest.approx(1.0, abs=1e-4)
     assert deformation[4:12, 20:28].mean() > 3 * first.density[4:12, 20:28].mean()  # the painted box
     assert max(steer.preview_seconds) < 1.0, steer.preview_seconds  # the preview follows the brush
+
+    steer.export_path.value = tmp_path / "map.txt"
+    steer.export_button.clicked.emit()
+    assert ".npy" in steer.status.value and not (tmp_path / "map.txt").exists()
+    steer.compare_button.enabled = True
+    steer.compare_button.clicked.emit()
+    assert "no previous run" in steer.status.value
+    notification_manager.notification_ready.disconnect(received.append)
+    assert len(received) >= 4 and not any("Traceback" in str(n.message) for n in received)
 
     # run with this map: the dots are the preview's, the budget the same, the previous run kept hidden
     preview_points = steer.preview_points.copy()
@@ -141,40 +161,11 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     assert "user-edited" in reopened.status.value, reopened.status.value
     np.testing.assert_allclose(again.layers[DEFORMATION].data, stored, rtol=1e-5)
     np.testing.assert_allclose(reopened.preview_points, new.points, atol=0.05)
-
-
-def test_mistakes_are_notifications(segmented, qtbot, tmp_path) -> None:
-    from napari.utils.notifications import notification_manager
-
-    viewer, _, segment, _ = segmented
-    received = []
-    notification_manager.notification_ready.connect(received.append)
-    try:
-        steer = SteerWidget(viewer)
-        steer.slide.value = viewer.layers["slide"]
-        steer.run_button.enabled = True
-        steer.run_button.clicked.emit()  # before Start editing
-        assert "Start editing" in steer.status.value
-        steer.start_button.clicked.emit()  # no run yet, no workspace
-        assert "segment it with a slide model first" in steer.status.value, steer.status.value
-        segment.run()
-        _finish(segment, qtbot)
-        steer.start_button.clicked.emit()
-        steer.export_path.value = tmp_path / "map.txt"
-        steer.export_button.clicked.emit()
-        assert ".npy" in steer.status.value
-        steer.compare_button.enabled = True
-        steer.compare_button.clicked.emit()
-        assert "no previous run" in steer.status.value
-        assert len(received) >= 4 and not any("Traceback" in str(n.message) for n in received)
-        # cancel a steered run: the workspace keeps the learned map
-        viewer.layers[BRUSH].paint((10, 10), 2, refresh=False)
-        steer.update_preview()
-        steer.run_button.clicked.emit()
-        steer.cancel_button.clicked.emit()
-        _finish(steer, qtbot)
-        if steer.slide_run.stage != "saved":  # a cancel after the save published would be too late to matter
-            stored = Workspace.open(Path(segment.slide_run.result.workspace), mode="r")
-            assert stored.deformation_source()["source"] == "learned"
-    finally:
-        notification_manager.notification_ready.disconnect(received.append)
+    # a run cancelled at once leaves the stored map as it was (or, cancelled too late, saved whole)
+    again.layers[BRUSH].paint((10, 10), 2, refresh=False)
+    reopened.update_preview()
+    reopened.run_button.clicked.emit()
+    reopened.cancel_button.clicked.emit()
+    _finish(reopened, qtbot)
+    if reopened.slide_run.stage != "saved":
+        np.testing.assert_array_equal(Workspace.open(workspace_path, mode="r").deformation()[0], stored)
