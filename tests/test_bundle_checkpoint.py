@@ -1,5 +1,6 @@
-"""Bundling a training run: int8 weights, thresholds calibrated on the run's validation images with
-the shipped weights, and the provenance the README's figures come from."""
+"""Bundling a training run: int8 weights, thresholds from a cross-validation report or calibrated on
+the run's validation images with the shipped weights, and the provenance the README's figures come
+from."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from napari_m2mrf.models import load_checkpoint
 from training.config import TrainingConfig
 from training.loop import Trainer
-from training.recipes.bundle_checkpoint import bundle, cross_validation_summary, main
+from training.recipes.bundle_checkpoint import bundle, cross_validation_summary, cross_validation_thresholds, main
 
 
 @pytest.fixture(scope="module")
@@ -33,29 +34,41 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "run"
 
 
+SHIPPING_THRESHOLDS = {"EX": 0.37, "HE": 0.12, "SE": float("nan"), "MA": 0.05}
+
+
 @pytest.fixture(scope="module")
 def bundled(run_dir: Path) -> Path:
-    """The run bundled with a (hand-written) cross-validation report."""
+    """The run bundled with a (hand-written) cross-validation report, which also gives the thresholds."""
     report = run_dir.parent / "report.json"
     pooled = {"aupr_official_11pt": 0.5, "aupr_dense": 0.4, "iou": 0.3, "f1": 0.45}
+    scored = {"pooled": {"mean": pooled, "per_class": {"EX": pooled}}, "cross_fitted_iou": {"EX": {"iou": 0.25, "thresholds": [0.3, 0.4]}}}
     report.write_text(json.dumps({
-        "folds": 5, "iterations_per_fold": 300, "recipe": "/x/fundus_m2mrf_w18s.yaml", "real_images": ["IDRiD_01"],
-        "pooled": {"mean": pooled, "per_class": {"EX": pooled}},
+        "folds": 2, "iterations_per_fold": 300, "recipe": "/x/fundus_m2mrf_w18s.yaml", "real_images": ["IDRiD_01"],
+        "extra_images": ["IDRiD_21", "IDRiD_22"],
+        "plain": {**scored, "shipping_thresholds": SHIPPING_THRESHOLDS}, "flips": scored,
     }))
     return bundle(run_dir, "bundled", cross_validation=report, out_dir=run_dir.parent)
 
 
-def test_bundle_stores_int8_weights_calibrated_thresholds_and_provenance(run_dir: Path, bundled: Path) -> None:
+@pytest.fixture(scope="module")
+def calibrated(run_dir: Path) -> Path:
+    """The run bundled without a report: thresholds calibrated on its validation images."""
+    return bundle(run_dir, "calibrated", out_dir=run_dir.parent)
+
+
+def test_bundle_stores_int8_weights_the_reports_thresholds_and_provenance(run_dir: Path, bundled: Path) -> None:
     model, meta = load_checkpoint(bundled)
     assert meta["weights_dtype"] == "int8"
-    assert set(meta["thresholds"]) == {"EX", "HE", "SE", "MA"}
-    assert all(0.0 <= value <= 1.0 for value in meta["thresholds"].values())
+    assert meta["thresholds"] == {**SHIPPING_THRESHOLDS, "SE": 0.5}  # NaN: no positives anywhere → default
     provenance = meta["provenance"]
     assert provenance["trained_iterations"] == 3 and provenance["selected_checkpoint"] == "best.safetensors"
     assert provenance["validation"]["images"] and "iou_at_calibrated_threshold" in provenance["validation"]["per_class"]["EX"]
     fractions = provenance["retina_lesion_fraction"]
     assert set(fractions) == {"EX", "HE", "SE", "MA"} and all(0.0 <= f <= 1.0 for f in fractions.values())
-    assert provenance["cross_validation"]["per_class"]["EX"]["iou"] == 0.3
+    summary = provenance["cross_validation"]
+    assert summary["plain"]["per_class"]["EX"]["iou"] == 0.3 and summary["flips"]["cross_fitted_iou"] == {"EX": 0.25}
+    assert summary["extra_images"] == 2 and "cross-validation" in provenance["validation"]["note"]
     trained, _ = load_checkpoint(run_dir / "best.safetensors")
     x = torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
@@ -63,14 +76,15 @@ def test_bundle_stores_int8_weights_calibrated_thresholds_and_provenance(run_dir
     assert difference < 0.05
 
 
-def test_thresholds_are_those_of_best_f1_on_the_validation_images(run_dir: Path, bundled: Path) -> None:
+def test_without_a_report_thresholds_are_those_of_best_f1_on_the_validation_images(run_dir: Path, calibrated: Path) -> None:
     from napari_m2mrf.classes import FUNDUS_CLASSES
     from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
     from training.config import load_config
     from training.datasets import load_sample
     from training.sources import records
 
-    model, meta = load_checkpoint(bundled)
+    model, meta = load_checkpoint(calibrated)
+    assert "optimistic" in meta["provenance"]["validation"]["note"]
     data = load_config(run_dir / "config.yaml").data
     (record,) = records(data, tuple(FUNDUS_CLASSES), data.val_split, validation=True)
     sample = load_sample(record, FUNDUS_CLASSES, multilabel=True)
@@ -96,3 +110,7 @@ def test_bad_run_folder_and_report_are_one_line_errors(tmp_path: Path, capsys: p
     assert "no best.safetensors" in capsys.readouterr().out
     with pytest.raises(Exception, match="no such cross-validation report"):
         cross_validation_summary(tmp_path / "missing.json")
+    old_report = tmp_path / "old.json"
+    old_report.write_text(json.dumps({"pooled": {}}))
+    with pytest.raises(Exception, match="no shipping thresholds"):
+        cross_validation_thresholds(old_report)

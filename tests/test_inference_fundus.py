@@ -66,6 +66,16 @@ def test_whole_image_protocol_returns_probabilities_at_the_original_size() -> No
     assert 0.0 <= probs.min() and probs.max() <= 1.0
 
 
+def test_flips_average_the_four_mirrored_views_mapped_back() -> None:
+    predictor = FundusPredictor(_conv_net(3), PREP, device="cpu")
+    image = _image(PREP.input_scale[1], PREP.input_scale[0])  # at the input size: no resampling
+    views = [predictor.predict_whole(np.ascontiguousarray(image[::rows, ::cols]))[:, ::rows, ::cols]
+             for rows, cols in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
+    np.testing.assert_allclose(predictor.predict_whole(image, flips=True), np.mean(views, axis=0), atol=1e-6)
+    symmetric = FundusPredictor(_conv_net(1), PREP, device="cpu")  # a pointwise model is mirror-invariant
+    np.testing.assert_allclose(symmetric.predict_whole(image, flips=True), symmetric.predict_whole(image), atol=1e-6)
+
+
 def test_progress_reports_every_tile_and_cancel_stops_at_the_next_one() -> None:
     predictor = FundusPredictor(_conv_net(3), PREP, device="cpu")
     seen: list[tuple[int, int]] = []

@@ -32,6 +32,9 @@ from napari_m2mrf.models.outputs import SIGMOID, probabilities
 from napari_m2mrf.models.preprocess import keep_ratio_size, resize_bilinear, to_normalised_tensor
 
 
+FLIP_VIEWS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))  # tensor dims mirrored: none, X, Y, both
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """What a model expects: RGB mean/std on the 0–255 scale and the (long, short) edge of its input."""
@@ -68,12 +71,20 @@ class FundusPredictor:
     def _normalised(self, image: np.ndarray) -> torch.Tensor:
         return to_normalised_tensor(image, self.preprocessing.mean, self.preprocessing.std)
 
-    def predict_whole(self, image: np.ndarray, cancel: CancelToken | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 → (K, H, W) float32 probabilities by the official whole-image protocol."""
+    def predict_whole(self, image: np.ndarray, cancel: CancelToken | None = None, flips: bool = False) -> np.ndarray:
+        """(H, W, 3) uint8 → (K, H, W) float32 probabilities by the official whole-image protocol.
+
+        ``flips``: test-time augmentation, the mean of the probabilities of the image as it is,
+        mirrored left-right, top-bottom and both (each mapped back): four forward passes."""
         height, width = image.shape[:2]
         batch = resize_bilinear(self._normalised(image), keep_ratio_size(height, width, self.preprocessing.input_scale))
-        logits = resize_bilinear(self.runner(batch, cancel=cancel).float().cpu(), (height, width))
-        return probabilities(logits, SIGMOID)[0].numpy()
+        views = FLIP_VIEWS if flips else FLIP_VIEWS[:1]
+        total = None
+        for dims in views:
+            logits = self.runner(batch.flip(dims) if dims else batch, cancel=cancel).float().cpu()
+            view = probabilities(resize_bilinear(logits.flip(dims) if dims else logits, (height, width)), SIGMOID)[0]
+            total = view if total is None else total.add_(view)
+        return total.div_(len(views)).numpy()
 
     def predict_tiled(
         self,

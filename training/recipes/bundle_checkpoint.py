@@ -7,11 +7,13 @@ and writes ``sample_data/checkpoints/NAME.safetensors``:
 
 1. the weights are stored as int8 (per output channel; see ``napari_m2mrf.models.checkpoints``) and
    read back, so every figure below is measured with the weights that ship;
-2. the shipped model predicts the run's validation images (the official protocol: whole image at the
-   model's input size) and each class's threshold of best F1 on those pixels, among 0.01, 0.02, ...,
-   0.99 (what the Segment widget offers), becomes its entry in ``meta["thresholds"]`` (0.5 for a
-   class without positive pixels there); the validation metrics
-   (official AUPR, dense AUPR, IoU at 0.5 and at the calibrated thresholds) go into the provenance;
+2. the per-class thresholds (``meta["thresholds"]``), among 0.01, 0.02, ..., 0.99 (what the
+   Segment widget offers; 0.5 for a class without positive pixels): with a cross-validation report,
+   those of best F1 on its pooled held-out pixels (every real image, each predicted by a fold model
+   that never saw it); without one, those of best F1 on the run's own validation images. The
+   shipped model then predicts the run's validation images (the official protocol: whole image at
+   the model's input size) and the metrics (official AUPR, dense AUPR, IoU at 0.5 and at the
+   thresholds) go into the provenance;
 3. the lesion pixel fraction the model marks on the normal ``retina`` sample at those thresholds,
    and the pooled figures of a cross-validation report (``training.recipes.fundus_cross_validation``),
    go into the provenance too.
@@ -67,16 +69,20 @@ def bundle(run_dir: Path, name: str, cross_validation: Path | None = None, out_d
     target = out_dir / f"{name}.safetensors"
     save_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.int8)
     shipped, shipped_meta = load_checkpoint(target)
-    thresholds, validation = calibrate(shipped, shipped_meta, config_path)
+    chosen = cross_validation_thresholds(cross_validation) if cross_validation is not None else None
+    thresholds, validation = calibrate(shipped, shipped_meta, config_path, chosen)
     provenance["validation"] = validation
     provenance["retina_lesion_fraction"] = retina_lesion_fraction(shipped, shipped_meta, thresholds)
     save_checkpoint(target, model, {**kept, "thresholds": thresholds, "provenance": provenance}, dtype=torch.int8)
     return target
 
 
-def calibrate(model: Any, meta: Mapping[str, Any], config_path: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    """(per-class thresholds of best F1, validation report) of ``model`` on the validation split of
-    the run whose config is ``config_path``."""
+def calibrate(
+    model: Any, meta: Mapping[str, Any], config_path: Path, thresholds: Mapping[str, float] | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """(per-class thresholds, validation report) of ``model`` on the validation split of the run
+    whose config is ``config_path``; the thresholds are ``thresholds`` when given, else those of
+    best F1 on these validation pixels."""
     from napari_m2mrf.classes import FUNDUS_CLASSES
     from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
     from napari_m2mrf.metrics import LesionMetrics
@@ -95,8 +101,9 @@ def calibrate(model: Any, meta: Mapping[str, Any], config_path: Path) -> tuple[d
         sample = load_sample(record, FUNDUS_CLASSES, multilabel=True)
         predictions.append((predictor.predict_whole(sample.image), sample.target))
         metrics.update(*predictions[-1])
-    best = metrics.best_f1_thresholds(THRESHOLD_CHOICES)
-    thresholds = {code: (DEFAULT_THRESHOLD if math.isnan(value) else value) for code, value in best.items()}
+    calibrated_here = thresholds is None
+    if calibrated_here:
+        thresholds = usable_thresholds(metrics.best_f1_thresholds(THRESHOLD_CHOICES))
     at_thresholds = {cls.code: _iou_at(predictions, k, thresholds[cls.code]) for k, cls in enumerate(FUNDUS_CLASSES)}
     report = metrics.compute()
     return thresholds, {
@@ -107,8 +114,28 @@ def calibrate(model: Any, meta: Mapping[str, Any], config_path: Path) -> tuple[d
                    "iou_at_calibrated_threshold": at_thresholds[code]}
             for code, scores in report["per_class"].items()
         },
-        "note": "thresholds are calibrated on these same images, so the IoU at them is optimistic",
+        "note": "thresholds are calibrated on these same images, so the IoU at them is optimistic"
+        if calibrated_here else "thresholds from the cross-validation's pooled held-out pixels (these images among them)",
     }
+
+
+def usable_thresholds(best: Mapping[str, float]) -> dict[str, float]:
+    """``best`` with NaN (a class without positive pixels) replaced by the default threshold."""
+    return {code: (DEFAULT_THRESHOLD if math.isnan(value) else value) for code, value in best.items()}
+
+
+def cross_validation_thresholds(report_path: Path) -> dict[str, float]:
+    """The thresholds a cross-validation report chose for shipping (``plain.shipping_thresholds``)."""
+    report = _read_report(report_path)
+    if "plain" not in report or "shipping_thresholds" not in report["plain"]:
+        raise UserError(f"{report_path}: no shipping thresholds (written by an older fundus_cross_validation)")
+    return usable_thresholds(report["plain"]["shipping_thresholds"])
+
+
+def _read_report(report_path: Path) -> dict[str, Any]:
+    if not report_path.is_file():
+        raise UserError(f"{report_path}: no such cross-validation report")
+    return json.loads(report_path.read_text())
 
 
 def _iou_at(predictions: Sequence[tuple[np.ndarray, np.ndarray]], k: int, threshold: float) -> float:
@@ -132,19 +159,26 @@ def retina_lesion_fraction(model: Any, meta: Mapping[str, Any], thresholds: Mapp
 
 
 def cross_validation_summary(report_path: Path) -> dict[str, Any]:
-    """The pooled per-class figures of a ``fundus_cross_validation`` report."""
-    if not report_path.is_file():
-        raise UserError(f"{report_path}: no such cross-validation report")
-    report = json.loads(report_path.read_text())
+    """The pooled per-class figures of a ``fundus_cross_validation`` report (official protocol,
+    and with test-time flips where the report has them), with the cross-fitted IoU."""
+    report = _read_report(report_path)
     keep = ("aupr_official_11pt", "aupr_dense", "iou", "f1")
-    return {
+    summary: dict[str, Any] = {
         "folds": report["folds"],
         "iterations_per_fold": report["iterations_per_fold"],
         "recipe": Path(report["recipe"]).name,
         "real_images": report["real_images"],
-        "mean": {k: report["pooled"]["mean"][k] for k in keep},
-        "per_class": {code: {k: scores[k] for k in keep} for code, scores in report["pooled"]["per_class"].items()},
+        "extra_images": len(report.get("extra_images", [])),
     }
+    for variant in ("plain", "flips"):
+        if variant in report:
+            pooled = report[variant]["pooled"]
+            summary[variant] = {
+                "mean": {k: pooled["mean"][k] for k in keep},
+                "per_class": {code: {k: scores[k] for k in keep} for code, scores in pooled["per_class"].items()},
+                "cross_fitted_iou": {code: entry["iou"] for code, entry in report[variant]["cross_fitted_iou"].items()},
+            }
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:

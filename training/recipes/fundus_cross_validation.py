@@ -33,6 +33,7 @@ from pathlib import Path
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
 from training.recipes import CHECKPOINTS
+from training.recipes.bundle_checkpoint import THRESHOLD_CHOICES
 from training.recipes.fundus_training_set import TRAIN, VALIDATION
 
 DEFAULT_CONFIG = CHECKPOINTS / "fundus_m2mrf_w18s.yaml"
@@ -109,9 +110,9 @@ def _finished(run_dir: Path, iterations: int) -> bool:
     return any(record.get("event") == "iteration" and record.get("iteration") == iterations for record in records)
 
 
-def held_out_metrics(checkpoint: Path, data_root: Path):
-    """Predict the testing split of ``data_root`` whole with ``checkpoint``; returns this fold's
-    ``LesionMetrics`` (pixel counts, so folds add up into pooled figures)."""
+def held_out_metrics(checkpoint: Path, data_root: Path, flips: bool = False):
+    """Predict the testing split of ``data_root`` whole with ``checkpoint`` (with test-time
+    ``flips``); returns this fold's ``LesionMetrics`` (pixel counts, so folds add up)."""
     from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
     from napari_m2mrf.metrics import LesionMetrics
     from napari_m2mrf.models import load_checkpoint
@@ -123,7 +124,7 @@ def held_out_metrics(checkpoint: Path, data_root: Path):
     fold = LesionMetrics(FUNDUS_CLASSES)
     for record in layout_records(data_root, VALIDATION, tuple(FUNDUS_CLASSES)):
         sample = load_sample(record, FUNDUS_CLASSES, multilabel=True)
-        fold.update(predictor.predict_whole(sample.image), sample.target)
+        fold.update(predictor.predict_whole(sample.image, flips=flips), sample.target)
     return fold
 
 
@@ -162,9 +163,11 @@ def cross_validate(
     threads: int,
     extra: Path | None = None,
     jobs: int = 1,
+    flips: bool = False,
 ) -> dict:
     """Run every fold (``jobs`` trainings at once, resuming finished or interrupted ones) and write
-    ``out/report.json``."""
+    ``out/report.json``: under ``plain`` the official protocol's scores, and with ``flips`` also
+    under ``flips`` those with test-time flips."""
     from napari_m2mrf.metrics import LesionMetrics
     from sample_data.fundus_samples import write_fundus_dataset
     from training.recipes.idrid_extra import assemble_extra
@@ -189,15 +192,6 @@ def cross_validate(
             lambda number: train_fold(config, roots[number - 1], out / f"fold{number}", iterations, threads),
             range(1, folds + 1),
         ))
-    pooled = LesionMetrics(FUNDUS_CLASSES)
-    fold_metrics, per_fold = [], []
-    for number, (held_out, root, checkpoint) in enumerate(zip(splits, roots, checkpoints), start=1):
-        fold = held_out_metrics(checkpoint, root)
-        pooled.merge(fold)
-        fold_metrics.append(fold)
-        scores = fold.compute()
-        per_fold.append({"held_out": held_out, "metrics": scores})
-        print(f"fold {number}/{folds} {','.join(held_out)}: mAUPR {scores['mean']['aupr_official_11pt']:.3f}", flush=True)
     report = {
         "recipe": str(config),
         "iterations_per_fold": iterations,
@@ -205,11 +199,22 @@ def cross_validate(
         "real_images": [image.stem for image in images],
         "generated_images": generated,
         "extra_images": sorted(path.stem for path in (extra_root / IMAGES / TRAIN).glob("*.jpg")) if extra_root else [],
-        "pooled": pooled.compute(),
-        "cross_fitted_iou": cross_fitted_iou(fold_metrics),
-        "best_f1_thresholds": pooled.best_f1_thresholds(),
-        "per_fold": per_fold,
     }
+    for name, with_flips in (("plain", False), ("flips", True))[: 2 if flips else 1]:
+        fold_metrics = [held_out_metrics(checkpoint, root, with_flips) for root, checkpoint in zip(roots, checkpoints)]
+        pooled = LesionMetrics(FUNDUS_CLASSES)
+        for fold in fold_metrics:
+            pooled.merge(fold)
+        report[name] = {
+            "pooled": pooled.compute(),
+            "cross_fitted_iou": cross_fitted_iou(fold_metrics),
+            "best_f1_thresholds": pooled.best_f1_thresholds(),
+            "shipping_thresholds": pooled.best_f1_thresholds(THRESHOLD_CHOICES),
+            "per_fold": [{"held_out": held_out, "metrics": fold.compute()} for held_out, fold in zip(splits, fold_metrics)],
+        }
+        for number, entry in enumerate(report[name]["per_fold"], start=1):
+            mean = entry["metrics"]["mean"]["aupr_official_11pt"]
+            print(f"{name}: fold {number}/{folds} {','.join(entry['held_out'])}: mAUPR {mean:.3f}", flush=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     return report
 
@@ -225,15 +230,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
     parser.add_argument("--extra", type=Path, help="the idrid_extra folder: its photographs join every fold's training split")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
+    parser.add_argument("--flips", action="store_true", help="also score with test-time flips (four passes per image)")
     args = parser.parse_args(argv)
     try:
         report = cross_validate(
-            args.out, args.idrid, args.folds, args.iterations, args.config, args.generated, args.threads, args.extra, args.jobs
+            args.out, args.idrid, args.folds, args.iterations, args.config, args.generated, args.threads, args.extra, args.jobs, args.flips
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for code, scores in report["pooled"]["per_class"].items():
+    for code, scores in report["plain"]["pooled"]["per_class"].items():
         print(f"{code}: AUPR {scores['aupr_official_11pt']:.3f} (dense {scores['aupr_dense']:.3f}) IoU {scores['iou']:.3f}")
     return 0
 
