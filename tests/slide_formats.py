@@ -23,7 +23,8 @@ checks) and the TIFF tag numbers these vendors use:
   ``Slidedat.ini`` (GENERAL: slide id, image grid; HIERARCHICAL: the index file, one ``Slide zoom
   level`` value per level with its section, the ``VIMSLIDE_POSITION_BUFFER`` non-hierarchical
   value; DATAFILE: the data files; per level: µm/pixel, JPEG, fill colour, image size and
-  ``IMAGE_CONCAT_FACTOR`` = 1, each level's images covering 2×2 of the previous level's), ``Index.dat``
+  ``IMAGE_CONCAT_FACTOR`` = 1, each level's images covering 2×2 of the previous level's; the fill
+  colour is OpenSlide's background, shown where a level-0 image is absent), ``Index.dat``
   (version string and slide id, then little-endian int32: the hierarchical and non-hierarchical
   root tables, each record a linked list of pages ``count, next, items``; a level's items are
   ``image index, offset, length, data file``) and ``Data0000.dat`` (the JPEG images, then the
@@ -262,10 +263,11 @@ def write_hamamatsu_ndpi(folder: Path, pixel_size_um: float = 0.46) -> Generated
 
 
 def _jpeg_plain(image: np.ndarray, quality: int = 90) -> bytes:
+    """A baseline JPEG; at ``quality`` 95 and above without chroma subsampling (sharp colour edges stay sharp)."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=0 if quality >= 95 else 2)
     return buffer.getvalue()
 
 
@@ -291,7 +293,7 @@ def _mirax_index(levels: list[list[tuple[int, int, int, int]]], positions: tuple
     return bytes(index)
 
 
-def _mirax_slidedat(grid: tuple[int, int], side: int, count: int, pixel_size_um: float) -> str:
+def _mirax_slidedat(grid: tuple[int, int], side: int, count: int, pixel_size_um: float, fill_bgr: int) -> str:
     lines = ["[GENERAL]", "SLIDE_VERSION=01.02", f"SLIDE_ID={MIRAX_SLIDE_ID}", f"IMAGENUMBER_X={grid[1]}",
              f"IMAGENUMBER_Y={grid[0]}", "OBJECTIVE_MAGNIFICATION=20", "CameraImageDivisionsPerSide=1",
              "[HIERARCHICAL]", "INDEXFILE=Index.dat", "HIER_COUNT=1", "HIER_0_NAME=Slide zoom level", f"HIER_0_COUNT={count}"]
@@ -303,21 +305,30 @@ def _mirax_slidedat(grid: tuple[int, int], side: int, count: int, pixel_size_um:
     for k in range(count):
         lines += [f"[LAYER_0_LEVEL_{k}_SECTION]", "OVERLAP_X=0", "OVERLAP_Y=0",
                   f"MICROMETER_PER_PIXEL_X={pixel_size_um * 2**k}", f"MICROMETER_PER_PIXEL_Y={pixel_size_um * 2**k}",
-                  "IMAGE_FORMAT=JPEG", "IMAGE_FILL_COLOR_BGR=16777215", f"DIGITIZER_WIDTH={side}",
+                  "IMAGE_FORMAT=JPEG", f"IMAGE_FILL_COLOR_BGR={fill_bgr}", f"DIGITIZER_WIDTH={side}",
                   f"DIGITIZER_HEIGHT={side}", f"IMAGE_CONCAT_FACTOR={min(k, 1)}"]
     return "\n".join([*lines, "[NONHIER_0_VAL_0_SECTION]", ""])
 
 
+MIRAX_FILL = (230, 236, 245)  # RGB of IMAGE_FILL_COLOR_BGR: OpenSlide's background colour for the slide
+MIRAX_EMPTY = (1, 2)  # (row, col) of the level-0 image not stored (no tissue): it shows the fill colour
+
+
 def write_mirax_mrxs(folder: Path, pixel_size_um: float = 0.25, side: int = 128) -> GeneratedSlide:
-    """A MIRAX slide: a 3×4 grid of ``side``² JPEG images, three levels, no overlaps."""
+    """A MIRAX slide: a 3×4 grid of ``side``² JPEG images, three levels, no overlaps, one level-0 image absent."""
     grid = (3, 4)
-    levels = _pyramid(grid[0] * side, grid[1] * side, 3)
+    base = pattern(grid[0] * side, grid[1] * side)
+    row, col = MIRAX_EMPTY
+    base[row * side : (row + 1) * side, col * side : (col + 1) * side] = MIRAX_FILL
+    levels = [base, halve(base), halve(halve(base))]
     data = bytearray()
     items: list[list[tuple[int, int, int, int]]] = []
     for k, level in enumerate(levels):
         step, found = 2**k, []
         for row in range(0, grid[0], step):
             for col in range(0, grid[1], step):
+                if k == 0 and (row, col) == MIRAX_EMPTY:
+                    continue
                 image = np.full((side, side, 3), 255, np.uint8)
                 part = level[row // step * side : (row // step + 1) * side, col // step * side : (col // step + 1) * side]
                 image[: part.shape[0], : part.shape[1]] = part
@@ -334,7 +345,8 @@ def write_mirax_mrxs(folder: Path, pixel_size_um: float = 0.25, side: int = 128)
     companion.mkdir()
     (companion / "Data0000.dat").write_bytes(bytes(data))
     (companion / "Index.dat").write_bytes(_mirax_index(items, where))
-    (companion / "Slidedat.ini").write_text(_mirax_slidedat(grid, side, len(levels), pixel_size_um))
+    fill_bgr = MIRAX_FILL[2] << 16 | MIRAX_FILL[1] << 8 | MIRAX_FILL[0]
+    (companion / "Slidedat.ini").write_text(_mirax_slidedat(grid, side, len(levels), pixel_size_um, fill_bgr))
     return GeneratedSlide(path, "mirax", levels, [lv.shape[:2] for lv in levels], pixel_size_um, tolerance=2.0)
 
 
