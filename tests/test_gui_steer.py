@@ -78,6 +78,7 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     first = slide_layers.last_run(viewer.layers["slide"])
     steer.start_button.clicked.emit()
     brush, regions, preview = viewer.layers[BRUSH], viewer.layers[REGIONS], viewer.layers[PREVIEW]
+    assert viewer.layers[DEFORMATION].visible and preview.visible and not viewer.layers[DOTS].visible
     assert brush.data.shape == (64, 64) and "learned" in steer.status.value, steer.status.value
     # no edits: the preview is where the run sampled
     np.testing.assert_allclose(steer.preview_points, first.points, atol=0.05)
@@ -127,7 +128,8 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     assert viewer.layers[PREVIOUS_LABELS].visible and viewer.layers[PREVIOUS_DOTS].visible
     assert not viewer.layers["prediction"].visible and not viewer.layers[DOTS].visible
     steer.compare_button.clicked.emit()
-    assert viewer.layers["prediction"].visible and not viewer.layers[PREVIOUS_LABELS].visible
+    assert viewer.layers["prediction"].visible and viewer.layers[DOTS].visible
+    assert not viewer.layers[PREVIOUS_LABELS].visible and not viewer.layers[PREVIOUS_DOTS].visible
 
     # saved: the workspace holds the edited map, its provenance says the user edited it and how
     workspace_path = slide.ome_zarr.parent / "slide.m2mrf.zarr"

@@ -228,7 +228,7 @@ class SteerWidget(PluginWidget):
                              f"in {REGIONS!r}")
 
     def _add_edit_layers(self, slide: Any) -> None:
-        from napari_m2mrf.widgets.slide_layers import _tag, world_frame
+        from napari_m2mrf.widgets.slide_layers import DEFORMATION, DOTS, _find, _tag, world_frame
 
         base = self.base
         scale, translate = world_frame(slide)
@@ -245,8 +245,8 @@ class SteerWidget(PluginWidget):
                 translate=translate + scale * (cell - 1) / 2, metadata=_tag(BRUSH, slide.name),
             )
             brush.brush_size = max(3, grid[0] // 16)
-            brush.events.paint.connect(self.update_preview_throttled)
-            brush.events.data.connect(self.update_preview_throttled)
+            for event in ("paint", "set_data", "data"):  # a stroke, an undo/redo, Clear edits
+                getattr(brush.events, event).connect(self.update_preview_throttled)
         regions = self._layer(REGIONS)
         if regions is None:
             regions = self._viewer.add_shapes(
@@ -257,6 +257,10 @@ class SteerWidget(PluginWidget):
             regions.events.data.connect(self.update_preview_throttled)
             regions.events.features.connect(self.update_preview_throttled)
         self._factor_changed()
+        for role, visible in ((DEFORMATION, True), (DOTS, False)):  # the map being painted; the dots: the preview's
+            shown = _find(self._viewer, role, slide.name)
+            if shown is not None:
+                shown.visible = visible
         self._viewer.layers.selection.active = brush
 
     def _factor_changed(self, *_: Any) -> None:
@@ -402,6 +406,8 @@ class SteerWidget(PluginWidget):
 
         result = slide_layers.last_run(layer)
         self.previous = result
+        self.showing_previous = False
+        self.compare_button.text = "Compare: show previous run"
         if result is None:  # a reopened workspace: its run is not in memory
             return
         labels = slide_layers._find(self._viewer, PREVIOUS_LABELS, layer.name)
@@ -412,7 +418,7 @@ class SteerWidget(PluginWidget):
                                     opacity=0.6, visible=False, scale=scale, translate=translate,
                                     metadata=slide_layers._tag(PREVIOUS_LABELS, layer.name, run_id=result.run_id))
         else:
-            labels.data = list(result.label_levels)
+            labels.data, labels.visible = list(result.label_levels), False
             labels.metadata["m2mrf"]["run_id"] = result.run_id
         slide_layers.show_sampling_dots(self._viewer, layer, result.points, result.relative_density,
                                         role=PREVIOUS_DOTS, visible=False)
@@ -468,9 +474,13 @@ class SteerWidget(PluginWidget):
     def _on_finished(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self._cancel = None
-        preview = self._layer(PREVIEW)
-        if preview is not None:
+        from napari_m2mrf.widgets.slide_layers import DOTS
+
+        preview, dots = self._layer(PREVIEW), self._layer(DOTS)
+        if self.slide_run is not None and self.slide_run.stage == "saved" and preview is not None:
             preview.visible = False  # the run's own dots are the preview's positions now
+            if dots is not None:
+                dots.visible = not self.showing_previous
 
     def _cancel_run(self) -> None:
         if self._cancel is not None:
