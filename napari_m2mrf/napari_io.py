@@ -208,7 +208,7 @@ def slide_layer_data(
     info: SourceInfo | None = None,
     on_corrupt: Callable[[Exception], None] | None = None,
 ) -> list[LayerData]:
-    """A slide as a lazy multiscale RGB image layer (µm scale when known) plus its stored label pyramids.
+    """A slide as a lazy multiscale RGB image layer (µm scale and units when known) plus its stored label pyramids.
 
     Works for OME-TIFF, scanner formats through OpenSlide (SVS, NDPI, MRXS, SCN, BIF, Philips TIFF…),
     DICOM WSI through wsidicom, generic tiled TIFF, OME-Zarr and workspaces. A large single-resolution
@@ -229,6 +229,7 @@ def slide_layer_data(
     check_pyramid_readable(pyramid, coarsest_only=True)  # level 0 is read lazily, chunk by chunk
     pyramid = dataclasses.replace(pyramid, levels=checked_levels(pyramid.levels, str(pyramid.source), on_corrupt))
     scale = (pyramid.pixel_size_um,) * 2 if pyramid.pixel_size_um else (1.0, 1.0)
+    units = ("micrometer", "micrometer") if pyramid.pixel_size_um else None  # the scale bar reads the layers' units
     levels = pyramid.channel_last()
     image_meta: dict[str, Any] = {
         "name": pyramid.name,
@@ -242,6 +243,8 @@ def slide_layer_data(
             "downsamples": list(pyramid.downsamples),
         },
     }
+    if units:
+        image_meta["units"] = units
     data = levels if len(levels) > 1 else levels[0]
     if not image_meta["rgb"]:
         data = [level[..., 0] for level in levels] if len(levels) > 1 else levels[0][..., 0]
@@ -251,7 +254,7 @@ def slide_layer_data(
     for labels in open_label_pyramids(label_source):
         where = f"{label_source} labels '{labels.name}'"
         labels = dataclasses.replace(labels, levels=checked_levels(labels.levels, where, on_corrupt))
-        layers.append(_slide_labels(labels, scale))
+        layers.append(_slide_labels(labels, scale, units))
     return layers
 
 
@@ -262,7 +265,7 @@ def _contrast_limits(dtype: np.dtype) -> list[float]:
     return [0.0, 1.0]
 
 
-def _slide_labels(labels: Any, scale: tuple[float, float]) -> LayerData:
+def _slide_labels(labels: Any, scale: tuple[float, float], units: tuple[str, str] | None) -> LayerData:
     lazy = labels.lazy_levels()
     meta: dict[str, Any] = {
         "name": labels.name,
@@ -271,6 +274,8 @@ def _slide_labels(labels: Any, scale: tuple[float, float]) -> LayerData:
         "opacity": 0.6,
         "metadata": {"class_names": labels.names, "downsamples": list(labels.downsamples)},
     }
+    if units:
+        meta["units"] = units
     if labels.colors:
         colormap: dict[int | None, tuple[float, ...]] = {0: (0.0, 0.0, 0.0, 0.0), None: (0.0, 0.0, 0.0, 0.0)}
         colormap.update({value: tuple(color) for value, color in labels.colors.items()})

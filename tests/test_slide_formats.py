@@ -39,6 +39,14 @@ def _read_through_viewer_reader(path: Path) -> list:
     return reader(str(path))
 
 
+def _layer_units(data: object, meta: dict, kind: str) -> tuple[str, ...]:
+    """The units of the napari layer the viewer makes from a reader's layer data (no viewer, no Qt)."""
+    pytest.importorskip("napari")
+    from napari.layers import Layer
+
+    return tuple(str(unit) for unit in Layer.create(data, meta, kind).units)
+
+
 def _check_pixels(name: str, got: np.ndarray, expected: np.ndarray, tolerance: float) -> None:
     difference = np.abs(got.astype(np.int16) - expected.astype(np.int16))
     assert difference.mean() <= tolerance, f"{name}: mean difference {difference.mean():.2f}"
@@ -62,6 +70,7 @@ def test_viewer_reader_gives_levels_pixels_and_scale(slide: GeneratedSlide) -> N
     assert [tuple(level.shape) for level in data] == [(*shape, 3) for shape in slide.level_shapes]
     assert meta["scale"] == pytest.approx((slide.pixel_size_um,) * 2, rel=1e-6)
     assert meta["metadata"]["pixel_size_um"] == pytest.approx(slide.pixel_size_um, rel=1e-6)
+    assert _layer_units(data, meta, kind) == ("micrometer", "micrometer")  # what napari's scale bar shows
     for k, written in enumerate(slide.levels):
         (y, x), (h, w) = slide.offset(k), written.shape[:2]
         got = np.asarray(data[k][y : y + h, x : x + w])
@@ -119,5 +128,18 @@ def test_ome_tiff_pyramid_pixel_size_in_nanometres_reaches_the_layer_scale(tmp_p
     assert sniff_format(path) == "tiff"
     [(data, meta, kind)] = _read_through_viewer_reader(path)
     assert meta["scale"] == pytest.approx((0.5, 0.5)) and [level.shape[:2] for level in data] == [lv.shape[:2] for lv in levels]
+    assert _layer_units(data, meta, kind) == ("micrometer", "micrometer")
     for got, written in zip(data, levels, strict=True):
         assert np.array_equal(np.asarray(got), written)
+
+
+@pytest.mark.gui
+def test_viewer_opens_a_mirax_slide_with_a_micrometre_scale_bar(make_napari_viewer, tmp_path: Path) -> None:
+    pytest.importorskip("napari")
+    slide = WRITERS["mrxs"](tmp_path)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(slide.path), plugin="napari-m2mrf")
+    assert len(layers) == 1 and layers[0].multiscale and len(layers[0].data) == len(slide.level_shapes)
+    assert tuple(layers[0].scale) == pytest.approx((slide.pixel_size_um,) * 2)
+    viewer.canvas.overlays.scale_bar.visible = True
+    assert [str(unit) for unit in viewer.layers.units] == ["micrometer", "micrometer"]
