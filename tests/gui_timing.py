@@ -34,6 +34,13 @@ def event_loop_ticks(keep: Callable[[], bool] = lambda: True) -> Iterator[list[f
         timer.stop()
 
 
+def wait_for_segment_run(qtbot, widget, timeout_ms: int = 300_000) -> None:
+    """Wait until the Segment widget's running job has finished and every result layer is added (the
+    hidden probability layers follow the ``lesions`` layer one per event-loop turn). Run is enabled again
+    when the job has finished, however fast it failed (a signal emitted before a wait connects is missed)."""
+    qtbot.waitUntil(lambda: widget.run_button.enabled and not widget.pending_layers, timeout=timeout_ms)
+
+
 def cancel_and_time(qtbot, widget) -> float:
     """Click the widget's Cancel and wait until its worker has finished (Run is enabled again);
     returns the seconds between the click and that."""

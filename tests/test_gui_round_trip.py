@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QWidget
 pytestmark = pytest.mark.gui
 pytest.importorskip("napari_m2mrf.models.registry")
 
-from gui_timing import wait_until_ready  # noqa: E402
+from gui_timing import wait_for_segment_run, wait_until_ready  # noqa: E402
 
 from napari_m2mrf.classes import FUNDUS_CLASSES  # noqa: E402
 from napari_m2mrf.io.workspace import PHOTOGRAPH, Workspace  # noqa: E402
@@ -57,8 +57,7 @@ def segment(viewer, qtbot) -> None:
     widget.region.value = REGION_TILES
     widget.tile.value = 384
     widget.run()
-    with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
-        pass
+    wait_for_segment_run(qtbot, widget)
     assert widget.status.value.startswith("done"), widget.status.value
 
 

@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.gui
 pytest.importorskip("napari_m2mrf.models.registry")
 
-from gui_timing import cancel_and_time, event_loop_ticks, wait_until_ready  # noqa: E402
+from gui_timing import cancel_and_time, event_loop_ticks, wait_for_segment_run, wait_until_ready  # noqa: E402
 
 from napari_m2mrf.models.outputs import probabilities_to_labels  # noqa: E402
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint  # noqa: E402
@@ -60,8 +60,7 @@ def _widget(viewer, image: np.ndarray) -> SegmentWidget:
 
 def _run_and_wait(widget: SegmentWidget, qtbot, timeout_ms: int = 120_000) -> None:
     widget.run()
-    with qtbot.waitSignal(widget.worker.finished, timeout=timeout_ms):
-        pass
+    wait_for_segment_run(qtbot, widget, timeout_ms)
 
 
 def test_whole_image_run_adds_lesions_and_hidden_probabilities(make_napari_viewer, qtbot) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_timing import wait_until_ready
+from gui_timing import wait_for_segment_run, wait_until_ready
 
 from napari_m2mrf._samples import fundus_labels_layer
 from napari_m2mrf.classes import FUNDUS_CLASSES
@@ -126,8 +126,7 @@ def test_human_in_the_loop_fine_tuning_raises_iou_in_the_corrected_region(
 
     def run_segment() -> float:
         segment.run()
-        with qtbot.waitSignal(segment.worker.finished, timeout=120_000):
-            pass
+        wait_for_segment_run(qtbot, segment, 120_000)
         return _mean_iou(viewer, truth)
 
     before = run_segment()

@@ -42,7 +42,7 @@ def mib(value: int) -> str:
 def test_segment_widget_50_runs_keep_memory_threads_and_layers_flat(make_napari_viewer, qtbot, tmp_path) -> None:
     import torch
 
-    from gui_timing import wait_until_ready
+    from gui_timing import wait_for_segment_run, wait_until_ready
     from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint
     from napari_m2mrf.widgets.segment import CHECKPOINT_FILE, REGION_WHOLE, SegmentWidget
 
@@ -62,8 +62,7 @@ def test_segment_widget_50_runs_keep_memory_threads_and_layers_flat(make_napari_
 
     def run_once() -> None:
         widget.run()
-        with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
-            pass
+        wait_for_segment_run(qtbot, widget)
         qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=30_000)
 
     warm_up, runs = 5, 50

@@ -18,7 +18,7 @@ from napari_m2mrf.catalog import ModelRef
 from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
 from napari_m2mrf.inference.regions import Box, box_mask
 from napari_m2mrf.io.pixels import to_rgb8
-from napari_m2mrf.jobs import CancelToken, ProgressCallback, no_progress
+from napari_m2mrf.jobs import CancelToken, ProgressCallback, StagedProgress, no_progress
 from napari_m2mrf.models.outputs import probabilities_to_labels
 
 WHOLE = "whole"  # the official protocol: whole image rescaled to the model's input size
@@ -50,6 +50,10 @@ class SegmentResult:
     seconds: float = 0.0
 
 
+# shares of the progress bar per stage (the model load is short when the widget preloaded it)
+STAGES = {"model": 10, "segment": 85, "labels": 5}
+
+
 def run_segmentation(
     image: np.ndarray,
     request: SegmentRequest,
@@ -57,36 +61,44 @@ def run_segmentation(
     cancel: CancelToken | None = None,
     notify: Callable[[str], None] = lambda message: None,
 ) -> SegmentResult:
-    """Segment ``image`` (H, W, 3) as ``request`` asks; raises ``Cancelled`` when cancelled."""
+    """Segment ``image`` (H, W, 3) as ``request`` asks; raises ``Cancelled`` when cancelled.
+
+    Progress: ``(done, PROGRESS_SCALE, message)`` over the stages model, segment (tiles; the whole
+    image is one step) and labels, never going back (:class:`~napari_m2mrf.jobs.StagedProgress`).
+    The model comes from :mod:`~napari_m2mrf.inference.model_cache` (loaded there once).
+    """
     from napari_m2mrf.catalog import resolve
+    from napari_m2mrf.inference.model_cache import cached_model, load_model
 
     start = time.perf_counter()
+    step = StagedProgress(STAGES, progress, cancel)
     rgb = to_rgb8(image)
     height, width = rgb.shape[:2]
     ref = resolve(request.model)
-    progress(0, 1, f"loading {ref.name}")
-    model, meta = ref.load(), ref.metadata
+    step("model", 0, 1, f"loading {ref.name}" if cached_model(ref) is None else f"{ref.name} is loaded")
+    model, meta = load_model(ref, cancel), ref.metadata
     predictor = FundusPredictor(model, Preprocessing.from_meta(meta), request.device)
-    if cancel is not None:
-        cancel.check()
+    step("model", 1, 1, f"running {ref.name} on {predictor.device}")
     computed = None
     if request.boxes:
         probabilities = np.zeros((len(request.thresholds), height, width), np.float32)
         for index, (y0, x0, y1, x1) in enumerate(request.boxes):
 
             def box_progress(done: int, total: int, message: str, index: int = index) -> None:
-                progress(index * total + done, len(request.boxes) * total, f"region {index + 1}: {message}")
+                step("segment", index * total + done, len(request.boxes) * total, f"region {index + 1}: {message}")
 
             probabilities[:, y0:y1, x0:x1] = predictor.predict_tiled(
                 rgb[y0:y1, x0:x1], request.tile, request.overlap, box_progress, cancel, notify
             )
         computed = box_mask(request.boxes, height, width)
     elif request.mode == TILES:
-        probabilities = predictor.predict_tiled(rgb, request.tile, request.overlap, progress, cancel, notify)
+        probabilities = predictor.predict_tiled(rgb, request.tile, request.overlap, step.stage("segment"), cancel,
+                                                notify)
     else:
         probabilities = predictor.predict_whole(rgb, cancel)
-        progress(1, 1, "done")
+        step("segment", 1, 1, "thresholding")
     labels = probabilities_to_labels(probabilities, request.thresholds)
     if computed is not None:
         labels[~computed] = 0
+    step.finish()
     return SegmentResult(probabilities, labels, computed, meta, time.perf_counter() - start)

@@ -8,7 +8,8 @@ and they are carried over onto the new prediction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,8 +65,13 @@ def show_lesions(viewer: Any, image_layer: Any, prediction: np.ndarray) -> Any:
 
 def show_probabilities(viewer: Any, image_layer: Any, probabilities: np.ndarray) -> list[Any]:
     """Add or update one hidden probability Image layer per fundus class, coloured like the class."""
+    return [step() for step in probability_steps(viewer, image_layer, probabilities)]
+
+
+def probability_steps(viewer: Any, image_layer: Any, probabilities: np.ndarray) -> list[Callable[[], Any]]:
+    """:func:`show_probabilities` as one call per class, for a caller that adds one layer per event-loop turn."""
     return [
-        show_probability_layer(viewer, image_layer, cls.code, cls.color, probabilities[channel])
+        functools.partial(show_probability_layer, viewer, image_layer, cls.code, cls.color, probabilities[channel])
         for channel, cls in enumerate(FUNDUS_CLASSES[: probabilities.shape[0]])
     ]
 
@@ -96,7 +102,9 @@ def show_probability_layer(
         viewer.layers.remove(layer)
         layer = None
     if layer is None:
-        return viewer.add_image(
+        from napari.layers import Image
+
+        layer = Image(
             data,
             name=f"{code} probability",
             multiscale=multiscale,
@@ -108,6 +116,9 @@ def show_probability_layer(
             translate=translate,
             metadata={"m2mrf": {"role": PROBABILITY, "source": source, "code": code}},
         )
+        lesions = find_result_layer(viewer, LESIONS, source)  # hidden maps go under the labels the user edits
+        viewer.layers.insert(viewer.layers.index(lesions) if lesions is not None else len(viewer.layers), layer)
+        return layer
     layer.data = data
     layer.metadata["m2mrf"].pop("saved_to", None)  # new maps: the next save writes them
     layer.scale, layer.translate = scale, translate

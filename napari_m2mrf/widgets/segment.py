@@ -8,6 +8,7 @@ model takes each pixel's most probable class, so its boxes are disabled.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
@@ -36,8 +37,8 @@ from napari_m2mrf.widgets.result_layers import (
     LESIONS,
     PREDICTION_KEY,
     find_result_layer,
+    probability_steps,
     show_lesions,
-    show_probabilities,
 )
 from napari_m2mrf.widgets.view import canvas_corners_world
 
@@ -53,8 +54,11 @@ INFERENCE_MODULES = (
     "napari_m2mrf.inference.devices",
     "napari_m2mrf.catalog",
     "napari_m2mrf.inference.segment_job",
+    "napari_m2mrf.inference.model_cache",
     "napari_m2mrf.inference.slide",
 )
+
+logger = logging.getLogger(__name__)
 
 REGION_WHOLE = "whole image (official protocol)"
 REGION_TILES = "whole image, full-resolution tiles"
@@ -62,6 +66,7 @@ REGION_VIEW = "visible field of view"
 REGION_SHAPES = "shapes in a Shapes layer"
 CHECKPOINT_FILE = "checkpoint file…"
 BACKGROUND_NICENESS = 10
+LAYER_GAP_MS = 10  # event-loop time between two result layers being added
 SIGMOID_TIP = (
     "sigmoid (multi-label) model: a pixel gets the most probable class whose probability is above its "
     "threshold; the default is the threshold calibrated in the checkpoint (0.5 where it has none)"
@@ -149,6 +154,10 @@ class SegmentWidget(PluginWidget):
         self._signals.noticed.connect(self._notify)
         self._cancel: CancelToken | None = None
         self.worker = None
+        self.pending_layers: list = []  # result layers still to add, one per event-loop turn (see _show)
+        self.preload_worker = None  # loads the chosen model while the user looks (see _preload_model)
+        self._preload_cancel: CancelToken | None = None
+        self.native.destroyed.connect(self._stop_preload)
         refresh_models = self.model.reset_choices
         catalogue_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
         self.native.destroyed.connect(lambda: catalogue_changed.disconnect(refresh_models))
@@ -207,6 +216,42 @@ class SegmentWidget(PluginWidget):
             spin.value = defaults.get(code, DEFAULT_THRESHOLD)
             spin.enabled = sigmoid
             spin.tooltip = SIGMOID_TIP if sigmoid else SOFTMAX_TIP
+        self._preload_model()
+
+    def _stop_preload(self, *_) -> None:
+        if self._preload_cancel is not None:
+            self._preload_cancel.set()
+
+    def _preload_model(self) -> None:
+        """Load the chosen model in a worker thread while the user looks, so Run starts at once
+        (:mod:`~napari_m2mrf.inference.model_cache`). The status line says so; Run works meanwhile (the run
+        waits for this load instead of starting a second). Choosing another model cancels a load that has
+        not started; a model that cannot be loaded is reported by the run, not here."""
+        from superqt.utils import create_worker
+
+        from napari_m2mrf.catalog import resolve
+        from napari_m2mrf.inference.model_cache import cached_model, load_model
+
+        self._stop_preload()
+        try:
+            ref = resolve(self._model_source())
+        except UserError:
+            return
+        if ref.path is None or cached_model(ref) is not None:
+            return
+        cancel = self._preload_cancel = CancelToken()
+        loading = f"loading {ref.name}… (Run works meanwhile)"
+        if self.worker is None or self.run_button.enabled:
+            self.status.value = loading
+
+        def loaded(_model) -> None:
+            if not cancel.is_set and self.status.value == loading:
+                self.status.value = f"{ref.name} is loaded"
+
+        self.preload_worker = create_worker(
+            load_model, ref, cancel,
+            _connect={"returned": loaded, "errored": lambda exc: logger.info("preloading %s: %s", ref.name, exc)},
+        )
 
     def _threshold_values(self) -> list[float]:
         return [float(spin.value) for spin in self.thresholds]
@@ -326,9 +371,23 @@ class SegmentWidget(PluginWidget):
             base = previous.metadata.get(PREDICTION_KEY) if previous is not None else None
             if base is not None and base.shape == labels.shape:
                 labels = np.where(result.computed, labels, base).astype(np.uint8)
-        show_probabilities(self._viewer, layer, result.probabilities)
-        show_lesions(self._viewer, layer, labels)
+        show_lesions(self._viewer, layer, labels)  # what the user asked for first, the hidden maps after it
         self.status.value = f"done in {result.seconds:.1f} s"
+        self.pending_layers = probability_steps(self._viewer, layer, result.probabilities)
+        self._add_pending_layer()
+
+    def _add_pending_layer(self) -> None:
+        """Add one pending result layer, then let the event loop run before the next (napari takes tens of
+        milliseconds per layer on the GUI thread; all at once would freeze the viewer)."""
+        if not self.pending_layers:
+            return
+        try:
+            self.native.isVisible()
+        except RuntimeError:  # the widget is gone (its viewer closed): nothing to add to
+            self.pending_layers = []
+            return
+        self.pending_layers.pop(0)()
+        QTimer.singleShot(LAYER_GAP_MS, self._add_pending_layer)
 
     # -- slides: deformed-downsampling models (napari_m2mrf.inference.slide, widgets.slide_layers) --
 
