@@ -16,9 +16,12 @@ checks) and the TIFF tag numbers these vendors use:
   element with ``ScanRes`` (µm/pixel) and ``Magnification``; levels are directories described
   ``level=N mag=M quality=Q``; a ``Thumbnail`` directory.
 * Hamamatsu NDPI: TIFF with the private tags 65420 (file format), 65421 (source lens; -1 for the
-  macro), 65422-65424 (offsets from the slide centre, focal plane); each level one JPEG strip with
-  restart markers every ``RESTART_BLOCKS`` MCUs, their starts in tag 65426 (McuStarts, bytes from
-  the strip start), the µm/pixel in the TIFF resolution (centimetre unit).
+  macro), 65422-65424 (offsets from the slide centre, focal plane); each level one 4:2:2 JPEG strip
+  with restart markers every ``RESTART_BLOCKS`` MCUs (OpenSlide reads a tile as the MCUs between two
+  markers), their starts in tag 65426 (McuStarts, bytes from the strip start), the µm/pixel in the
+  TIFF resolution (centimetre unit). OpenSlide 4.0.1 failed to decode the tiles of 4:2:0 strips
+  here ("found marker 0xd9 instead of RST0"). Directories link with classic 32-bit offsets, so
+  tifffile, which reads ``.ndpi`` files with NDPI's 64-bit links, cannot parse these files.
 * 3DHISTECH MIRAX: ``NAME.mrxs`` (any non-TIFF content) beside a folder ``NAME`` holding
   ``Slidedat.ini`` (GENERAL: slide id, image grid; HIERARCHICAL: the index file, one ``Slide zoom
   level`` value per level with its section, the ``VIMSLIDE_POSITION_BUFFER`` non-hierarchical
@@ -67,7 +70,6 @@ class GeneratedSlide:
     pixel_size_um: float
     offsets: list[tuple[int, int]] = field(default_factory=list)
     tolerance: float = 0.0
-    associated: tuple[str, ...] = ()
 
     def offset(self, level: int) -> tuple[int, int]:
         return self.offsets[level] if self.offsets else (0, 0)
@@ -143,8 +145,7 @@ def write_aperio_jp2k(folder: Path, compression: int = 33003, pixel_size_um: flo
                       photometric="rgb", compression=compression, description=text, metadata=None)
             if index == 0:
                 tif.write(level[::4, ::4].copy(), photometric="rgb", description="Aperio Image Library thumbnail", metadata=None)
-    return GeneratedSlide(path, "aperio", levels, [lv.shape[:2] for lv in levels], pixel_size_um, tolerance=1.0,
-                          associated=("thumbnail",))
+    return GeneratedSlide(path, "aperio", levels, [lv.shape[:2] for lv in levels], pixel_size_um, tolerance=1.0)
 
 
 # -- Leica SCN ------------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ def write_leica_scn(folder: Path, pixel_size_um: float = 0.5) -> GeneratedSlide:
                       metadata=None, resolution=_per_cm(pixel_size_um * 2**k), resolutionunit="CENTIMETER")
     shapes = [(canvas[0] >> k, canvas[1] >> k) for k in range(len(levels))]
     offsets = [(offset[0] >> k, offset[1] >> k) for k in range(len(levels))]
-    return GeneratedSlide(path, "leica", levels, shapes, pixel_size_um, offsets, tolerance=2.0, associated=("macro",))
+    return GeneratedSlide(path, "leica", levels, shapes, pixel_size_um, offsets, tolerance=2.0)
 
 
 # -- Ventana BIF ----------------------------------------------------------------------------------
@@ -211,8 +212,7 @@ def write_ventana_bif(folder: Path, pixel_size_um: float = 0.25) -> GeneratedSli
         for k, level in enumerate(levels):
             tif.write(level, tile=(TILE, TILE), photometric="rgb", compression="jpeg", compressionargs={"level": 95},
                       description=f"level={k} mag={40 >> k} quality=95", metadata=None)
-    return GeneratedSlide(path, "ventana", levels, [lv.shape[:2] for lv in levels], pixel_size_um, tolerance=2.0,
-                          associated=("macro", "thumbnail"))
+    return GeneratedSlide(path, "ventana", levels, [lv.shape[:2] for lv in levels], pixel_size_um, tolerance=2.0)
 
 
 # -- Hamamatsu NDPI -------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def write_hamamatsu_ndpi(folder: Path, pixel_size_um: float = 0.46) -> Generated
                       resolutionunit="CENTIMETER", extratags=_ndpi_tags(lens, starts))
     # OpenSlide adds levels of its own below the last stored one (JPEG decoded at 1/2, 1/4, 1/8)
     shapes = [lv.shape[:2] for lv in levels] + [(levels[1].shape[0] >> k, levels[1].shape[1] >> k) for k in (1, 2, 3)]
-    return GeneratedSlide(path, "hamamatsu", levels, shapes, pixel_size_um, tolerance=2.0, associated=("macro",))
+    return GeneratedSlide(path, "hamamatsu", levels, shapes, pixel_size_um, tolerance=2.0)
 
 
 def _jpeg_plain(image: np.ndarray, quality: int = 90) -> bytes:
