@@ -73,7 +73,7 @@ def _check_directory_chain(path: Path, tif: Any) -> None:
     tif.filehandle.seek(where)
     link = int.from_bytes(tif.filehandle.read(width), "little" if tif.byteorder == "<" else "big")
     if link >= size:
-        raise UserError(f"{path}: truncated: the file has {size} bytes but links an image directory at byte {link}")
+        raise UserError(f"{path}: truncated: its last image directory links to a next one past the end of the file ({size} bytes)")
 
 
 def _first_line(exc: BaseException) -> str:
