@@ -46,8 +46,11 @@ def fundus_lesions_layers() -> list[LayerData]:
 
 
 def slide_layers() -> list[LayerData]:
-    """The synthetic 32k² pyramidal histology slide (lazy multiscale) with its ground-truth label pyramid."""
-    from napari_m2mrf.napari_io import slide_layer_data
-    from sample_data.slide_sample import sample_slide
+    """The synthetic 32k² pyramidal histology slide (lazy multiscale) with its ground-truth label pyramid.
 
-    return slide_layer_data(sample_slide().ome_zarr)
+    Shown at once: each chunk is synthesised when napari (or a slide model) first reads it and kept in
+    the cache (:mod:`sample_data.slide_on_demand`)."""
+    from napari_m2mrf.napari_io import slide_layer_data
+    from sample_data.slide_on_demand import sample_slide_on_demand
+
+    return slide_layer_data(sample_slide_on_demand())

@@ -164,9 +164,12 @@ def _found(info: SourceInfo) -> SourceInfo:
 def gated_ome_zarr(path: Path, *, check_chunks: bool = True):  # noqa: ANN201 - a Pyramid
     """The OME-Zarr image at ``path`` once the store layout and every level's metadata pass the gate."""
     from napari_m2mrf.io.input_gate import check_zarr_levels, check_zarr_store
+    from napari_m2mrf.io.made_on_read import registered
     from napari_m2mrf.io.omezarr import open_ome_zarr
 
     stored = check_zarr_store(path)
+    if registered(path) is not None:  # chunks made on read (the sample slide): no compression ratio to judge
+        stored = None
     pyramid = open_ome_zarr(path, check_chunks=check_chunks)
     check_zarr_levels(
         path,

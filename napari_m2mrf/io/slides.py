@@ -40,7 +40,12 @@ def open_pyramid(path: str | os.PathLike[str], info: SourceInfo | None = None) -
     from napari_m2mrf.io.limits import current_limits
 
     if info.format == "zarr":  # the store layout was checked by inspect_source; now the levels' metadata
+        from napari_m2mrf.io.made_on_read import registered
         from napari_m2mrf.io.workspace import Workspace
+
+        made = registered(path)
+        if made is not None:  # a store whose chunks are made on first read (the sample slide)
+            return _opened(path, made.pyramid, "OME-Zarr made on read")
 
         workspace = Workspace.is_workspace(path)
         if workspace:
@@ -171,7 +176,12 @@ def open_for_viewing(
 
 def open_label_pyramids(path: str | os.PathLike[str]) -> list[LabelPyramid]:
     """Label pyramids stored with a slide: OME-Zarr ``labels/*`` or an OME-TIFF ``ground_truth`` series."""
+    from napari_m2mrf.io.made_on_read import registered
+
     path = Path(path)
+    made = registered(path)
+    if made is not None:
+        return list(made.labels)
     found = sniff_format(path)
     if found == "zarr":
         from napari_m2mrf.io.omezarr import label_names, open_ome_zarr_labels
