@@ -143,3 +143,16 @@ def test_viewer_opens_a_mirax_slide_with_a_micrometre_scale_bar(make_napari_view
     assert tuple(layers[0].scale) == pytest.approx((slide.pixel_size_um,) * 2)
     viewer.canvas.overlays.scale_bar.visible = True
     assert [str(unit) for unit in viewer.layers.units] == ["micrometer", "micrometer"]
+
+
+def test_a_real_dicom_file_that_is_not_a_slide_is_refused_in_one_line() -> None:
+    """pydicom ships real DICOM files (a CT slice); the reader claims them by content and refuses them clearly."""
+    pydicom_data = pytest.importorskip("pydicom.data")
+    from napari_m2mrf.errors import UserError
+    from napari_m2mrf.napari_io import layer_data_for_path
+
+    path = Path(pydicom_data.get_testdata_file("CT_small.dcm"))
+    assert sniff_format(path) == "dicom"
+    with pytest.raises(UserError, match="not a readable DICOM whole-slide image") as raised:
+        layer_data_for_path(path)
+    assert "\n" not in str(raised.value)
