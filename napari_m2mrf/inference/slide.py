@@ -59,9 +59,10 @@ from torch import nn
 from napari_m2mrf.catalog import ModelRef
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.runner import ModelRunner
+from napari_m2mrf.inference.model_cache import load_model
 from napari_m2mrf.io.pixels import rgb_channels, round_rgb8, value_scale
 from napari_m2mrf.io.pyramid import Pyramid
-from napari_m2mrf.jobs import CancelToken, ProgressCallback, no_progress
+from napari_m2mrf.jobs import CancelToken, ProgressCallback, StagedProgress, no_progress
 from napari_m2mrf.inference.steering import grid_points, model_density, relative_sample_density
 from napari_m2mrf.models.deform import DeformedSegmenter, UniformSampler, low_resolution_view
 from napari_m2mrf.sampling.pyramid import (
@@ -166,28 +167,6 @@ class SlideResult:
     _save: dict = field(default_factory=dict, repr=False)
 
 
-class _Progress:
-    """Maps each stage's own ``(done, total)`` onto one 0…1000 bar, and checks for cancel."""
-
-    def __init__(self, callback: ProgressCallback, cancel: CancelToken | None) -> None:
-        self.callback, self.cancel = callback, cancel
-        self._starts, start = {}, 0
-        for name, share in _STAGES.items():
-            self._starts[name] = start
-            start += share
-        self._total = start
-
-    def __call__(self, stage: str, done: int, total: int, message: str) -> None:
-        if self.cancel is not None:
-            self.cancel.check()
-        self.report(stage, done, total, message)
-
-    def report(self, stage: str, done: int, total: int, message: str) -> None:
-        """Move the bar without checking for cancel (for work that must finish once started)."""
-        fraction = (self._starts[stage] + _STAGES[stage] * done / max(total, 1)) / self._total
-        self.callback(round(1000 * fraction), 1000, message)
-
-
 def is_slide_model(source: str | ModelRef) -> bool:
     """True when ``source`` (bundled or trained name, or checkpoint file) holds a deformed-downsampling
     slide model.
@@ -254,7 +233,7 @@ def _open_workspace(source: Path, requested: Path | None):
 
 
 def _sample_deformed_image(
-    pyramid: Pyramid, points: np.ndarray, workers: int, progress: _Progress
+    pyramid: Pyramid, points: np.ndarray, workers: int, progress: StagedProgress
 ) -> tuple[np.ndarray, ReadStats]:
     """``h×w×C`` float32 samples of the slide at ``points`` ``h×w×2``, band by band of grid rows."""
     spacing = local_spacing(points)
@@ -274,7 +253,7 @@ def _sample_deformed_image(
     return values, stats
 
 
-def _fill_levels(arrays: Sequence, sampler: ReverseSampler, base: float, step: _Progress, stages: Sequence[str],
+def _fill_levels(arrays: Sequence, sampler: ReverseSampler, base: float, step: StagedProgress, stages: Sequence[str],
                  messages: Sequence[str]) -> None:
     """Fill every level ``k`` of ``arrays`` (``(Y_k, X_k)`` or ``(C, Y_k, X_k)``) block by block from
     ``sampler`` at ``base·2ᵏ`` level-0 pixels per pixel; progress counts pixels, level 0 under
@@ -286,15 +265,16 @@ def _fill_levels(arrays: Sequence, sampler: ReverseSampler, base: float, step: _
         height, width = arrays[k].shape[-2:]
         return (min(height, y + WRITE_BLOCK) - y) * (min(width, x + WRITE_BLOCK) - x)
 
-    totals = [sum(pixels(*b) for b in plan if (b[0] > 0) == part) for part in (False, True)]
-    done = [0, 0]
+    totals = {name: sum(pixels(*b) for b in plan if stages[int(b[0] > 0)] == name) for name in stages}
+    done = dict.fromkeys(totals, 0)  # per stage: one stage for both parts counts all their pixels
     for index, (k, y, x) in enumerate(plan):
         part = int(k > 0)
-        step(stages[part], done[part], totals[part], messages[part].format(level=k, block=index + 1, blocks=len(plan)))
+        name = stages[part]
+        step(name, done[name], totals[name], messages[part].format(level=k, block=index + 1, blocks=len(plan)))
         height, width = arrays[k].shape[-2:]
         rows, cols = slice(y, min(height, y + WRITE_BLOCK)), slice(x, min(width, x + WRITE_BLOCK))
         arrays[k][..., rows, cols] = sampler.fill(rows, cols, base * 2.0**k)
-        done[part] += pixels(k, y, x)
+        done[name] += pixels(k, y, x)
 
 
 def _lazy_levels(sampler: ReverseSampler, shapes: Sequence[tuple[int, int]], base: float,
@@ -358,7 +338,7 @@ def _save(result: SlideResult, progress: ProgressCallback, cancel: CancelToken |
 
     start = time.perf_counter()
     job = result._save
-    step = _Progress(progress, cancel)
+    step = StagedProgress(_STAGES, progress, cancel)
     workspace = Workspace.open(result.workspace)
     codes = result.probability_codes
     map_shape = (len(codes), *result.probability_levels[codes[0]][0].shape) if codes else None
@@ -401,10 +381,10 @@ def segment_slide(
     source = Path(source)
     if request.sampler not in SAMPLERS:
         raise UserError(f"sampler must be one of {', '.join(SAMPLERS)}; got {request.sampler!r}")
-    step = _Progress(progress, cancel)
+    step = StagedProgress(_STAGES, progress, cancel)
     ref = resolve(request.model)
     step("model", 0, 1, f"loading {ref.name}")
-    model, meta = ref.load(), ref.metadata
+    model, meta = load_model(ref, cancel), ref.metadata
     if not isinstance(model, DeformedSegmenter):
         raise UserError(f"{ref.name}: a fundus model; a slide needs a deformed-downsampling (slide) model")
     pyramid = ensure_pyramid(source, workspace_path=request.workspace)  # a flat image: its pyramid in that workspace
