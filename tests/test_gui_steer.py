@@ -99,6 +99,13 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     qtbot.waitUntil(lambda: len(steer.factors()) and steer.factors()[45, 10] == 4.0, timeout=5_000)
     qtbot.waitUntil(lambda: _inside(steer.preview_points, (slice(1400, 1800), slice(200, 600)))
                     > _inside(first.points, (slice(1400, 1800), slice(200, 600))), timeout=5_000)
+    # an ellipse ×½ (rasterised as an ellipse, not its box), drawn, then given its factor by selecting it
+    regions.add_ellipses([np.array([[1000, 1000], [1000, 1500], [1400, 1500], [1400, 1000]], float)])
+    regions.selected_data = {1}
+    steer.factor.value = 0.5
+    qtbot.waitUntil(lambda: steer.factors()[37, 39] == 0.5, timeout=5_000)
+    assert steer.factors()[32, 32] == 1.0 and regions.features["factor"].tolist() == [4.0, 0.5]
+    regions.selected_data = set()
     deformation = viewer.layers[DEFORMATION].data
     assert deformation.sum() == pytest.approx(1.0, abs=1e-4)
     assert deformation[4:12, 20:28].mean() > 3 * first.density[4:12, 20:28].mean()  # the painted box
@@ -114,8 +121,8 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     assert len(received) >= 4 and not any("Traceback" in str(n.message) for n in received)
 
     # run with this map: the dots are the preview's, the budget the same, the previous run kept hidden
+    steer.run_button.clicked.emit()  # right after an edit: the run takes the edits as they are, and so does the preview
     preview_points = steer.preview_points.copy()
-    steer.run_button.clicked.emit()
     _finish(steer, qtbot)
     assert steer.slide_run.stage == "saved", steer.status.value
     new = slide_layers.last_run(viewer.layers["slide"])
@@ -138,7 +145,8 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     np.testing.assert_allclose(stored, new.density, rtol=1e-6)
     source = workspace.deformation_source()
     assert source["source"] == EDITED and source["base"]["source"] == "learned"
-    assert source["brush"] == {"×8": int(np.count_nonzero(brush.data == 3))} and source["regions"][0]["factor"] == 4.0
+    assert source["brush"] == {"×8": int(np.count_nonzero(brush.data == 3))}
+    assert [(r["shape"], r["factor"]) for r in source["regions"]] == [("rectangle", 4.0), ("ellipse", 0.5)]
     assert workspace.provenance["density"]["source"] == EDITED
     np.testing.assert_allclose(workspace.sampling_points(), new.points.reshape(-1, 2))
 
@@ -153,6 +161,7 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     batch = Workspace.open(out / "slide.m2mrf.zarr", mode="r")
     np.testing.assert_allclose(batch.sampling_points(), new.points.reshape(-1, 2), atol=1e-3)
     assert batch.deformation_source()["source"] == "file"
+    assert batch.deformation_source()["path"] == str((tmp_path / "steered.npy").resolve())
 
     # reopen: a new viewer on the slide starts from the stored, edited map and its samples
     again = make_napari_viewer()
@@ -163,6 +172,15 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     assert "user-edited" in reopened.status.value, reopened.status.value
     np.testing.assert_allclose(again.layers[DEFORMATION].data, stored, rtol=1e-5)
     np.testing.assert_allclose(reopened.preview_points, new.points, atol=0.05)
+    # start from a map file: a bad one is a notification, the exported one gives the same map
+    np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan))
+    reopened.map_file.value = tmp_path / "nan.npy"
+    reopened.start_from_file_button.clicked.emit()
+    assert "NaN" in reopened.status.value and reopened.base.origin["source"] == EDITED
+    reopened.map_file.value = tmp_path / "steered.npy"
+    reopened.start_from_file_button.clicked.emit()
+    assert "file's map" in reopened.status.value, reopened.status.value
+    np.testing.assert_allclose(again.layers[DEFORMATION].data, stored, rtol=1e-5)
     # a run cancelled at once leaves the stored map as it was (or, cancelled too late, saved whole)
     again.layers[BRUSH].paint((10, 10), 2, refresh=False)
     reopened.update_preview()

@@ -360,6 +360,7 @@ def predict_slide(
         "samples": int(result.labels.size),
         "class_samples": shares,
         "probability_downsample": result.probability_downsample,
+        "density": result.density_source,
         "seconds": round(time.perf_counter() - start, 3),
     }
 

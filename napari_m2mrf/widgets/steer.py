@@ -40,7 +40,14 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_m2mrf.errors import UserError, user_message
 from napari_m2mrf.jobs import Cancelled
-from napari_m2mrf.sampling.density import BRUSH_FACTORS, brush_factors, factor_name, region_factors, steer_density
+from napari_m2mrf.sampling.density import (
+    BRUSH_FACTORS,
+    brush_factors,
+    factor_name,
+    region_factors,
+    resample_density,
+    steer_density,
+)
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.shortcuts import SHORTCUTS, add_shortcut
 
@@ -52,6 +59,7 @@ PREVIOUS_DOTS = "sampling dots (previous run)"
 EDIT_UPSAMPLE = 2  # edit-grid pixels per density-map pixel (per side)
 MAX_EDIT_SIDE = 2048
 PREVIEW_THROTTLE_MS = 120
+ELLIPSE_VERTICES = 64  # an ellipse region is rasterised as this polygon
 DEFAULT_FACTOR = 4.0
 FACTOR_CHOICES = [(factor_name(f), f) for f in sorted({*BRUSH_FACTORS.values()}, reverse=True)]
 EDITED = "edited by the user"
@@ -130,6 +138,8 @@ class SteerWidget(PluginWidget):
         self.slide = ComboBox(label="slide", choices=layer_choices(viewer, "Image", _is_slide))
         self.factor = ComboBox(label="factor", choices=FACTOR_CHOICES, value=DEFAULT_FACTOR)
         self.start_button = PushButton(text="Start editing")
+        self.map_file = FileEdit(label="map file", mode="r", filter="*.npy *.png *.tif *.tiff *.jpg *.zarr")
+        self.start_from_file_button = PushButton(text="Start from the map file")
         self.clear_button = PushButton(text="Clear edits", enabled=False)
         self.run_button = PushButton(text="Run with this map", enabled=False)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -137,8 +147,10 @@ class SteerWidget(PluginWidget):
         self.export_path = FileEdit(label="export to", mode="w", filter="*.npy", value="density.npy")
         self.export_button = PushButton(text="Export map (.npy)", enabled=False)
         self.progress = ProgressBar(value=0, max=1000, label="progress")
-        self.status = Label(value="run a slide model on a slide first (Segment lesions), then Start editing")
-        super().__init__(viewer, [self.slide, self.factor, self.start_button, self.clear_button, self.run_button,
+        self.status = Label(value="segment a slide with a slide model (Segment lesions), or open a slide whose "
+                                  "workspace holds a run, then Start editing")
+        super().__init__(viewer, [self.slide, self.factor, self.start_button, self.map_file,
+                                  self.start_from_file_button, self.clear_button, self.run_button,
                                   self.cancel_button, self.compare_button, self.export_path, self.export_button,
                                   self.progress, self.status])
         self._signals = _Signals()
@@ -154,6 +166,7 @@ class SteerWidget(PluginWidget):
         self.showing_previous = False
         self.preview_seconds: list[float] = []
         self.start_button.clicked.connect(self._guarded(self.start_editing))
+        self.start_from_file_button.clicked.connect(self._guarded(self.start_from_file))
         self.clear_button.clicked.connect(self._guarded(self.clear_edits))
         self.run_button.clicked.connect(self._guarded(self.run))
         self.cancel_button.clicked.connect(self._cancel_run)
@@ -169,6 +182,8 @@ class SteerWidget(PluginWidget):
             self.factor: "what the brush paints and new regions get: ×2…×16 look closer, ×½…×1/16 look less",
             self.start_button: "take the slide's current sampling density as the base and add the density brush "
                                "and region layers",
+            self.start_from_file_button: "start from a map file instead (.npy or image of any size, brightness = "
+                                         "density, or a workspace's stored map), e.g. one exported earlier",
             self.run_button: f"segment the slide with the edited density, same samples ({SHORTCUTS['steer_run']})",
             self.compare_button: f"flip between the new run and the previous one ({SHORTCUTS['steer_compare']})",
         })
@@ -203,8 +218,21 @@ class SteerWidget(PluginWidget):
 
     # -- editing ------------------------------------------------------------------------------------
 
-    def start_editing(self) -> None:
-        """Take the slide's current density as the base, add (or clear) the edit layers, show the preview."""
+    def start_from_file(self) -> None:
+        """Start editing from the map in :attr:`map_file` (read through the input gate, checked, resampled to the
+        model's grid) instead of the slide's current one; the run's model, sampler and budget stay."""
+        from napari_m2mrf.io.density_maps import read_density_map
+
+        path = self.map_file.value
+        if path is None or not str(path).strip() or Path(path) == Path("."):
+            raise UserError("choose a map file first")
+        given = read_density_map(Path(path))
+        self.start_editing(base_density=given.values, origin=given.provenance, where=str(path))
+
+    def start_editing(self, base_density: np.ndarray | None = None, origin: dict | None = None,
+                      where: str = "the map file") -> None:
+        """Take the slide's current density (or ``base_density``, any size, from ``origin``; ``where`` names it in
+        messages) as the base, add (or clear) the edit layers, show the preview."""
         from napari_m2mrf.widgets import slide_layers
 
         layer = self.slide_layer
@@ -217,6 +245,10 @@ class SteerWidget(PluginWidget):
                 raise UserError(f"{layer.name!r} has no run yet: segment it with a slide model first")
             base = base_from_workspace(workspace)
         base.source = layer.name
+        if base_density is not None:
+            base.density = resample_density(base_density, base.density_size, where)
+            base.downsample = (base.image_shape[0] / base.density_size[0], base.image_shape[1] / base.density_size[1])
+            base.origin = dict(origin or {})
         self.base = base
         self._add_edit_layers(layer)
         self.clear_edits()
@@ -299,7 +331,7 @@ class SteerWidget(PluginWidget):
 
     def _region_masks(self, regions: Any, grid: tuple[int, int]) -> list[tuple[np.ndarray, float]]:
         """Each closed shape of ``regions`` as a bool mask on the edit grid, with its factor."""
-        from skimage.draw import ellipse, polygon2mask
+        from skimage.draw import polygon2mask
 
         cell = np.asarray(self.base.image_shape, float) / np.asarray(grid, float)
         masks = []
@@ -307,14 +339,12 @@ class SteerWidget(PluginWidget):
             if kind in ("line", "path"):
                 continue
             on_grid = (np.asarray(vertices, float)[:, -2:] + 0.5) / cell - 0.5
-            if kind == "ellipse":
+            if kind == "ellipse":  # napari keeps an ellipse as the 4 corners of its (rotated) bounding box
                 centre = on_grid.mean(axis=0)
-                radii = np.ptp(on_grid, axis=0) / 2
-                mask = np.zeros(grid, bool)
-                mask[ellipse(centre[0], centre[1], max(radii[0], 0.5), max(radii[1], 0.5), shape=grid)] = True
-            else:
-                mask = polygon2mask(grid, on_grid)
-            masks.append((mask, float(factor)))
+                half_a, half_b = (on_grid[1] - on_grid[0]) / 2, (on_grid[3] - on_grid[0]) / 2
+                angles = np.linspace(0, 2 * np.pi, ELLIPSE_VERTICES, endpoint=False)[:, None]
+                on_grid = centre + np.cos(angles) * half_a + np.sin(angles) * half_b
+            masks.append((polygon2mask(grid, on_grid), float(factor)))
         return masks
 
     def update_preview(self, *_: Any) -> None:
@@ -337,6 +367,11 @@ class SteerWidget(PluginWidget):
         slide_layers.show_sampling_dots(self._viewer, layer, points, relative, role=PREVIEW)
         self.preview_seconds.append(time.perf_counter() - start)
         self.status.value = self._shift_summary(factors, points)
+
+    def _preview_now(self) -> None:
+        """Drop a pending throttled preview and compute it for the edits as they are."""
+        self.update_preview_throttled.cancel()
+        self.update_preview()
 
     def _slide_by_name(self) -> Any | None:
         return next((layer for layer in self._viewer.layers if layer.name == self.base.source), None)
@@ -389,6 +424,7 @@ class SteerWidget(PluginWidget):
             raise UserError("Start editing first")
         if self.worker is not None and self.cancel_button.enabled:
             raise UserError("a run is going on; wait for it or Cancel it")
+        self._preview_now()  # the map of the edits as they are now, not the last throttled preview
         layer = self._slide_by_name()
         if layer is None:
             raise UserError(f"the slide layer {self.base.source!r} is gone")
@@ -452,6 +488,7 @@ class SteerWidget(PluginWidget):
 
         if self.steered is None:
             raise UserError("Start editing first")
+        self._preview_now()
         path = write_density_map(Path(self.export_path.value), self.steered)
         self._notify(f"density map written to {path} (napari-m2mrf predict SLIDE --density {path.name} …)")
 
