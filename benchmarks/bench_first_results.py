@@ -58,7 +58,7 @@ def measure() -> dict:
                      lambda: viewer.window.add_plugin_dock_widget("napari-m2mrf", "Segment lesions"))
     step("PyTorch imported", lambda: _wait(lambda: widget.ready))
     step("default model loaded", lambda: _wait(
-        lambda: widget.preload_worker is not None and not widget.preload_worker.is_running))
+        lambda: widget.preload_worker is not None and not widget.preload_worker.is_alive()))
     image = next(layer for layer in viewer.layers if layer.name.startswith("fundus_lesions") and layer.rgb)
     widget.image.value = image
     widget.model.value = "fundus_m2mrf_w18s"

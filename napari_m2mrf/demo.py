@@ -5,7 +5,17 @@ deformed downsampling) the 32768² sample slide, both through the Segment widget
 them; the slide run adds its ``sampling dots`` and ``deformation map`` layers. Interactive with a
 display; with ``screenshot`` set it saves a PNG of the whole window, writes a JSON summary beside it
 (``<screenshot stem>_summary.json``: layers, widgets, seconds per step — opening each sample, each
-model run, the total), prints the summary and exits. With no display it starts a virtual one (Xvfb).
+model run, the total — and the longest GUI-thread stall, ``max_gui_stall_s``, with the longest in each
+step), prints the summary and exits. With no display it starts a virtual one (Xvfb).
+
+The whole run, as timed (``total``): from the call until the window shows every result and the
+screenshot is written. The widgets are docked first, so PyTorch and the default model load while the
+samples open; the samples are made in a worker thread and their layers added on the GUI thread one per
+event-loop turn; each Run is timed until its results are on screen. The slide run's save of its
+full-resolution label and probability pyramids goes on in the background (interactive: it finishes
+while you look). A headless run does not wait for it: ``slide.saved_s`` is recorded when the save
+finished before the screenshot, otherwise the save is cancelled at exit (the workspace keeps its
+previous state, never a half-written one) and ``slide.save`` says so.
 
 Library: the virtual display is PyVirtualDisplay's (``Display(visible=False)`` starts Xvfb and sets
 ``$DISPLAY``), a maintained wrapper, so the package ships no X-server launcher of its own.
@@ -25,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_m2mrf.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +51,8 @@ WINDOW_SIZE = (1800, 1100)
 VIRTUAL_SCREEN = (1920, 1200)  # width, height of the virtual display (24-bit colour)
 # The slide is shown beside the fundus images, scaled to this height in screen units.
 SIDE_BY_SIDE_GAP = 100.0
+MAX_STALLS_LISTED = 12
+SMALL_LEVEL_PIXELS = 1 << 21  # a multiscale sample's levels up to this size are read before napari shows them
 
 
 @dataclass
@@ -51,7 +65,10 @@ class DemoSummary:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     screenshot: str | None = None
-    slide: dict[str, float] = field(default_factory=dict)  # the slide run: labels_on_screen_s, saved_s (after Run)
+    slide: dict[str, Any] = field(default_factory=dict)  # the slide run: labels_on_screen_s, saved_s, save
+    max_gui_stall_s: float = 0.0  # the longest gap between ticks of a 10 ms timer on the GUI thread
+    gui_stall_by_step_s: dict[str, float] = field(default_factory=dict)  # the longest gap in each step
+    gui_stalls: list[dict[str, Any]] = field(default_factory=list)  # the longest gaps over 0.1 s: when, step, CPU
 
     def lines(self) -> list[str]:
         """A short human-readable summary, one item per line."""
@@ -59,18 +76,27 @@ class DemoSummary:
         out += [f"  layer {layer['name']!r}: {layer['type']} {layer['shape']}" for layer in self.layers]
         out += [f"  widget {name}" for name in self.widgets]
         out += [f"  {step}: {seconds:.2f} s" for step, seconds in self.timings_s.items()]
-        out += [f"  slide {key}: {seconds:.2f} s" for key, seconds in self.slide.items()]
+        out += [f"  slide {key}: {value:.2f} s" if isinstance(value, float) else f"  slide {key}: {value}"
+                for key, value in self.slide.items()]
+        out.append(f"  longest GUI stall: {self.max_gui_stall_s:.3f} s")
         out += [f"  note: {note}" for note in self.notes]
         if self.screenshot:
             out.append(f"  screenshot: {self.screenshot}")
         return out
 
 
-def _timed(summary: DemoSummary, step: str, work: Callable[[], Any]) -> Any:
-    start = time.perf_counter()
-    result = work()
-    summary.timings_s[step] = round(time.perf_counter() - start, 3)
-    return result
+class _Steps:
+    """Times the demo's steps into the summary and names them for the GUI stall monitor."""
+
+    def __init__(self, summary: DemoSummary, monitor: Any) -> None:
+        self.summary, self.monitor = summary, monitor
+
+    def __call__(self, step: str, work: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        with self.monitor.step(step):
+            result = work()
+        self.summary.timings_s[step] = round(time.perf_counter() - start, 3)
+        return result
 
 
 def _layer_description(layer: Any) -> dict[str, Any]:
@@ -93,10 +119,52 @@ def _place_beside(layers: list[Any], height: float, x_offset: float) -> None:
         layer.translate = [0.0, x_offset]
 
 
-def _open_samples(viewer: Any, summary: DemoSummary) -> None:
+def _sample_layers(key: str) -> list[tuple[Any, dict[str, Any], str]]:
+    """The sample's layer data, made in a worker thread; a lazy multiscale image's small levels are read
+    there too (the slide's chunks are made on first read), so napari's first look costs the GUI little."""
+    from napari_m2mrf import _samples
+
+    made = {"fundus_lesions": _samples.fundus_lesions_layers, "retina": _samples.retina_layers,
+            "slide": _samples.slide_layers}[key]()
+    for data, meta, _ in made:
+        if meta.get("multiscale"):
+            for level in data:
+                if level.shape[0] * level.shape[1] <= SMALL_LEVEL_PIXELS:
+                    np.asarray(level)
+    return made
+
+
+def _in_worker(work: Callable[[], Any], what: str) -> Any:
+    """``work()`` in a worker thread while the GUI keeps running; its result, or its exception raised here."""
+    from superqt.utils import create_worker
+
+    outcome: dict[str, Any] = {}
+    create_worker(work, _connect={"returned": lambda value: outcome.setdefault("value", value),
+                                   "errored": lambda exc: outcome.setdefault("error", exc),
+                                   "finished": lambda: outcome.setdefault("finished", True)})
+    _wait_until(lambda: "finished" in outcome, what)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _add_layers(viewer: Any, made: list[tuple[Any, dict[str, Any], str]]) -> list[Any]:
+    """Add the layers one per event-loop turn (napari builds each on the GUI thread)."""
+    from napari.layers import Layer
+    from qtpy.QtWidgets import QApplication
+
+    layers = []
+    for data, meta, kind in made:
+        layers.append(viewer.add_layer(Layer.create(data, meta, kind)))
+        QApplication.processEvents()
+    return layers
+
+
+def _open_samples(viewer: Any, timed: _Steps) -> None:
     fundus_height = 0.0
     for key in DEMO_SAMPLES:
-        layers = _timed(summary, f"open sample {key}", lambda key=key: viewer.open_sample(PLUGIN, key))
+        layers = timed(f"open sample {key}", lambda key=key: _add_layers(
+            viewer, _in_worker(lambda: _sample_layers(key), f"opening the sample {key}")))
         if key == "slide" and fundus_height:
             _place_beside(layers, fundus_height, fundus_height + SIDE_BY_SIDE_GAP)
         elif key == "retina":
@@ -107,12 +175,12 @@ def _open_samples(viewer: Any, summary: DemoSummary) -> None:
             fundus_height = max(fundus_height, float(layers[0].data.shape[0]))
 
 
-def _dock_widgets(viewer: Any, summary: DemoSummary) -> dict[str, Any]:
-    """Dock the plugin's widgets in one tabbed dock area, the first one in front."""
+def _dock_widgets(viewer: Any, timed: _Steps) -> dict[str, Any]:
+    """Dock the plugin's widgets in one tabbed dock area, the first one in front (Segment starts loading
+    PyTorch and its default model in the background at once)."""
     docks, widgets = [], {}
     for index, name in enumerate(DEMO_WIDGETS):
-        dock, widgets[name] = _timed(
-            summary,
+        dock, widgets[name] = timed(
             f"dock {name}",
             lambda name=name, tabify=index > 0: viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=tabify),
         )
@@ -143,44 +211,85 @@ def _wait_for(worker: Any) -> None:
     _wait_until(lambda: bool(finished), "the demo's model run")
 
 
-def _segment_with(segment_widget: Any, image: Any, model: str, summary: DemoSummary) -> None:
-    """Run the bundled ``model`` through the Segment widget on ``image`` and time it; a missing model is noted."""
+def _segment_with(segment_widget: Any, image: Any, model: str, timed: _Steps,
+                  on_screen: Callable[[], bool]) -> bool:
+    """Run the bundled ``model`` through the Segment widget on ``image``; time Run → ``on_screen()`` (the
+    first results) and Run → every result layer. False (and a note) when the model is missing."""
     from napari_m2mrf.catalog import bundled_models
 
+    summary = timed.summary
     if model not in bundled_models():
         summary.notes.append(f"bundled model {model} not found: segmentation of {image.name} skipped")
-        return
+        return False
     if not segment_widget.ready:
-        _timed(summary, "load PyTorch (off the GUI thread)",
-               lambda: _wait_until(lambda: segment_widget.ready, "loading PyTorch", timeout_s=120.0))
+        timed("load PyTorch (off the GUI thread)",
+              lambda: _wait_until(lambda: segment_widget.ready, "loading PyTorch", timeout_s=120.0))
     segment_widget.image.value = image
     segment_widget.model.value = model
+    step = f"segment {image.name} with {model}"
+    started = time.perf_counter()
 
     def run() -> None:
         segment_widget.run()
-        _wait_for(segment_widget.worker)
+        _wait_until(on_screen, f"{step}: results on screen")
+        summary.timings_s[f"{step}: first results on screen"] = round(time.perf_counter() - started, 3)
+        _wait_until(lambda: _results_shown(segment_widget), f"{step}: every result layer")
 
-    _timed(summary, f"segment {image.name} with {model}", run)
+    timed(step, run)
+    return True
 
 
-def _segment_fundus(viewer: Any, segment_widget: Any, summary: DemoSummary) -> None:
+def _results_shown(segment_widget: Any) -> bool:
+    """Every result layer of the widget's last run is on screen (a slide run's save may go on)."""
+    run = getattr(segment_widget, "slide_run", None)
+    if run is not None and run.stage != "running":
+        return not getattr(run, "_pending", None)
+    return segment_widget.run_button.enabled and not segment_widget.pending_layers
+
+
+def _segment_fundus(viewer: Any, segment_widget: Any, timed: _Steps) -> None:
     """The bundled fundus model on the lesion sample."""
     image = next(layer for layer in viewer.layers if layer.name.startswith("fundus_lesions") and layer.rgb)
-    _segment_with(segment_widget, image, FUNDUS_MODEL, summary)
+    _segment_with(segment_widget, image, FUNDUS_MODEL, timed,
+                  lambda: any(layer.name == "lesions" for layer in viewer.layers))
 
 
-def _segment_slide(viewer: Any, segment_widget: Any, summary: DemoSummary) -> None:
+def _segment_slide(viewer: Any, segment_widget: Any, timed: _Steps) -> None:
     """The bundled slide model on the sample slide; its deformation map is shown under the sampling dots."""
     from napari_m2mrf.widgets.slide_layers import DEFORMATION
 
     image = next(layer for layer in viewer.layers if layer.name == SLIDE_SAMPLE_LAYER and layer.multiscale)
-    _segment_with(segment_widget, image, SLIDE_MODEL, summary)
-    run = getattr(segment_widget, "slide_run", None)
-    if run is not None:  # the labels appear lazily before the run is saved: both moments, seconds after Run
-        summary.slide = {key: run.timings[key] for key in ("labels_on_screen_s", "saved_s") if key in run.timings}
+    if not _segment_with(segment_widget, image, SLIDE_MODEL, timed,
+                         lambda: "labels_on_screen_s" in segment_widget.slide_run.timings):
+        return
     for layer in viewer.layers:
         if layer.name == DEFORMATION:
             layer.visible = True
+
+
+def _record_slide_save(segment_widget: Any, summary: DemoSummary, *, at_exit: bool) -> None:
+    """The slide run's two moments (seconds after Run) and what became of its background save."""
+    run = getattr(segment_widget, "slide_run", None)
+    if run is None:
+        return
+    summary.slide = {key: run.timings[key] for key in ("labels_on_screen_s", "saved_s") if key in run.timings}
+    if "saved_s" in run.timings:
+        summary.slide["save"] = "saved"
+    elif at_exit:
+        summary.slide["save"] = "cancelled at exit (not waited for; the workspace keeps its previous state)"
+    else:
+        summary.slide["save"] = "running in the background"
+
+
+def _close_and_cancel(viewer: Any, segment_widget: Any | None) -> None:
+    """Close the viewer (a running slide save is cancelled) and wait, briefly, for the worker to stop."""
+    worker = getattr(segment_widget, "worker", None) if segment_widget is not None else None
+    viewer.close()
+    if worker is not None:
+        try:
+            _wait_until(lambda: not worker.is_running, "cancelling the slide save", timeout_s=60.0)
+        except (UserError, RuntimeError):
+            logger.warning("the slide save did not stop within a minute of the viewer closing")
 
 
 @contextmanager
@@ -231,28 +340,44 @@ def run_demo(screenshot: Path | None = None) -> DemoSummary:
         import napari
         from qtpy.QtWidgets import QApplication
 
+        from napari_m2mrf.widgets.stall_monitor import StallMonitor
+
         summary.napari_version = napari.__version__
-        viewer = _timed(summary, "start napari", lambda: napari.Viewer(title="napari-m2mrf demo", show=True))
+        start = time.perf_counter()
+        viewer = napari.Viewer(title="napari-m2mrf demo", show=True)
+        summary.timings_s["start napari"] = round(time.perf_counter() - start, 3)
         viewer.window.resize(*WINDOW_SIZE)
+        monitor = StallMonitor().start()  # from the first moment a user could touch the window
+        timed = _Steps(summary, monitor)
+        segment = None
         try:
-            _open_samples(viewer, summary)
-            docked = _dock_widgets(viewer, summary)
-            _segment_fundus(viewer, docked["Segment lesions"], summary)
-            _segment_slide(viewer, docked["Segment lesions"], summary)
+            docked = _dock_widgets(viewer, timed)
+            segment = docked["Segment lesions"]
+            _open_samples(viewer, timed)
+            _segment_fundus(viewer, segment, timed)
+            _segment_slide(viewer, segment, timed)
             QApplication.processEvents()
             viewer.reset_view()
             summary.widgets = sorted(viewer.window.dock_widgets)
             summary.layers = [_layer_description(layer) for layer in viewer.layers]
             if screenshot is None:
+                monitor.stop()
                 napari.run()
                 return summary
             QApplication.processEvents()
-            _timed(summary, "screenshot", lambda: viewer.screenshot(str(screenshot), canvas_only=False))
+            timed("screenshot", lambda: viewer.screenshot(str(screenshot), canvas_only=False))
             summary.screenshot = str(screenshot)
             summary.timings_s["total"] = round(time.perf_counter() - started, 3)
+            monitor.stop()
+            summary.max_gui_stall_s = round(monitor.max_stall_s, 3)
+            summary.gui_stall_by_step_s = {step: round(gap, 3) for step, gap in monitor.max_by_step.items()}
+            longest = sorted(monitor.stalls, key=lambda stall: -stall.seconds)[:MAX_STALLS_LISTED]
+            summary.gui_stalls = [asdict(stall) for stall in sorted(longest, key=lambda stall: stall.at_s)]
+            _record_slide_save(segment, summary, at_exit=False)
         finally:
             if screenshot is not None:
-                viewer.close()
+                _close_and_cancel(viewer, segment)
+    _record_slide_save(segment, summary, at_exit=True)
     summary_path = screenshot.with_name(f"{screenshot.stem}_summary.json")
     summary_path.write_text(json.dumps(asdict(summary), indent=2))
     return summary

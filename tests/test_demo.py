@@ -52,10 +52,20 @@ def test_demo_writes_a_screenshot_and_a_summary(installed_wheel: Path, tmp_path:
     assert dots["type"] == "Points" and dots["shape"][1] == 2 and dots["shape"][0] > 0
     timings = summary["timings_s"]
     assert timings["segment slide with slide_deformed_w18s"] > 0
-    # the slide's labels were on screen (lazy) before the run was saved, within the whole run's time
+    # the slide's labels were on screen (lazy) within the run's time; its save is recorded for what it was
     slide_run = summary["slide"]
-    assert 0 < slide_run["labels_on_screen_s"] < slide_run["saved_s"]
-    assert slide_run["saved_s"] <= timings["segment slide with slide_deformed_w18s"] + 0.5
-    assert any(step.startswith("segment fundus_lesions") and step.endswith("fundus_m2mrf_w18s") for step in timings)
+    assert 0 < slide_run["labels_on_screen_s"] <= timings["segment slide with slide_deformed_w18s"] + 0.5
+    if "saved_s" in slide_run:
+        assert slide_run["save"] == "saved" and slide_run["saved_s"] > slide_run["labels_on_screen_s"]
+    else:
+        assert slide_run["save"].startswith("cancelled at exit")
+    fundus = "segment fundus_lesions_0_000 with fundus_m2mrf_w18s"
+    assert 0 < timings[f"{fundus}: first results on screen"] <= timings[fundus]
     assert all(timings[f"open sample {key}"] > 0 for key in ("fundus_lesions", "retina", "slide"))
-    assert timings["total"] >= sum(v for k, v in timings.items() if k != "total") * 0.99
+    steps = {k: v for k, v in timings.items() if k != "total" and not k.endswith("first results on screen")}
+    assert timings["total"] >= sum(steps.values()) * 0.99
+    assert timings["total"] < 300, "about 35 s on the loaded 2-core VM (BENCHMARKS.md, 'The demo')"
+    # the GUI thread's longest stall, measured by a timer on it, overall and per step, with the longest gaps
+    assert 0 < summary["max_gui_stall_s"] == pytest.approx(max(summary["gui_stall_by_step_s"].values()), abs=1e-3)
+    assert set(steps) - {"start napari"} <= set(summary["gui_stall_by_step_s"])
+    assert all({"at_s", "seconds", "step", "cpu_s"} <= set(stall) for stall in summary["gui_stalls"])

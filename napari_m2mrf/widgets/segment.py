@@ -83,6 +83,7 @@ class _WorkerSignals(QObject):
     """Carries progress and notices from the worker thread to the GUI thread (queued connections)."""
 
     progressed = Signal(int, int, str)
+    preloaded = Signal(str)
     noticed = Signal(str)
 
 
@@ -152,6 +153,8 @@ class SegmentWidget(PluginWidget):
         self._signals = _WorkerSignals()
         self._signals.progressed.connect(self._on_progress)
         self._signals.noticed.connect(self._notify)
+        self._signals.preloaded.connect(self._preloaded)
+        self._loading_message = ""
         self._cancel: CancelToken | None = None
         self.worker = None
         self.pending_layers: list = []  # result layers still to add, one per event-loop turn (see _show)
@@ -168,12 +171,13 @@ class SegmentWidget(PluginWidget):
             self.run()
 
     def _on_loaded(self) -> None:
-        """Torch is in: offer the devices and models, follow the chosen model, enable Run."""
+        """Torch is in: offer the devices and models, enable Run, follow the chosen model (its thresholds;
+        it starts loading)."""
         self.device.reset_choices()
-        self.model.reset_choices()
-        self._follow_model()
         self.run_button.enabled = True
         self.status.value = ""
+        self.model.reset_choices()
+        self._follow_model()
 
     def _device_choices(self, _widget=None) -> list[str]:
         return device_choices(self._loaded)
@@ -223,12 +227,11 @@ class SegmentWidget(PluginWidget):
             self._preload_cancel.set()
 
     def _preload_model(self) -> None:
-        """Load the chosen model in a worker thread while the user looks, so Run starts at once
+        """Load the chosen model in a thread while the user looks, so Run starts at once
         (:mod:`~napari_m2mrf.inference.model_cache`). The status line says so; Run works meanwhile (the run
         waits for this load instead of starting a second). Choosing another model cancels a load that has
-        not started; a model that cannot be loaded is reported by the run, not here."""
-        from superqt.utils import create_worker
-
+        not started; a model that cannot be loaded is reported by the run, not here. The thread outlives
+        a closed widget harmlessly (the model stays cached for the next one)."""
         from napari_m2mrf.catalog import resolve
         from napari_m2mrf.inference.model_cache import cached_model, load_model
 
@@ -240,18 +243,28 @@ class SegmentWidget(PluginWidget):
         if ref.path is None or cached_model(ref) is not None:
             return
         cancel = self._preload_cancel = CancelToken()
-        loading = f"loading {ref.name}… (Run works meanwhile)"
+        self._loading_message = f"loading {ref.name}… (Run works meanwhile)"
         if self.worker is None or self.run_button.enabled:
-            self.status.value = loading
+            self.status.value = self._loading_message
+        signals = self._signals
 
-        def loaded(_model) -> None:
-            if not cancel.is_set and self.status.value == loading:
-                self.status.value = f"{ref.name} is loaded"
+        def preload() -> None:
+            try:
+                load_model(ref, cancel)
+            except Exception as exc:  # noqa: BLE001 - the run reports a model that cannot load
+                logger.info("preloading %s: %s", ref.name, exc)
+                return
+            try:
+                signals.preloaded.emit(ref.name)
+            except RuntimeError:  # the widget is gone
+                pass
 
-        self.preload_worker = create_worker(
-            load_model, ref, cancel,
-            _connect={"returned": loaded, "errored": lambda exc: logger.info("preloading %s: %s", ref.name, exc)},
-        )
+        self.preload_worker = threading.Thread(target=preload, name=f"m2mrf-preload-{ref.name}", daemon=True)
+        self.preload_worker.start()
+
+    def _preloaded(self, name: str) -> None:
+        if self.status.value == self._loading_message and self._loading_message.startswith(f"loading {name}…"):
+            self.status.value = f"{name} is loaded"
 
     def _threshold_values(self) -> list[float]:
         return [float(spin.value) for spin in self.thresholds]
@@ -345,9 +358,12 @@ class SegmentWidget(PluginWidget):
             self.status.value = "cancelling…"
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
-        self.progress.max = max(total, 1)
-        self.progress.value = done
-        self.status.value = message
+        try:
+            self.progress.max = max(total, 1)
+            self.progress.value = done
+            self.status.value = message
+        except RuntimeError:  # the widget is gone (its viewer closed) while the job winds down
+            pass
 
     def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, Cancelled):
@@ -361,8 +377,11 @@ class SegmentWidget(PluginWidget):
             show_error(f"segmentation failed: {type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
-        self.run_button.enabled, self.cancel_button.enabled = True, False
         self._cancel = None
+        try:
+            self.run_button.enabled, self.cancel_button.enabled = True, False
+        except RuntimeError:  # the widget is gone (its viewer closed)
+            pass
 
     def _show(self, layer, result: SegmentResult) -> None:
         labels = result.labels

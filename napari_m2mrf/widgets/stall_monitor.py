@@ -27,11 +27,14 @@ STALL_S = 0.1  # a gap longer than this is a stall worth naming
 @dataclass
 class Stall:
     """One gap between ticks longer than the threshold: when it started (s after the monitor started),
-    how long it was and which step was running."""
+    how long it was, which step was running, and the CPU time the GUI thread itself used in it (close
+    to ``seconds``: the GUI thread was busy; much less: it waited — for the GIL or, on a loaded
+    machine, for a core)."""
 
     at_s: float
     seconds: float
     step: str
+    cpu_s: float
 
 
 class StallMonitor(QObject):
@@ -46,6 +49,7 @@ class StallMonitor(QObject):
         super().__init__()
         self.threshold_s = threshold_s
         self.ticks: list[float] = []
+        self._cpu = 0.0
         self.stalls: list[Stall] = []
         self.max_by_step: dict[str, float] = {}
         self._timer = QTimer(self)
@@ -61,6 +65,7 @@ class StallMonitor(QObject):
         self.stalls.clear()
         self.max_by_step.clear()
         self._started = time.perf_counter()
+        self._cpu = time.thread_time()
         self.ticks.append(self._started)
         self._timer.start()
         return self
@@ -99,15 +104,16 @@ class StallMonitor(QObject):
         return max(gaps, default=0.0)
 
     def _tick(self) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         gap = now - self.ticks[-1] if self.ticks else 0.0
+        busy, self._cpu = cpu - self._cpu, cpu
         self.ticks.append(now)
         step = self._step or "idle"
         if gap > self.max_by_step.get(step, 0.0):
             self.max_by_step[step] = gap
         if gap > self.threshold_s:
-            self.stalls.append(Stall(round(now - gap - self._started, 3), round(gap, 3), step))
-            logger.debug("GUI thread blocked %.3f s (%s)", gap, step)
+            self.stalls.append(Stall(round(now - gap - self._started, 3), round(gap, 3), step, round(busy, 3)))
+            logger.debug("GUI thread blocked %.3f s, %.3f s of it busy (%s)", gap, busy, step)
 
 
 @contextmanager
