@@ -29,6 +29,7 @@ steered map as ``.npy`` for ``napari-m2mrf predict --density``.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,8 +50,11 @@ from napari_m2mrf.sampling.density import (
     steer_density,
 )
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
+from napari_m2mrf.widgets.deferred_import import LOADING
 from napari_m2mrf.widgets.shortcuts import SHORTCUTS, add_shortcut
 
+STEERING_MODULES = ("napari_m2mrf.inference.steering", "napari_m2mrf.inference.slide")  # torch: imported off the
+# GUI thread when the widget opens (a reopened slide's first Start editing would otherwise freeze the viewer)
 BRUSH = "density brush"
 REGIONS = "density regions"
 PREVIEW = "sampling dots (preview)"
@@ -59,6 +63,7 @@ PREVIOUS_DOTS = "sampling dots (previous run)"
 EDIT_UPSAMPLE = 2  # edit-grid pixels per density-map pixel (per side)
 MAX_EDIT_SIDE = 2048
 PREVIEW_THROTTLE_MS = 120
+PREVIEW_TIMES_KEPT = 100  # seconds of the last previews, for the status and the tests
 ELLIPSE_VERTICES = 64  # an ellipse region is rasterised as this polygon
 DEFAULT_FACTOR = 4.0
 FACTOR_CHOICES = [(factor_name(f), f) for f in sorted({*BRUSH_FACTORS.values()}, reverse=True)]
@@ -137,9 +142,9 @@ class SteerWidget(PluginWidget):
     def __init__(self, viewer: Any) -> None:
         self.slide = ComboBox(label="slide", choices=layer_choices(viewer, "Image", _is_slide))
         self.factor = ComboBox(label="factor", choices=FACTOR_CHOICES, value=DEFAULT_FACTOR)
-        self.start_button = PushButton(text="Start editing")
+        self.start_button = PushButton(text="Start editing", enabled=False)
         self.map_file = FileEdit(label="map file", mode="r", filter="*.npy *.png *.tif *.tiff *.jpg *.zarr")
-        self.start_from_file_button = PushButton(text="Start from the map file")
+        self.start_from_file_button = PushButton(text="Start from the map file", enabled=False)
         self.clear_button = PushButton(text="Clear edits", enabled=False)
         self.run_button = PushButton(text="Run with this map", enabled=False)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -147,8 +152,7 @@ class SteerWidget(PluginWidget):
         self.export_path = FileEdit(label="export to", mode="w", filter="*.npy", value="density.npy")
         self.export_button = PushButton(text="Export map (.npy)", enabled=False)
         self.progress = ProgressBar(value=0, max=1000, label="progress")
-        self.status = Label(value="segment a slide with a slide model (Segment lesions), or open a slide whose "
-                                  "workspace holds a run, then Start editing")
+        self.status = Label(value=LOADING)
         super().__init__(viewer, [self.slide, self.factor, self.start_button, self.map_file,
                                   self.start_from_file_button, self.clear_button, self.run_button,
                                   self.cancel_button, self.compare_button, self.export_path, self.export_button,
@@ -164,7 +168,7 @@ class SteerWidget(PluginWidget):
         self.preview_points: np.ndarray | None = None
         self.previous: Any = None  # the run kept for comparison
         self.showing_previous = False
-        self.preview_seconds: list[float] = []
+        self.preview_seconds: deque[float] = deque(maxlen=PREVIEW_TIMES_KEPT)
         self.start_button.clicked.connect(self._guarded(self.start_editing))
         self.start_from_file_button.clicked.connect(self._guarded(self.start_from_file))
         self.clear_button.clicked.connect(self._guarded(self.clear_edits))
@@ -187,6 +191,12 @@ class SteerWidget(PluginWidget):
             self.run_button: f"segment the slide with the edited density, same samples ({SHORTCUTS['steer_run']})",
             self.compare_button: f"flip between the new run and the previous one ({SHORTCUTS['steer_compare']})",
         })
+        self._load_in_background(STEERING_MODULES)
+
+    def _on_loaded(self) -> None:
+        self.start_button.enabled = self.start_from_file_button.enabled = True
+        self.status.value = ("segment a slide with a slide model (Segment lesions), or open a slide whose workspace "
+                             "holds a run, then Start editing")
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -254,8 +264,8 @@ class SteerWidget(PluginWidget):
         self.clear_edits()
         for button in (self.clear_button, self.run_button, self.export_button):
             button.enabled = True
-        origin = ORIGINS.get(base.origin.get("source"), "stored")
-        self.status.value = (f"editing the {origin} map of {layer.name} ({base.density.shape[1]}×{base.density.shape[0]}, "
+        described = ORIGINS.get(base.origin.get("source"), "stored")
+        self.status.value = (f"editing the {described} map of {layer.name} ({base.density.shape[1]}×{base.density.shape[0]}, "
                              f"{base.output_size[0] * base.output_size[1]:,} samples): paint with {BRUSH!r} or draw "
                              f"in {REGIONS!r}")
 
