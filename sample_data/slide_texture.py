@@ -16,6 +16,8 @@ Label values: 0 background/normal tissue, 1 tumour, 2 vessel, 3 necrosis.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,11 +68,20 @@ class TissueSynth:
         self.stain = _smooth_periodic(rng.standard_normal((cells, cells)), cells / 24).astype(np.float32)
         self._padded_tissue = np.pad(self.tissue, 1, mode="edge")
         self._padded_stain = np.pad(self.stain, 1, mode="edge")
-        self.stromal_nuclei = _nuclei_texture(rng, _TEXTURE_PERIOD, count=900, radius=5.0, stretch=2.2)
-        self.tumour_nuclei = _nuclei_texture(rng, _TEXTURE_PERIOD, count=5200, radius=8.0, stretch=1.2)
-        self.debris = _nuclei_texture(rng, _TEXTURE_PERIOD, count=2600, radius=2.5, stretch=1.0)
-        self.fibres = _fibre_texture(rng, _FIBRE_PERIOD)
-        self.grain = _smooth_periodic(rng.standard_normal((_TEXTURE_PERIOD,) * 2), 1.0).astype(np.float32)
+        # the random numbers first, in their fixed order; the FFT work (seconds; numpy releases the GIL) in threads
+        stromal, tumour, debris = (_nuclei_draws(rng, _TEXTURE_PERIOD, count) for count in (900, 5200, 2600))
+        fibre_noise = rng.standard_normal((_FIBRE_PERIOD,) * 2)
+        grain_noise = rng.standard_normal((_TEXTURE_PERIOD,) * 2)
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            textures = [
+                pool.submit(_nuclei_texture, tumour, _TEXTURE_PERIOD, radius=8.0, stretch=1.2),
+                pool.submit(_nuclei_texture, debris, _TEXTURE_PERIOD, radius=2.5, stretch=1.0),
+                pool.submit(_nuclei_texture, stromal, _TEXTURE_PERIOD, radius=5.0, stretch=2.2),
+                pool.submit(_fibre_texture, fibre_noise),
+                pool.submit(_smooth_periodic, grain_noise, 1.0),
+            ]
+            self.tumour_nuclei, self.debris, self.stromal_nuclei, self.fibres, grain = (t.result() for t in textures)
+        self.grain = grain.astype(np.float32)
         self.regions = _place_regions(self.tissue, size, rng)
         self._centres = np.array([[r.cy, r.cx, r.reach] for r in self.regions], dtype=np.float64).reshape(-1, 3)
         self._lut = _stain_lut()
@@ -221,37 +232,53 @@ def _tissue_field(cells: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip((field - 0.05) * 6, 0, 1).astype(np.float32)
 
 
-def _nuclei_texture(
-    rng: np.random.Generator, period: int, count: int, radius: float, stretch: float
-) -> np.ndarray:
-    """(period, period) float32 in 0..1: ``count`` elliptic nuclei of about ``radius`` px, periodic.
+_NUCLEI_ORIENTATIONS, _NUCLEI_SIZES = 4, (0.8, 1.15)
+
+
+@dataclass(frozen=True)
+class _NucleiDraws:
+    """The random part of a nuclei texture: per group the impulse rows, columns and weights; chromatin noise."""
+
+    groups: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]
+    chromatin: np.ndarray
+
+
+def _nuclei_draws(rng: np.random.Generator, period: int, count: int) -> _NucleiDraws:
+    """Draw a nuclei texture's random numbers (``count`` nuclei), in the order the texture always drew them."""
+    per_group = count // (_NUCLEI_ORIENTATIONS * len(_NUCLEI_SIZES))
+    groups = []
+    for _ in range(_NUCLEI_ORIENTATIONS * len(_NUCLEI_SIZES)):
+        rows, cols = rng.integers(0, period, per_group), rng.integers(0, period, per_group)
+        groups.append((rows, cols, rng.uniform(0.6, 1.0, per_group).astype(np.float32)))
+    return _NucleiDraws(tuple(groups), rng.standard_normal((period, period)))
+
+
+def _nuclei_texture(draws: _NucleiDraws, period: int, radius: float, stretch: float) -> np.ndarray:
+    """(period, period) float32 in 0..1: elliptic nuclei of about ``radius`` px, periodic.
 
     Nuclei are grouped by orientation and size; each group is a field of impulses convolved (via
     the FFT, so the result wraps around seamlessly) with that group's elliptic blob.
     """
-    orientations, sizes = 4, (0.8, 1.15)
     spectrum = np.zeros((period, period // 2 + 1), np.complex64)
     offsets = np.fft.fftfreq(period, 1 / period).astype(np.float32)  # signed pixel offsets 0, 1, …, -1
     dy, dx = offsets[:, None], offsets[None, :]
-    per_group = count // (orientations * len(sizes))
-    for group in range(orientations * len(sizes)):
-        angle = np.pi * (group % orientations) / orientations
-        size = radius * sizes[group // orientations]
+    for group, (rows, cols, weights) in enumerate(draws.groups):
+        angle = np.pi * (group % _NUCLEI_ORIENTATIONS) / _NUCLEI_ORIENTATIONS
+        size = radius * _NUCLEI_SIZES[group // _NUCLEI_ORIENTATIONS]
         u = dy * np.cos(angle) + dx * np.sin(angle)
         v = -dy * np.sin(angle) + dx * np.cos(angle)
         blob = np.clip(1.6 - (u / (size * stretch)) ** 2 - (v / size) ** 2, 0, 1).astype(np.float32)
         impulses = np.zeros((period, period), np.float32)
-        where = (rng.integers(0, period, per_group), rng.integers(0, period, per_group))
-        np.add.at(impulses, where, rng.uniform(0.6, 1.0, per_group).astype(np.float32))
+        np.add.at(impulses, (rows, cols), weights)
         spectrum += np.fft.rfft2(impulses) * np.fft.rfft2(blob)
     canvas = np.fft.irfft2(spectrum, s=(period, period))
-    chromatin = _smooth_periodic(rng.standard_normal((period, period)), 1.2)
+    chromatin = _smooth_periodic(draws.chromatin, 1.2)
     return np.clip(np.clip(canvas, 0, 1) * (0.85 + 0.15 * chromatin), 0, 1).astype(np.float32)
 
 
-def _fibre_texture(rng: np.random.Generator, period: int) -> np.ndarray:
-    """(period, period) float32 around 0: wavy collagen streaks (noise filtered anisotropically)."""
-    noise = rng.standard_normal((period, period))
+def _fibre_texture(noise: np.ndarray) -> np.ndarray:
+    """(period, period) float32 around 0: wavy collagen streaks (``noise`` filtered anisotropically)."""
+    period = noise.shape[0]
     fy = np.fft.fftfreq(period)[:, None]
     fx = np.fft.rfftfreq(period)[None, :]
     kernel = np.exp(-2 * np.pi**2 * ((12 * fy) ** 2 + (2 * fx) ** 2))
