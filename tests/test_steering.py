@@ -133,3 +133,26 @@ def test_map_files_read_and_write(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"\.npy"):
         write_density_map(tmp_path / "map.csv", values)
     assert not (tmp_path / "map.csv").exists()
+
+
+def test_predict_runs_slides_with_an_image_map(slide_and_model, tmp_path: Path, capsys) -> None:
+    import json
+
+    from PIL import Image
+
+    from napari_m2mrf.cli import main
+
+    slide, model = slide_and_model
+    brightness = np.full((300, 300), 20, np.uint8)
+    brightness[:150, :150] = 200  # ten times the density in the top-left quarter, at a resolution of its own
+    Image.fromarray(brightness).save(tmp_path / "map.png")
+    assert main(["predict", str(slide.ome_zarr), "--model", str(model), "--density", str(tmp_path / "map.png"),
+                 "--out", str(tmp_path / "out"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["density"]["source"] == "file" and summary["samples"] == 64 * 64
+    stored = Workspace.open(tmp_path / "out" / "slide.m2mrf.zarr", mode="r")
+    assert stored.deformation_source()["sha256"] == summary["density"]["sha256"]
+    points = stored.sampling_points()
+    top_left = np.count_nonzero((points[:, 0] < 1024) & (points[:, 1] < 1024))
+    # a uniform grid puts 32×32 samples there; eq. 3's kernel (σ = 4 map pixels) moves samples only near the step
+    assert top_left > 1.2 * 32 * 32
