@@ -3,7 +3,8 @@ samples will go, and run again with that map at the same sample budget — no re
 
 The sampler of Jin et al. (eq. 3) turns any density map into sampling positions. *Start editing* takes the
 map of the slide's last run (in memory, or ``sampling/deformation`` of its workspace when the slide was
-reopened) as the base and adds two edit layers over the slide:
+reopened; *Start from the map file*: a ``.npy``, image or workspace map, e.g. one exported earlier) as the base
+and adds two edit layers over the slide:
 
 * ``density brush`` — a Labels layer on a grid ``EDIT_UPSAMPLE``× finer than the density map: napari's
   brush, eraser, fill, polygon and undo paint a *factor* (the widget's Factor, ×16 … ×1/16; label values
@@ -15,7 +16,10 @@ Every edit recomputes (throttled) the steered density — base × factors, area-
 grid, floored and normalised (:func:`~napari_m2mrf.sampling.density.steer_density`) — shows it in the
 ``deformation map`` layer, and moves the ``sampling dots (preview)`` to the positions the sampler gives for
 it: the same code the run uses (:func:`~napari_m2mrf.inference.steering.preview`), so the preview is the run.
-The status line counts the samples inside raised and lowered areas, before and after.
+The status line counts the samples inside raised and lowered areas, before and after. The sampler moves a
+sample by about its kernel width at most (σ density pixels: 8 of 256 for the bundled model), so a strong
+factor over a small focus concentrates samples there, while a big painted area only draws samples in from
+its surroundings (the counts say how much).
 
 *Run with this map* (Alt+Shift+R) keeps the current run as ``prediction (previous run)`` and ``sampling dots
 (previous run)`` (hidden, lazy, in memory), then runs the slide through
@@ -327,7 +331,8 @@ class SteerWidget(PluginWidget):
         if brush is not None:
             brush.data = np.zeros_like(brush.data)
         if regions is not None and len(regions.data):
-            regions.data = []
+            regions.selected_data = set(range(len(regions.data)))
+            regions.remove_selected()  # shapes and their factors together
         self.update_preview()
 
     def factors(self) -> np.ndarray:
