@@ -259,7 +259,9 @@ class SegmentWidget(PluginWidget):
             except RuntimeError:  # the widget is gone
                 pass
 
-        self.preload_worker = threading.Thread(target=preload, name=f"m2mrf-preload-{ref.name}", daemon=True)
+        # not a daemon: a process that ends during the load waits for it (a second or two) instead of being
+        # killed inside torch's C++ (which aborts the process)
+        self.preload_worker = threading.Thread(target=preload, name=f"m2mrf-preload-{ref.name}", daemon=False)
         self.preload_worker.start()
 
     def _preloaded(self, name: str) -> None:
