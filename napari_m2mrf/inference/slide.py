@@ -399,6 +399,8 @@ def segment_slide(
         step("density", 0, 1, "the given density map")
         density = model_density(request.density, model.density_size, "the density map")
         density_source = dict(request.density_source or {"source": "given"})
+        logger.info("%s: sampling with a given density map (%s) instead of the learned one, %d×%d samples", source,
+                    density_source.get("source"), *output_size)
     else:
         level = low_resolution_level(pyramid, model.density_size)
         step("density", 0, 1, f"deformation map from level {level}")

@@ -17,6 +17,7 @@ band by band). :func:`write_density_map` stores a map as ``.npy`` (write aside, 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ import numpy as np
 
 from napari_m2mrf.errors import InputRefused, UserError
 from napari_m2mrf.sampling.density import check_density_shape
+
+logger = logging.getLogger(__name__)
 
 NPY_MAGIC = b"\x93NUMPY"
 MAX_NPY_HEADER = 1 << 16  # bytes of a .npy header (numpy itself allows 64 KiB)
@@ -62,6 +65,7 @@ def read_density_map(path: str | os.PathLike[str]) -> DensityFile:
     else:
         raise UserError(f"{path}: not a density map; give a .npy array (Y, X), an image (PNG, JPEG, TIFF, BMP) "
                         "or a workspace (.m2mrf.zarr)")
+    logger.info("%s: density map %d×%d (%s)", path, values.shape[1], values.shape[0], values.dtype)
     return DensityFile(path, values, {"source": "file", "path": str(path.resolve()), "sha256": _sha256(path),
                                       "shape": list(values.shape)})
 
