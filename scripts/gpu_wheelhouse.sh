@@ -4,8 +4,10 @@
 # pytest, packaging, typing-extensions): cp312 manylinux x86_64 wheels in .cache/gpu-wheelhouse/
 # (git-ignored), the same releases as requirements.lock. Carry that folder to the device
 # (run's carry: [".cache/gpu-wheelhouse"]). With ../shared/data/idrid_subset present, a copy goes to
-# .cache/gpu-wheelhouse/data/idrid_subset so the fundus stage trains on real IDRiD images there
-# (--no-data leaves it out).
+# .cache/gpu-wheelhouse/data/idrid_subset so the fundus stage cross-validates on real IDRiD images
+# there; with ../shared/data/idrid_extra present, its photographs fitted into 960×1440 with their masks
+# (training.recipes.idrid_extra --fit, about 7 MB instead of 33 MB) go to data/idrid_extra_fitted so
+# every fold trains on them too (--no-data leaves both out).
 #
 # Why each wheel: zarr (+ numcodecs, google-crc32c, donfig) — the slide stage writes a real zarr
 # workspace; psygnal — napari_m2mrf.catalog (model lookup) imports it; pydantic
@@ -33,6 +35,10 @@ $PIP download --disable-pip-version-check --no-deps --only-binary=:all: --python
 if [[ $DATA == 1 && -d "$ROOT/../shared/data/idrid_subset" ]]; then
     mkdir -p "$OUT/data"
     cp -rL "$ROOT/../shared/data/idrid_subset" "$OUT/data/"
+fi
+if [[ $DATA == 1 && -d "$ROOT/../shared/data/idrid_extra" ]]; then
+    (cd "$ROOT" && "$ROOT/.venv/bin/python" -m training.recipes.idrid_extra "$OUT/data/idrid_extra_fitted" \
+        --extra "$ROOT/../shared/data/idrid_extra" --fit 960 1440)
 fi
 echo "wheelhouse $OUT:"
 ls -l "$OUT"

@@ -62,7 +62,7 @@ def _extra_folder(root: Path) -> Path:
     (root / "fullres_images").mkdir(parents=True)
     Image.fromarray(np.zeros((100, 120, 3), np.uint8)).save(root / "fullres_images" / "IDRiD_21.jpg")
     grid = np.zeros((512, 512), np.uint8)
-    grid[200:204, 100:104] = 255  # full-res rows 36 (= 200/4 - 14), cols 29 (= 100/4 + 4)
+    grid[200:212, 100:112] = 255  # full-res rows 36–38 (from 200/4 - 14), cols 29–31 (from 100/4 + 4)
     (root / "masks" / "HE").mkdir(parents=True)
     Image.fromarray(grid).save(root / "masks" / "HE" / "IDRiD_21.png")
     frames = {"IDRiD_21": {"fullres_w": 120, "fullres_h": 100, "s": 128, "x0": 4, "pad_y": 14.0}}
@@ -77,11 +77,17 @@ def test_extra_masks_are_upsampled_into_the_photographs_frame(tmp_path: Path) ->
     out = tmp_path / "assembled"
     assert assemble_extra(out, extra) == ["IDRiD_21"]
     mask = np.asarray(Image.open(out / MASKS / TRAIN / "2. Haemorrhages" / "IDRiD_21_HE.png")) > 0
-    assert mask.shape == (100, 120) and np.argwhere(mask).tolist() == [[36, 29]]
+    assert mask.shape == (100, 120) and np.argwhere(mask).tolist() == [[r, c] for r in (36, 37, 38) for c in (29, 30, 31)]
     assert (out / IMAGES / TRAIN / "IDRiD_21.jpg").is_symlink()
     assert not (out / MASKS / TRAIN / "1. Microaneurysms").exists()  # no file = class absent, as in IDRiD
     records = layout_records(out, TRAIN, tuple(FUNDUS_CLASSES))
     assert len(records) == 1 and set(records[0].masks) == {"HE"}
+    fitted = tmp_path / "fitted"
+    assemble_extra(fitted, extra, fit=(50, 1000))  # half size: pixel (y, x) has its centre at full-res (2y + 0.5, 2x + 0.5)
+    photograph = Image.open(fitted / IMAGES / TRAIN / "IDRiD_21.jpg")
+    small = np.asarray(Image.open(fitted / MASKS / TRAIN / "2. Haemorrhages" / "IDRiD_21_HE.png")) > 0
+    assert photograph.size == (60, 50) and not (fitted / IMAGES / TRAIN / "IDRiD_21.jpg").is_symlink()
+    assert small.shape == (50, 60) and np.argwhere(small).tolist() == [[18, 14], [18, 15]]
     (extra / "frame_map.json").unlink()
     with pytest.raises(UserError, match="frame_map.json"):
         assemble_extra(tmp_path / "again", extra)

@@ -177,9 +177,13 @@ def test_whole_check_runs_tiny_on_cpu_and_writes_only_under_out_dir(tmp_path: Pa
     assert {"fp32.vanilla.images_per_s", "autocast.D.time_ratio_to_vanilla"} <= {
         key.split(".", 1)[1] for key in summary["figures"] if key.startswith("inference.")}
     fundus = json.loads((out / "fundus.json").read_text())
-    assert fundus["figures"]["iterations_done"] == 2
-    assert (out / "fundus" / "model.safetensors").stat().st_size > 0
-    assert (out / "fundus" / "config.yaml").is_file()
+    assert fundus["figures"]["iterations_done"] == 2 * 2  # two folds of two iterations
+    assert all((out / "fundus" / f"fold{n}.safetensors").stat().st_size > 0 for n in (1, 2))
+    assert (out / "fundus" / "recipe.yaml").is_file()
+    report = json.loads((out / "fundus" / "cross_validation.json").read_text())
+    held_out = [fold["held_out"] for fold in report["plain"]["per_fold"]]
+    assert len(held_out) == 2 and sorted(sum(held_out, [])) == sorted(report["real_images"])  # each image scored once
+    assert report["flips"]["pooled"]["images"] == len(report["real_images"])
     assert not (out / "scratch").exists()
 
     records = _records(writes)

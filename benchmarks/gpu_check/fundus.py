@@ -1,13 +1,15 @@
-"""Stage ``fundus``: the bundled fundus recipe trained with ``python -m training`` for the time left.
+"""Stage ``fundus``: the bundled fundus recipe cross-validated on the real images, for the time left.
 
-The recipe (``sample_data/checkpoints/fundus_m2mrf_w18s.yaml``) trains on real IDRiD images
-(``--idrid``, else a subset found by :func:`.fundus_data.find_idrid`) plus semi-synthetic ones, or
-on generated images only. The iteration count comes from a short timing of the same network step;
-a ``STOP`` file ends the run cooperatively at the deadline. The trainer runs in ``OUT_DIR``, so
-the paths in the effective config are relative to ``OUT_DIR``. Kept for the later
-cross-validation: the checkpoint ``fundus/model.safetensors``, that config ``fundus/config.yaml``,
-``fundus/README.txt`` (how to rebuild the data and rerun or cross-validate) and ``fundus.json``
-(what ran, losses, metrics, the data recipe).
+The recipe (``sample_data/checkpoints/fundus_m2mrf_w18s.yaml``) goes through the project's own
+cross-validation (:func:`training.recipes.fundus_cross_validation.cross_validate`): two folds over
+the real IDRiD images (``--idrid``, else a subset found by :func:`.fundus_data.find_idrid`), each
+training on the other half plus the idrid_extra photographs (when found) and semi-synthetic images,
+then scoring its held-out half whole, with and without test-time flips. The iterations per fold
+come from a short timing of the network step and the time left; each fold's trainer gets its share
+of the deadline (a ``STOP`` file ends it cooperatively). In tiny mode generated images stand in for
+the real ones. Kept: each fold's checkpoint ``fundus/foldN.safetensors``, the effective recipe
+``fundus/recipe.yaml``, the report ``fundus/cross_validation.json``, ``fundus/README.txt`` (how to
+rerun it) and ``fundus.json`` (what ran, losses, the cross-validated figures).
 """
 
 from __future__ import annotations
@@ -29,86 +31,107 @@ from .train_step import TimedTrainingStep
 from .trainer_process import run_trainer
 
 LOG = logging.getLogger("gpu_check")
-RUN_DIR = "scratch/fundus_run"  # the trainer's output folder, relative to OUT_DIR
-EVALUATION_S = 45.0  # seconds kept from the iteration budget for the trainer's start and end-of-run evaluation
+CV_DIR = "scratch/cross_validation"  # the cross-validation's folder, relative to OUT_DIR
+FOLDS = 2
+EVALUATION_S = 45.0  # seconds kept from the training budget for the trainers' start and the scoring
 DATA_OVERHEAD = 2.0  # an iteration takes about this many network steps (data loading comes on top)
 
 
 def stage_fundus(settings: Settings, out: Path, scratch: Path, deadline: float) -> dict[str, Any]:
-    """Train the recipe until ``deadline`` (epoch seconds); keep checkpoint, config and README."""
+    """Cross-validate the recipe until ``deadline`` (epoch seconds); keep checkpoints, recipe, report."""
     from training.config import TrainingConfig, load_config, save_config
     from training.recipes import CHECKPOINTS
+    from training.recipes.fundus_cross_validation import cross_validate, fold_config
 
-    recipe = CHECKPOINTS / "fundus_m2mrf_w18s.yaml"
-    values = load_config(recipe).to_dict()
-    real = fundus_data.find_idrid(settings.idrid) if (settings.idrid or not settings.tiny) else None
     began = time.perf_counter()
-    if real is not None:
-        generated = 2 if settings.tiny else 48
-        fundus_data.assemble_idrid(out, real, generated)
-        values["data"] = fundus_data.idrid_section(values["data"])
-        data = fundus_data.describe_idrid(real, generated)
-    else:
-        count, val = (1, 1) if settings.tiny else (48, 2)
-        values["data"] = fundus_data.generated_section(values["data"], count, val)
-        data = fundus_data.describe_generated(count, val, "no IDRiD subset found" if not settings.tiny else "tiny mode")
+    recipe = CHECKPOINTS / "fundus_m2mrf_w18s.yaml"
+    real = fundus_data.find_idrid(settings.idrid) if (settings.idrid or not settings.tiny) else None
+    real_is_generated = real is None
+    if real is None:
+        real = fundus_data.tiny_real_set(out, 4, 0.5) if settings.tiny else fundus_data.tiny_real_set(out, 10, 1.0)
+    extra = None if settings.tiny else fundus_data.find_extra()
+    generated = 0 if settings.tiny else 16
+    values = load_config(recipe).to_dict()
     if settings.tiny:
         values["augment"].update(resize=[96, 144], crop=[64, 64])
         values["run"]["batch_size"] = 2
-    values["run"].update(device=settings.device, output_dir=RUN_DIR, threads=0,
-                         eval_every=0, checkpoint_every=0, tensorboard=False)
+    values["run"].update(device=settings.device, checkpoint_every=0, tensorboard=False)
     values["data"]["num_workers"] = 0 if settings.tiny else min(8, max(0, (os.cpu_count() or 1) - 2))
-    config = TrainingConfig.from_dict(values, "gpu_check fundus config")
-    data_seconds = time.perf_counter() - began
+    config = TrainingConfig.from_dict(values, "gpu_check fundus recipe")
+    recipe_path = save_config(config, out / "fundus" / "recipe.yaml")
+    preparation_s = time.perf_counter() - began
 
     if settings.tiny:
         step_s, iterations = 0.0, settings.fundus_max_iterations
     else:
         step_s = _step_seconds(config, settings.device)
-        left = deadline - time.time() - EVALUATION_S
-        iterations = int(max(20, min(settings.fundus_max_iterations, left / (DATA_OVERHEAD * step_s))))
-    config = config.with_overrides([f"run.iterations={iterations}",
-                                    f"run.checkpoint_every={max(1, iterations // 5)}"], "gpu_check")
-    config_path = save_config(config, out / "fundus" / "config.yaml")
-    command = [sys.executable, "-m", "training", str(config_path.relative_to(out))]
-    LOG.info("fundus: %s iterations (network step %.3f s), data %s", iterations, step_s, data["source"])
-    events, stopped_by_deadline = run_trainer(command, out, out / RUN_DIR, deadline)
+        share = (deadline - time.time() - EVALUATION_S) / FOLDS
+        iterations = int(max(20, min(settings.fundus_max_iterations, share / (DATA_OVERHEAD * step_s))))
+    LOG.info("fundus: %d folds × %d iterations (network step %.3f s), scored on %s", FOLDS, iterations, step_s,
+             "generated stand-ins" if real_is_generated else real)
 
-    run_dir = out / RUN_DIR
-    chosen = next((run_dir / name for name in ("best.safetensors", "last.safetensors") if (run_dir / name).is_file()),
-                  None)
-    if chosen is None:
-        raise RuntimeError("the trainer saved no checkpoint")
-    model_path = out / "fundus" / "model.safetensors"
-    shutil.copyfile(chosen, model_path)
-    readme = _write_readme(out / "fundus" / "README.txt", data, iterations)
-    iterations_done = [e for e in events if e.get("event") == "iteration"]
-    seconds = [e["seconds"] for e in iterations_done if "seconds" in e]
-    losses = [e.get("losses", {}).get("loss") for e in iterations_done]
+    train_end = deadline - EVALUATION_S / 3
+    runs: dict[str, dict[str, Any]] = {}
+
+    def train(config_path: Path, data_root: Path, run_dir: Path, fold_iterations: int, threads: int) -> Path:
+        """One fold in a trainer process, stopped at its share of the time left."""
+        fold_deadline = time.time() + (train_end - time.time()) / (FOLDS - len(runs))
+        fold_yaml = fold_config(config_path, data_root, run_dir, fold_iterations, threads)
+        events, stopped = run_trainer([sys.executable, "-m", "training", str(fold_yaml)], out, run_dir, fold_deadline)
+        runs[run_dir.name] = {"events": events, "stopped_by_deadline": stopped}
+        return run_dir / "last.safetensors"
+
+    cv_dir = out / CV_DIR
+    report = cross_validate(cv_dir, real, FOLDS, iterations, recipe_path, generated, threads=0, extra=extra,
+                            jobs=1, flips=True, train=train)
+    shutil.copyfile(cv_dir / "report.json", out / "fundus" / "cross_validation.json")
+    checkpoints = []
+    for number in range(1, FOLDS + 1):
+        target = out / "fundus" / f"fold{number}.safetensors"
+        shutil.copyfile(cv_dir / f"fold{number}" / "last.safetensors", target)
+        checkpoints.append(str(target.relative_to(out)))
+    readme = _write_readme(out / "fundus" / "README.txt", real, real_is_generated, extra, generated, iterations)
+    return _record(report, runs, checkpoints, out, recipe, readme, real, real_is_generated, extra, generated,
+                   iterations, step_s, preparation_s)
+
+
+def _record(report: dict[str, Any], runs: dict[str, dict[str, Any]], checkpoints: list[str], out: Path, recipe: Path,
+            readme: Path, real: Path, real_is_generated: bool, extra: Path | None, generated: int, iterations: int,
+            step_s: float, preparation_s: float) -> dict[str, Any]:
+    """``fundus.json``'s figures (positive numbers only) and results."""
+    steps = [e for run in runs.values() for e in run["events"] if e.get("event") == "iteration"]
+    seconds = [e["seconds"] for e in steps if "seconds" in e]
+    plain, flips = report["plain"]["pooled"]["mean"], report["flips"]["pooled"]["mean"]
     figures = {
-        "iterations_done": len(iterations_done),
+        "folds": FOLDS,
+        "iterations_done": len(steps),
         "train_wall_s": round(sum(seconds), 2) if seconds else 0.0,
         "median_s_per_iteration": round(statistics.median(seconds), 4) if seconds else 0.0,
-        "checkpoint_MiB": round(model_path.stat().st_size / 2**20, 3),
+        "cv_mean_aupr_official": round(plain["aupr_official_11pt"], 4),
+        "cv_mean_aupr_official_flips": round(flips["aupr_official_11pt"], 4),
+        "checkpoint_MiB": round((out / checkpoints[0]).stat().st_size / 2**20, 3),
+    }
+    per_class = {
+        variant: {code: round(scores["aupr_official_11pt"], 4) for code, scores in report[variant]["pooled"]["per_class"].items()}
+        for variant in ("plain", "flips")
     }
     return {
         "figures": {k: v for k, v in figures.items() if v},
         "results": {
-            "command": " ".join(command), "cwd": "OUT_DIR", "config": str(config_path.relative_to(out)),
-            "checkpoint": str(model_path.relative_to(out)), "checkpoint_from": chosen.name,
-            "recipe": str(recipe.relative_to(REPO)), "data": data,
-            "data_preparation_s": round(data_seconds, 2),
-            "iterations_planned": iterations, "network_step_s_estimate": round(step_s, 4) if step_s else None,
-            "stopped_by_deadline": stopped_by_deadline,
-            "finished": next((e for e in events if e.get("event") == "finished"), {}),
-            "loss_first_last": [losses[0], losses[-1]] if losses else None,
-            "loss_every_10": losses[::10],
-            "evaluations": [e for e in events if e.get("event") == "evaluation"],
+            "recipe": str(recipe.relative_to(REPO)), "effective_recipe": "fundus/recipe.yaml",
+            "data": fundus_data.describe(real, real_is_generated, extra, generated),
+            "checkpoints": checkpoints, "report": "fundus/cross_validation.json",
+            "cv_aupr_official_per_class": per_class,
+            "data_preparation_s": round(preparation_s, 2),
+            "iterations_planned_per_fold": iterations, "network_step_s_estimate": round(step_s, 4) if step_s else None,
+            "folds": {
+                name: {"iterations_done": sum(1 for e in run["events"] if e.get("event") == "iteration"),
+                       "stopped_by_deadline": run["stopped_by_deadline"],
+                       "loss_every_10": [e.get("losses", {}).get("loss") for e in run["events"]
+                                         if e.get("event") == "iteration"][::10]}
+                for name, run in runs.items()
+            },
             "readme": str(readme.relative_to(out)),
-            "cross_validation_hook": "load fundus/model.safetensors with napari_m2mrf.models.load_checkpoint; "
-                                     "fundus/config.yaml is the effective trainer config, its paths relative to "
-                                     "OUT_DIR; fundus/README.txt (and 'data' above) says how to rebuild its data "
-                                     "and rerun or cross-validate it",
         },
     }
 
@@ -131,38 +154,24 @@ def _step_seconds(config: Any, device: str, steps: int = 5) -> float:
     return statistics.median(times[2:])
 
 
-def _write_readme(path: Path, data: dict[str, Any], iterations: int) -> Path:
-    """``fundus/README.txt``: how the recorded config's data is rebuilt and the run repeated."""
+def _write_readme(path: Path, real: Path, real_is_generated: bool, extra: Path | None, generated: int,
+                  iterations: int) -> Path:
+    """``fundus/README.txt``: what the files are and the command that reruns the cross-validation."""
+    extra_option = f" --extra '{extra}'" if extra else ""
     lines = [
-        "The GPU check's fundus run (benchmarks/gpu_check/fundus.py).",
+        "The GPU check's fundus cross-validation (benchmarks/gpu_check/fundus.py).",
         "",
-        "model.safetensors  the checkpoint (napari_m2mrf.models.load_checkpoint)",
-        "config.yaml        the effective trainer config; its paths (data.root, run.output_dir) are relative",
-        "                   to OUT_DIR, the folder holding this 'fundus' folder, and point into",
-        "                   OUT_DIR/scratch, which the check deletes at its end (unless --keep-scratch)",
+        "foldN.safetensors        fold N's last weights (napari_m2mrf.models.load_checkpoint); fold N never saw",
+        "                         the real images it is scored on (cross_validation.json: per_fold[N-1].held_out)",
+        "recipe.yaml              the recipe as run (the bundled one with this machine's device and workers)",
+        "cross_validation.json    pooled and per-fold AUPR / IoU, plain and with test-time flips, cross-fitted IoU",
         "",
-        f"Data: {data['source']}, {data['generated_train']} generated training images"
-        + (f", IDRiD from {data['idrid']} (on the machine that ran the check), "
-           f"{' and '.join(data['held_out'])} held out for validation" if "idrid" in data else "") + ".",
-        "Rebuild it, from OUT_DIR with the repository on PYTHONPATH:",
-        f"  {data['rebuild']}",
-        "",
-        f"Rerun the training ({iterations} iterations), from OUT_DIR:",
-        "  python -m training fundus/config.yaml",
+        f"Scored on: {'generated stand-ins (no IDRiD subset found, or tiny mode)' if real_is_generated else real}.",
+        f"Every fold also trained on {generated} semi-synthetic images"
+        + (f" and the idrid_extra photographs ({extra})." if extra else "."),
+        "Rerun it, from the repository root:",
+        f"  python -m training.recipes.fundus_cross_validation CV_DIR --idrid '{real}'{extra_option} --folds {FOLDS} "
+        f"--iterations {iterations} --generated {generated} --flips --config OUT_DIR/fundus/recipe.yaml",
     ]
-    if "idrid" in data:
-        lines += [
-            "Cross-validate this recipe over the real IDRiD images (the recipe replaces data.root and",
-            "run.output_dir with its own folders):",
-            "  python -m training.recipes.fundus_cross_validation CV_DIR --idrid IDRID_DIR --config fundus/config.yaml "
-            f"--generated {data['generated_train']} --iterations {iterations}",
-        ]
-    else:
-        lines += [
-            "This run had generated data only (data.kind: generated); a cross-validation needs an IDRiD subset",
-            "and the recipe's IDRiD data section, e.g.:",
-            "  python -m training.recipes.fundus_cross_validation CV_DIR --idrid IDRID_DIR "
-            "--config sample_data/checkpoints/fundus_m2mrf_w18s.yaml",
-        ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -23,11 +23,11 @@ class Settings:
     training_steps: int  # timed steps after two warm-up steps
     slide_side: int  # level-0 pixels per side of the synthetic slide
     slide_outputs: tuple[int | None, ...]  # deformed-image sides to time (None: the checkpoint's)
-    fundus_max_iterations: int
+    fundus_max_iterations: int  # per cross-validation fold
     idrid: str | None = None  # IDRiD 'A. Segmentation' subset for the fundus stage (None: look for one)
 
     @classmethod
     def for_run(cls, tiny: bool, device: str, idrid: str | None = None) -> Settings:
         if tiny:
             return cls(True, device, (32, 48), 2, 1, (32, 48), 2, 2, 4096, (None,), 2, idrid)
-        return cls(False, device, (960, 1440), 20, 3, (960, 1440), 4, 8, 65536, (None, 512), 900, idrid)
+        return cls(False, device, (960, 1440), 20, 3, (960, 1440), 4, 8, 65536, (None, 512), 3000, idrid)

@@ -72,14 +72,20 @@ def build_fold(out: Path, idrid: Path, generated: Path, held_out: Sequence[str],
             destination.parent.mkdir(parents=True, exist_ok=True)
             if not destination.exists():
                 os.symlink(path.resolve(), destination)
-    link_tree(generated, out, keep=lambda name: not name.startswith("IDRiD_"))
+    if generated.is_dir():
+        link_tree(generated, out, keep=lambda name: not name.startswith("IDRiD_"))
     if extra is not None:
         link_tree(extra, out, keep=lambda name: True)
     return out
 
 
-def train_fold(config_path: Path, data_root: Path, run_dir: Path, iterations: int, threads: int) -> Path:
-    """Train the recipe of ``config_path`` on ``data_root`` into ``run_dir``; returns its last checkpoint."""
+TrainFold = Callable[[Path, Path, Path, int, int], Path]
+"""Trains one fold: ``(recipe config, fold data root, run folder, iterations, threads)`` → checkpoint."""
+
+
+def fold_config(config_path: Path, data_root: Path, run_dir: Path, iterations: int, threads: int) -> Path:
+    """The recipe of ``config_path`` pointed at ``data_root`` and ``run_dir`` (no evaluation during
+    training: the last weights are scored), saved beside ``run_dir``; returns the file."""
     from training.config import load_config, save_config
 
     config = load_config(config_path)
@@ -89,15 +95,21 @@ def train_fold(config_path: Path, data_root: Path, run_dir: Path, iterations: in
             update={"iterations": iterations, "eval_every": 0, "output_dir": str(run_dir), "threads": threads}
         ),
     })
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return save_config(config, run_dir.parent / f"{run_dir.name}.yaml")
+
+
+def train_fold(config_path: Path, data_root: Path, run_dir: Path, iterations: int, threads: int) -> Path:
+    """Train the recipe of ``config_path`` on ``data_root`` into ``run_dir`` in a trainer process
+    (resuming an interrupted run, skipping a finished one); returns its last checkpoint."""
     last = run_dir / "last.safetensors"
     if _finished(run_dir, iterations):
         return last
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fold_config = save_config(config, run_dir.parent / f"{run_dir.name}.yaml")
+    config = fold_config(config_path, data_root, run_dir, iterations, threads)
     resume = ["--resume", "auto"] if (run_dir / "last.pt").exists() else []
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads > 0 else dict(os.environ)
     with open(run_dir.parent / f"{run_dir.name}.log", "a") as log:
-        subprocess.run([sys.executable, "-m", "training", str(fold_config), *resume], check=True, stdout=log, stderr=log, env=env)
+        subprocess.run([sys.executable, "-m", "training", str(config), *resume], check=True, stdout=log, stderr=log, env=env)
     return last
 
 
@@ -164,10 +176,12 @@ def cross_validate(
     extra: Path | None = None,
     jobs: int = 1,
     flips: bool = False,
+    train: TrainFold = train_fold,
 ) -> dict:
     """Run every fold (``jobs`` trainings at once, resuming finished or interrupted ones) and write
     ``out/report.json``: under ``plain`` the official protocol's scores, and with ``flips`` also
-    under ``flips`` those with test-time flips."""
+    under ``flips`` those with test-time flips. ``train`` trains one fold (another machine's
+    harness passes its own, e.g. one that stops at a deadline)."""
     from napari_m2mrf.metrics import LesionMetrics
     from sample_data.fundus_samples import write_fundus_dataset
     from training.recipes.idrid_extra import assemble_extra
@@ -179,7 +193,9 @@ def cross_validate(
     if generated and not (generated_root / IMAGES).is_dir():
         write_fundus_dataset(generated_root, generated, seed=100, split=TRAIN)
     extra_root = None
-    if extra is not None:
+    if extra is not None and (extra / IMAGES).is_dir():
+        extra_root = extra  # assembled already (e.g. fitted copies carried to another machine)
+    elif extra is not None:
         extra_root = out / "extra"
         assemble_extra(extra_root, extra)
     splits = fold_ids([image.stem for image in images], folds)
@@ -189,7 +205,7 @@ def cross_validate(
     ]
     with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
         checkpoints = list(pool.map(
-            lambda number: train_fold(config, roots[number - 1], out / f"fold{number}", iterations, threads),
+            lambda number: train(config, roots[number - 1], out / f"fold{number}", iterations, threads),
             range(1, folds + 1),
         ))
     report = {
@@ -228,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the training recipe (YAML)")
     parser.add_argument("--generated", type=int, default=48, help="semi-synthetic images added to each fold")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
-    parser.add_argument("--extra", type=Path, help="the idrid_extra folder: its photographs join every fold's training split")
+    parser.add_argument("--extra", type=Path, help="the idrid_extra folder (or its assembly by training.recipes.idrid_extra): "
+                                                   "its photographs join every fold's training split")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
     parser.add_argument("--flips", action="store_true", help="also score with test-time flips (four passes per image)")
     args = parser.parse_args(argv)
