@@ -98,6 +98,7 @@ def main() -> int:
     found = {name: [0, 0] for name in rows}
     invested = {name: [0, 0] for name in rows}
     seconds = {name: 0.0 for name in rows}
+    per_slide = {name: [] for name in rows}
     paths = []
     for seed in SEEDS:
         path = training_slide_path(args.data, seed)
@@ -132,6 +133,9 @@ def main() -> int:
                 predicted = ReverseSampler(points, predicted_lr).fill(slice(0, size[0]), slice(0, size[1]))
                 seconds[name] += time.perf_counter() - start
                 counts[name].update(predicted, truth)
+                one = IoUCounts(3)
+                one.update(predicted, truth)
+                per_slide[name].append(one.iou()[TUMOUR])
                 hit, total = foci_found(predicted, truth)
                 found[name][0] += hit
                 found[name][1] += total
@@ -141,14 +145,16 @@ def main() -> int:
     samples = model.output_size[0] * model.output_size[1]
     pixels = size[0] * size[1]
     report = {}
-    lines = ["| density map | tumour IoU | mIoU (3 classes) | foci found | tumour samples / tumour pixel share | s per slide |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| density map | tumour IoU | per slide | mIoU (3 classes) | foci found | tumour samples / tumour pixel share "
+             "| s per slide |", "|---|---|---|---|---|---|---|"]
     for name in rows:
         iou = counts[name].iou()
         share = (invested[name][0] / (samples * len(records))) / max(invested[name][1] / (pixels * len(records)), 1e-12)
         report[name] = {"tumour_iou": iou[TUMOUR], "miou": float(np.nanmean(iou[1:])), "foci_found": found[name],
-                        "tumour_sample_share_over_pixel_share": share, "seconds_per_slide": seconds[name] / len(records)}
-        lines.append(f"| {name} | {iou[TUMOUR]:.3f} | {np.nanmean(iou[1:]):.3f} | {found[name][0]}/{found[name][1]} "
+                        "tumour_sample_share_over_pixel_share": share, "seconds_per_slide": seconds[name] / len(records),
+                        "tumour_iou_per_slide": per_slide[name]}
+        slides = " / ".join(f"{v:.3f}" for v in per_slide[name])
+        lines.append(f"| {name} | {iou[TUMOUR]:.3f} | {slides} | {np.nanmean(iou[1:]):.3f} | {found[name][0]}/{found[name][1]} "
                      f"| {share:.2f} | {seconds[name] / len(records):.2f} |")
     print("\n".join(lines))
     timing = {} if args.no_sample else time_to_result(model)
