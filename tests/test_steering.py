@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from slide_helpers import save_slide_model, small_slide
 
 from napari_m2mrf.errors import UserError
@@ -87,7 +86,8 @@ def test_a_run_with_an_edited_map_moves_samples_at_the_same_budget(slide_and_mod
     factors = np.ones((64, 64))
     factors[40:56, 8:24] = 8.0  # level-0 rows 1280–1792, columns 256–768
     edited = steer_density(learned.density, factors)
-    points, _ = preview(learned.sampler, edited, learned.density_size, learned.labels.shape, learned.image_shape)
+    sampler = sampler_for(learned.model.metadata)  # the checkpoint's sampler, rebuilt without its weights
+    points, _ = preview(sampler, edited, learned.density_size, learned.labels.shape, learned.image_shape)
     source = {"source": "edited by the user", "base": {"source": "learned", "run_id": learned.run_id}}
     steered = run_slide_segmentation(slide.ome_zarr, SlideRequest(str(model), device="cpu", workspace=workspace,
                                                                   density=edited, density_source=source))
@@ -107,10 +107,6 @@ def test_a_run_with_an_edited_map_moves_samples_at_the_same_budget(slide_and_mod
     rerun = run_slide_segmentation(slide.ome_zarr, SlideRequest(str(model), device="cpu", workspace=tmp_path / "b.zarr",
                                                                 density=again.values, density_source=again.provenance))
     np.testing.assert_allclose(rerun.points, steered.points, atol=1e-3)
-    # the sampler a reopened workspace rebuilds from the checkpoint is the run's
-    rebuilt = sampler_for(learned.model.metadata)
-    density = torch.from_numpy(learned.density)[None, None]
-    torch.testing.assert_close(rebuilt(density, (64, 64)), learned.sampler(density, (64, 64)))
     with pytest.raises(UserError, match="uniform sampler"):
         run_slide_segmentation(slide.ome_zarr, SlideRequest(str(model), device="cpu", workspace=tmp_path / "c.zarr",
                                                             sampler="uniform", density=edited))

@@ -48,7 +48,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import logging
 
@@ -135,8 +134,9 @@ class SlideResult:
     level 0 has ``probability_downsample`` level-0 pixels per pixel). ``saved``: whether the
     workspace holds this result (:func:`save_slide_result`); ``run_id`` is recorded in its
     provenance; ``seconds``: model run until the lazy result, ``save_seconds``: the save. ``model``: the run's
-    :class:`~napari_m2mrf.catalog.ModelRef`; ``sampler``: the model's sampler ``G_d`` (to preview another density, :func:`~napari_m2mrf.inference.steering.preview`);
-    ``density_size``: the model's density grid; ``density_source``: where ``density`` came from.
+    :class:`~napari_m2mrf.catalog.ModelRef` (its sampler for a preview of another density:
+    :func:`~napari_m2mrf.inference.steering.sampler_for`); ``density_size``: the model's density grid;
+    ``density_source``: where ``density`` came from.
     """
 
     workspace: Path
@@ -160,7 +160,6 @@ class SlideResult:
     saved: bool = False
     run_id: str = ""
     save_seconds: float | None = None
-    sampler: Any = field(default=None, repr=False)
     model: ModelRef | None = field(default=None, repr=False)
     density_size: tuple[int, int] = (0, 0)
     density_source: dict = field(default_factory=dict)
@@ -466,7 +465,6 @@ def segment_slide(
         probability_levels={code: _lazy_levels(reverse.with_values(probabilities[k]), map_shapes, factor)
                             for k, code in enumerate(codes)},
         run_id=uuid.uuid4().hex,
-        sampler=sampler,
         model=ref,
         density_size=tuple(model.density_size),
         density_source=density_source,

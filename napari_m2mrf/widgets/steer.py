@@ -100,12 +100,17 @@ class SteeringBase:
 
 
 def base_from_run(result: Any) -> SteeringBase:
-    """The base of a run in memory (:class:`~napari_m2mrf.inference.slide.SlideResult`)."""
+    """The base of a run in memory (:class:`~napari_m2mrf.inference.slide.SlideResult`): its density map, or a
+    uniform one when the run sampled uniformly (what it sampled with), and the model's own sampler."""
+    from napari_m2mrf.inference.steering import sampler_for
+
+    uniform = result.density_source.get("source") == "uniform"
+    density = np.ones_like(result.density, np.float64) if uniform else np.asarray(result.density, np.float64)
     return SteeringBase(
-        source="", density=np.asarray(result.density, np.float64), downsample=tuple(result.density_downsample),
+        source="", density=density, downsample=tuple(result.density_downsample),
         image_shape=tuple(result.image_shape), output_size=tuple(result.labels.shape),
-        density_size=tuple(result.density_size), sampler=result.sampler, model=result.model, points=result.points,
-        origin={**result.density_source, "run_id": result.run_id},
+        density_size=tuple(result.density_size), sampler=sampler_for(result.model.metadata), model=result.model,
+        points=result.points, origin={**result.density_source, "run_id": result.run_id},
     )
 
 
@@ -247,6 +252,7 @@ class SteerWidget(PluginWidget):
                       where: str = "the map file") -> None:
         """Take the slide's current density (or ``base_density``, any size, from ``origin``; ``where`` names it in
         messages) as the base, add (or clear) the edit layers, show the preview."""
+        from napari_m2mrf.models.deform import UniformSampler
         from napari_m2mrf.widgets import slide_layers
 
         layer = self.slide_layer
@@ -259,6 +265,9 @@ class SteerWidget(PluginWidget):
                 raise UserError(f"{layer.name!r} has no run yet: segment it with a slide model first")
             base = base_from_workspace(workspace)
         base.source = layer.name
+        if isinstance(base.sampler, UniformSampler):
+            raise UserError(f"{base.model.name} samples uniformly whatever the density (trained with the uniform "
+                            "sampler): there is nothing to steer")
         if base_density is not None:
             base.density = resample_density(base_density, base.density_size, where)
             base.downsample = (base.image_shape[0] / base.density_size[0], base.image_shape[1] / base.density_size[1])
