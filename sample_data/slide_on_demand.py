@@ -55,7 +55,7 @@ def sample_slide_on_demand(size: int = SAMPLE_SIZE, seed: int = 0) -> Path:
         return store
     if not store.is_dir():
         _create_store(store, size)
-    register(store, _made_on_read(store, TissueSynth(size, seed)))
+    register(store, _made_on_read(store, _ChunkMaker(size, seed)))
     logger.info("%s: the sample slide, made on read (chunks made so far are kept there)", store)
     return store
 
@@ -87,13 +87,12 @@ def _create_store(store: Path, size: int) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _made_on_read(store: Path, synth: TissueSynth) -> MadeOnReadSource:
+def _made_on_read(store: Path, maker: _ChunkMaker) -> MadeOnReadSource:
     """The store's pyramids (metadata as any reader parses it) over its arrays opened for writing."""
     import zarr
 
     from napari_m2mrf.io.omezarr import open_ome_zarr, open_ome_zarr_labels
 
-    maker = _ChunkMaker(synth)
     root = zarr.open_group(str(store), mode="r+")
     pyramid = open_ome_zarr(store, check_chunks=False)
     pyramid.levels = [MadeOnRead(root[str(k)], lambda region, k=k: maker.image(k, region), f"{store} level {k}")
@@ -107,12 +106,22 @@ def _made_on_read(store: Path, synth: TissueSynth) -> MadeOnReadSource:
 
 class _ChunkMaker:
     """Chunks of the image ``(3, h, w)`` and label ``(h, w)`` levels from the synthesiser (see the module
-    docstring for what a coarser level's pixel is)."""
+    docstring for what a coarser level's pixel is). The synthesiser (two seconds to build) is built when
+    the first chunk is made: a slide whose chunks on screen are all kept from an earlier session needs none."""
 
-    def __init__(self, synth: TissueSynth) -> None:
-        self.synth = synth
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        self._synth: TissueSynth | None = None
         self._tiles: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        self._synth_lock = threading.Lock()
+
+    @property
+    def synth(self) -> TissueSynth:
+        with self._synth_lock:
+            if self._synth is None:
+                self._synth = TissueSynth(self.size, self.seed)
+            return self._synth
 
     def _tile(self, ty: int, tx: int) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
