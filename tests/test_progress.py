@@ -66,6 +66,15 @@ def test_a_tiled_fundus_run_reports_every_tile_and_never_goes_back(caplog: pytes
     assert _held_back(caplog) == []
 
 
+def test_a_whole_image_run_reports_the_forward_pass_layer_by_layer(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="napari_m2mrf.jobs")
+    image = np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    seen = Recorder()
+    run_segmentation(image, SegmentRequest(model="fundus_m2mrf_w18s", device="cpu"), progress=seen)
+    seen.assert_monotonic(at_least=20)  # one forward pass, reported as it reaches the layers
+    assert any(message.startswith("layer ") for message in seen.messages) and _held_back(caplog) == []
+
+
 def test_a_slide_run_and_its_save_never_go_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="napari_m2mrf.jobs")
     slide = generate_slide(tmp_path / "slide", size=2048, seed=4)

@@ -71,17 +71,24 @@ class FundusPredictor:
     def _normalised(self, image: np.ndarray) -> torch.Tensor:
         return to_normalised_tensor(image, self.preprocessing.mean, self.preprocessing.std)
 
-    def predict_whole(self, image: np.ndarray, cancel: CancelToken | None = None, flips: bool = False) -> np.ndarray:
+    def predict_whole(self, image: np.ndarray, cancel: CancelToken | None = None, flips: bool = False,
+                      progress: ProgressCallback | None = None) -> np.ndarray:
         """(H, W, 3) uint8 → (K, H, W) float32 probabilities by the official whole-image protocol.
 
         ``flips``: test-time augmentation, the mean of the probabilities of the image as it is,
-        mirrored left-right, top-bottom and both (each mapped back): four forward passes."""
+        mirrored left-right, top-bottom and both (each mapped back): four forward passes.
+        ``progress(done, total, message)``: the passes' layers reached (one bar over all passes)."""
         height, width = image.shape[:2]
         batch = resize_bilinear(self._normalised(image), keep_ratio_size(height, width, self.preprocessing.input_scale))
         views = FLIP_VIEWS if flips else FLIP_VIEWS[:1]
         total = None
-        for dims in views:
-            logits = self.runner(batch.flip(dims) if dims else batch, cancel=cancel).float().cpu()
+        for index, dims in enumerate(views):
+
+            def layers(done: int, of: int, message: str, index: int = index) -> None:
+                progress(index * of + done, len(views) * of, message)
+
+            logits = self.runner(batch.flip(dims) if dims else batch, cancel=cancel,
+                                 progress=layers if progress is not None else None).float().cpu()
             view = probabilities(resize_bilinear(logits.flip(dims) if dims else logits, (height, width)), SIGMOID)[0]
             total = view if total is None else total.add_(view)
         return total.div_(len(views)).numpy()

@@ -47,6 +47,9 @@ MIN_TILE = 128  # the smallest tile out-of-memory halving goes to before it fall
 CPU = torch.device("cpu")
 
 
+LAYER_REPORTS = 50  # progress reports at most per forward pass (reports_layers)
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of ``tile`` px covering ``length`` px with at least ``overlap`` px overlap."""
     if length <= tile:
@@ -84,6 +87,32 @@ def checks_cancel_in_every_layer(model: nn.Module, cancel: CancelToken | None) -
             handle.remove()
 
 
+@contextlib.contextmanager
+def reports_layers(model: nn.Module, progress: ProgressCallback | None, steps: int = LAYER_REPORTS) -> Iterator[None]:
+    """While active, ``progress(done, total, "layer done/total")`` as one forward pass reaches the model's
+    layers with weights (``total`` of them; a layer called twice counts twice, ``done`` stops at ``total``),
+    at most ``steps`` times: a single pass over a large image shows real progress, not one jump."""
+    if progress is None:
+        yield
+        return
+    layers = [m for m in model.modules() if next(m.children(), None) is None and next(m.parameters(False), None) is not None]
+    total, reached = max(len(layers), 1), [0, 0]  # layers reached, reports made
+
+    def reached_one(*_) -> None:
+        reached[0] += 1
+        done = min(reached[0], total)
+        if done * steps // total > reached[1]:
+            reached[1] = done * steps // total
+            progress(done, total, f"layer {done}/{total}")
+
+    handles = [layer.register_forward_pre_hook(reached_one) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _silent(message: str) -> None:
     pass
 
@@ -113,9 +142,10 @@ class ModelRunner:
                 with torch.autocast(device_type=self.device.type, dtype=self.autocast):
                     yield
 
-    def __call__(self, *inputs: torch.Tensor, module: nn.Module | None = None, cancel: CancelToken | None = None) -> Any:
+    def __call__(self, *inputs: torch.Tensor, module: nn.Module | None = None, cancel: CancelToken | None = None,
+                 progress: ProgressCallback | None = None) -> Any:
         """``module`` (default: the whole model; else one of its submodules) on ``inputs`` moved to the
-        device; the output stays there."""
+        device; the output stays there. ``progress`` hears the pass reach its layers (:func:`reports_layers`)."""
         module = self.model if module is None else module
         moved = []
         for tensor in inputs:
@@ -123,7 +153,7 @@ class ModelRunner:
             if self.device.type == "cuda" and tensor.dim() == 4:
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
             moved.append(tensor)
-        with self._precision(), checks_cancel_in_every_layer(module, cancel):
+        with self._precision(), checks_cancel_in_every_layer(module, cancel), reports_layers(module, progress):
             return module(*moved)
 
     def to_cpu(self) -> None:

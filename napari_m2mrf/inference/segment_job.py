@@ -95,7 +95,7 @@ def run_segmentation(
         probabilities = predictor.predict_tiled(rgb, request.tile, request.overlap, step.stage("segment"), cancel,
                                                 notify)
     else:
-        probabilities = predictor.predict_whole(rgb, cancel)
+        probabilities = predictor.predict_whole(rgb, cancel, progress=step.stage("segment"))
         step("segment", 1, 1, "thresholding")
     labels = probabilities_to_labels(probabilities, request.thresholds)
     if computed is not None:
