@@ -64,8 +64,9 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     viewer, slide, segment, tmp_path = segmented
     received: list = []
     notification_manager.notification_ready.connect(received.append)
-    steer = wait_until_ready(SteerWidget(viewer))
-    viewer.window.add_dock_widget(steer, name="Steer sampling")
+    _, steer = viewer.window.add_plugin_dock_widget("napari-m2mrf", "Steer sampling")  # as the Plugins menu does
+    assert isinstance(steer, SteerWidget)
+    wait_until_ready(steer)
     steer.slide.value = viewer.layers["slide"]
     # mistakes are notifications, never tracebacks: Run before editing, editing before any run
     steer.run_button.enabled = True

@@ -37,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, Label, ProgressBar, PushButton
@@ -56,6 +56,9 @@ from napari_m2mrf.sampling.density import (
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.deferred_import import LOADING
 from napari_m2mrf.widgets.shortcuts import SHORTCUTS, add_shortcut
+
+if TYPE_CHECKING:
+    import napari
 
 STEERING_MODULES = ("napari_m2mrf.inference.steering", "napari_m2mrf.inference.slide")  # torch: imported off the
 # GUI thread when the widget opens (a reopened slide's first Start editing would otherwise freeze the viewer)
@@ -148,7 +151,7 @@ def edit_grid(density_shape: tuple[int, int]) -> tuple[int, int]:
 class SteerWidget(PluginWidget):
     """Paint a slide's sampling density, preview the dots, run with it, compare (see the module docstring)."""
 
-    def __init__(self, viewer: Any) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.slide = ComboBox(label="slide", choices=layer_choices(viewer, "Image", _is_slide))
         self.factor = ComboBox(label="factor", choices=FACTOR_CHOICES, value=DEFAULT_FACTOR)
         self.start_button = PushButton(text="Start editing", enabled=False)
