@@ -85,7 +85,7 @@ def test_the_model_loads_while_the_user_looks_and_the_first_run_shows_lesions_in
     bar.clear()
     widget.run()
     wait_for_segment_run(qtbot, widget)
-    assert len(set(bar)) >= 8 and (np.diff(bar) >= 0).all() and bar[-1] == 1.0, bar
+    assert len(set(bar)) >= 5 and (np.diff(bar) >= 0).all() and bar[-1] == 1.0, bar  # at most 4 repaints a second
     assert [layer.name for layer in viewer.layers] == names, "a second run replaces its layers"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,6 +68,8 @@ REGION_SHAPES = "shapes in a Shapes layer"
 CHECKPOINT_FILE = "checkpoint file…"
 BACKGROUND_NICENESS = 10
 LAYER_GAP_MS = 10  # event-loop time between two result layers being added
+BAR_INTERVAL_S = 0.25  # the progress bar is repainted at most this often (see _on_progress)
+STATUS_INTERVAL_S = 1.0  # the status line follows the job's messages at most this often
 SIGMOID_TIP = (
     "sigmoid (multi-label) model: a pixel gets the most probable class whose probability is above its "
     "threshold; the default is the threshold calibrated in the checkpoint (0.5 where it has none)"
@@ -155,6 +158,9 @@ class SegmentWidget(PluginWidget):
         self._signals.noticed.connect(self._notify)
         self._signals.preloaded.connect(self._preloaded)
         self._loading_message = ""
+        self._latest_progress: tuple[int, int, str] | None = None  # the newest report not shown yet
+        self._progress_scheduled = False
+        self._progress_shown_at = self._status_shown_at = 0.0
         self._cancel: CancelToken | None = None
         self.worker = None
         self.pending_layers: list = []  # result layers still to add, one per event-loop turn (see _show)
@@ -360,14 +366,35 @@ class SegmentWidget(PluginWidget):
             self.status.value = "cancelling…"
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
+        """Show the job's progress, at most every :data:`BAR_INTERVAL_S` (the status line every
+        :data:`STATUS_INTERVAL_S`): each repaint of a dock makes Qt composite napari's OpenGL canvas
+        again, 40-110 ms of CPU on software OpenGL, so a job reporting every layer would slow itself and
+        the viewer. The last report of a job is shown at once."""
+        self._latest_progress = (done, total, message)
+        wait = BAR_INTERVAL_S - (time.perf_counter() - self._progress_shown_at)
+        if done >= total or wait <= 0:
+            self._show_latest_progress()
+        elif not self._progress_scheduled:
+            self._progress_scheduled = True
+            QTimer.singleShot(int(1000 * wait) + 1, self._show_latest_progress)
+
+    def _show_latest_progress(self) -> None:
+        self._progress_scheduled = False
+        if self._latest_progress is None:
+            return
+        (done, total, message), self._latest_progress = self._latest_progress, None
+        now = time.perf_counter()
         try:
             self.progress.max = max(total, 1)
             self.progress.value = done
-            self.status.value = message
+            if done >= total or now - self._status_shown_at >= STATUS_INTERVAL_S:
+                self.status.value, self._status_shown_at = message, now
         except RuntimeError:  # the widget is gone (its viewer closed) while the job winds down
             pass
+        self._progress_shown_at = now
 
     def _on_error(self, exc: Exception) -> None:
+        self._latest_progress = None  # a report still waiting to be shown would hide what happened
         if isinstance(exc, Cancelled):
             self._notify("segmentation cancelled; nothing was changed")
         elif isinstance(exc, UserError):
@@ -380,6 +407,7 @@ class SegmentWidget(PluginWidget):
 
     def _on_finished(self) -> None:
         self._cancel = None
+        self._latest_progress = None
         try:
             self.run_button.enabled, self.cancel_button.enabled = True, False
         except RuntimeError:  # the widget is gone (its viewer closed)
