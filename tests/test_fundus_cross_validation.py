@@ -13,7 +13,8 @@ import pytest
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.metrics import LesionMetrics
-from training.recipes.fundus_cross_validation import IMAGES, MASKS, build_fold, cross_fitted_iou, fold_ids
+from training.config import load_config
+from training.recipes.fundus_cross_validation import IMAGES, MASKS, build_fold, cross_fitted_iou, fine_tune_recipe, fold_ids
 from training.recipes.fundus_training_set import TRAIN, VALIDATION
 from training.recipes.idrid_extra import assemble_extra, upsample_mask
 from training.sources import layout_records
@@ -124,3 +125,17 @@ def test_thresholds_are_cross_fitted_from_the_other_folds() -> None:
         assert first == folds[1].best_f1_thresholds()[code] and second == folds[0].best_f1_thresholds()[code]
         overlaps = [fold.overlap_at(code, t) for fold, t in zip(folds, (first, second))]
         assert report[code]["iou"] == pytest.approx(sum(o[0] for o in overlaps) / sum(o[1] for o in overlaps))
+
+
+def test_a_second_stage_starts_each_fold_from_the_same_folds_weights_only(tmp_path: Path) -> None:
+    recipe = Path(__file__).resolve().parents[1] / "sample_data" / "checkpoints" / "fundus_m2mrf_w18s.yaml"
+    earlier = tmp_path / "stage1"
+    _touch(earlier / "fold2_data" / IMAGES / VALIDATION / "IDRiD_03.jpg")
+    _touch(earlier / "fold2_data" / IMAGES / VALIDATION / "IDRiD_04.jpg")
+    _touch(earlier / "fold2" / "last.safetensors")
+    made = fine_tune_recipe(recipe, earlier, 2, ["IDRiD_03", "IDRiD_04"], tmp_path / "stage2")
+    assert load_config(made).model.init_checkpoint == str((earlier / "fold2" / "last.safetensors").resolve())
+    with pytest.raises(UserError, match="held out IDRiD_03, IDRiD_04, not IDRiD_01, IDRiD_02"):
+        fine_tune_recipe(recipe, earlier, 2, ["IDRiD_01", "IDRiD_02"], tmp_path / "stage2")
+    with pytest.raises(UserError, match="held out nothing"):
+        fine_tune_recipe(recipe, earlier, 1, ["IDRiD_01"], tmp_path / "stage2")

@@ -16,7 +16,7 @@ the other folds' held-out pixels. The report also gives each fold's scores and t
 best F1 on all held-out pixels (the ones to ship with a model trained on everything).
 
 ``python -m training.recipes.fundus_cross_validation OUT --idrid DIR [--folds 5] [--iterations N]
-[--extra DIR] [--jobs J]`` writes ``OUT/report.json``; data, runs and fold folders stay under ``OUT``.
+[--extra DIR] [--jobs J] [--flips] [--init-from EARLIER_OUT]`` writes ``OUT/report.json``; data, runs and fold folders stay under ``OUT``.
 """
 
 from __future__ import annotations
@@ -165,6 +165,26 @@ def cross_fitted_iou(fold_metrics: Sequence) -> dict[str, dict[str, float]]:
     }
 
 
+def fine_tune_recipe(config_path: Path, init_from: Path, number: int, held_out: Sequence[str], out: Path) -> Path:
+    """The recipe of ``config_path`` starting from fold ``number``'s last weights in the earlier
+    cross-validation ``init_from``, saved as ``out/foldN_recipe.yaml``. ``UserError`` unless that
+    fold held out exactly ``held_out`` (other weights would have trained on images this fold scores)."""
+    from training.config import load_config, save_config
+
+    weights = init_from / f"fold{number}" / "last.safetensors"
+    earlier = init_from / f"fold{number}_data" / IMAGES / VALIDATION
+    earlier_held_out = sorted(path.stem for path in earlier.glob("*")) if earlier.is_dir() else []
+    if earlier_held_out != sorted(held_out):
+        raise UserError(f"{init_from}: fold {number} held out {', '.join(earlier_held_out) or 'nothing'}, not "
+                        f"{', '.join(held_out)}; its weights saw images this fold scores")
+    if not weights.is_file():
+        raise UserError(f"{weights}: no such checkpoint (has that cross-validation finished?)")
+    config = load_config(config_path)
+    config = config.model_copy(update={"model": config.model.model_copy(update={"init_checkpoint": str(weights.resolve())})})
+    out.mkdir(parents=True, exist_ok=True)
+    return save_config(config, out / f"fold{number}_recipe.yaml")
+
+
 def cross_validate(
     out: Path,
     idrid: Path,
@@ -177,11 +197,13 @@ def cross_validate(
     jobs: int = 1,
     flips: bool = False,
     train: TrainFold = train_fold,
+    init_from: Path | None = None,
 ) -> dict:
     """Run every fold (``jobs`` trainings at once, resuming finished or interrupted ones) and write
     ``out/report.json``: under ``plain`` the official protocol's scores, and with ``flips`` also
     under ``flips`` those with test-time flips. ``train`` trains one fold (another machine's
-    harness passes its own, e.g. one that stops at a deadline)."""
+    harness passes its own, e.g. one that stops at a deadline). ``init_from``: an earlier
+    cross-validation of the same folds; each fold fine-tunes that one's weights (a second stage)."""
     from napari_m2mrf.metrics import LesionMetrics
     from sample_data.fundus_samples import write_fundus_dataset
     from training.recipes.idrid_extra import assemble_extra
@@ -203,9 +225,12 @@ def cross_validate(
         build_fold(out / f"fold{number}_data", idrid, generated_root, held_out, extra_root)
         for number, held_out in enumerate(splits, start=1)
     ]
+    recipes = [config] * folds
+    if init_from is not None:
+        recipes = [fine_tune_recipe(config, init_from, number, held_out, out) for number, held_out in enumerate(splits, start=1)]
     with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
         checkpoints = list(pool.map(
-            lambda number: train(config, roots[number - 1], out / f"fold{number}", iterations, threads),
+            lambda number: train(recipes[number - 1], roots[number - 1], out / f"fold{number}", iterations, threads),
             range(1, folds + 1),
         ))
     report = {
@@ -248,10 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    "its photographs join every fold's training split")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
     parser.add_argument("--flips", action="store_true", help="also score with test-time flips (four passes per image)")
+    parser.add_argument("--init-from", type=Path, help="an earlier cross-validation of the same folds: each fold "
+                                                       "fine-tunes its last weights (a second stage)")
     args = parser.parse_args(argv)
     try:
         report = cross_validate(
-            args.out, args.idrid, args.folds, args.iterations, args.config, args.generated, args.threads, args.extra, args.jobs, args.flips
+            args.out, args.idrid, args.folds, args.iterations, args.config, args.generated, args.threads, args.extra, args.jobs, args.flips,
+            init_from=args.init_from,
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
