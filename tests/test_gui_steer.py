@@ -19,7 +19,8 @@ from slide_helpers import save_slide_model, small_slide  # noqa: E402
 from napari_m2mrf.io.workspace import Workspace  # noqa: E402
 from napari_m2mrf.widgets import slide_layers  # noqa: E402
 from napari_m2mrf.widgets.segment import CHECKPOINT_FILE, SegmentWidget  # noqa: E402
-from napari_m2mrf.widgets.slide_layers import DEFORMATION, DOTS  # noqa: E402
+from napari_m2mrf.widgets.slide_layers import DEFORMATION, DOTS, UPDATE_THROTTLE_MS  # noqa: E402
+from napari_m2mrf.widgets.view import camera  # noqa: E402
 from napari_m2mrf.widgets.steer import (  # noqa: E402
     BRUSH,
     EDITED,
@@ -134,9 +135,17 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     np.testing.assert_array_equal(new.points, preview_points)
     assert viewer.layers[PREVIOUS_LABELS].data[0] is first.label_levels[0] and not viewer.layers[PREVIOUS_LABELS].visible
     assert not viewer.layers[PREVIOUS_DOTS].visible and not preview.visible
+    # zoom and pan with hidden dots layers (preview, previous run): they follow once shown, never fail meanwhile
+    cam = camera(viewer)
+    cam.zoom *= 8
+    cam.center = tuple(np.asarray(viewer.layers["slide"].scale) * (1000, 1000))
+    qtbot.wait(3 * UPDATE_THROTTLE_MS)
     # compare: flip to the previous run and back
     steer.compare_button.clicked.emit()
     assert viewer.layers[PREVIOUS_LABELS].visible and viewer.layers[PREVIOUS_DOTS].visible
+    qtbot.waitUntil(lambda: len(viewer.layers[PREVIOUS_DOTS].data) > 0, timeout=5_000)
+    drawn = {tuple(p) for p in np.round(viewer.layers[PREVIOUS_DOTS].data, 3)}
+    assert drawn <= {tuple(p) for p in np.round(first.points.reshape(-1, 2), 3)}  # the previous run's samples
     assert not viewer.layers["prediction"].visible and not viewer.layers[DOTS].visible
     steer.compare_button.clicked.emit()
     assert viewer.layers["prediction"].visible and viewer.layers[DOTS].visible

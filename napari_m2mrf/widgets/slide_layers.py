@@ -139,6 +139,7 @@ class SamplingDots:
         self._camera = camera(viewer)
         self._camera.events.zoom.connect(self.update_throttled)
         self._camera.events.center.connect(self.update_throttled)
+        layer.events.visible.connect(self.update_throttled)
         viewer.layers.events.removed.connect(self._on_removed)
         _controllers[layer] = self
         self.update()
@@ -177,6 +178,9 @@ class SamplingDots:
         the snapped box nor the stride changed."""
         if self.layer not in self.viewer.layers:
             return
+        if not self.layer.visible:  # napari does not re-slice a hidden layer: new data would meet stale view
+            self._shown_key = None  # indices in its colour callbacks; shown again, it is refilled
+            return
         inside, stride, (low, high) = self.select()
         key = (stride, *low.tolist(), *high.tolist())
         if key == self._shown_key:
@@ -203,6 +207,7 @@ class SamplingDots:
         """Stop following the camera."""
         self._camera.events.zoom.disconnect(self.update_throttled)
         self._camera.events.center.disconnect(self.update_throttled)
+        self.layer.events.visible.disconnect(self.update_throttled)
         self.viewer.layers.events.removed.disconnect(self._on_removed)
         self.update_throttled.cancel()
         _controllers.pop(self.layer, None)

@@ -70,6 +70,7 @@ PREVIOUS_DOTS = "sampling dots (previous run)"
 EDIT_UPSAMPLE = 2  # edit-grid pixels per density-map pixel (per side)
 MAX_EDIT_SIDE = 2048
 PREVIEW_THROTTLE_MS = 120
+MAP_OPACITY = 0.45  # the deformation map over the slide while editing
 PREVIEW_TIMES_KEPT = 100  # seconds of the last previews, for the status and the tests
 ELLIPSE_VERTICES = 64  # an ellipse region is rasterised as this polygon
 DEFAULT_FACTOR = 4.0
@@ -319,6 +320,9 @@ class SteerWidget(PluginWidget):
             shown = _find(self._viewer, role, slide.name)
             if shown is not None:
                 shown.visible = visible
+        density_layer = _find(self._viewer, DEFORMATION, slide.name)
+        if density_layer is not None:  # readable over bright tissue while painting (additive washes out to white)
+            density_layer.blending, density_layer.opacity = "translucent", MAP_OPACITY
         self._viewer.layers.selection.active = brush
 
     def _factor_changed(self, *_: Any) -> None:
