@@ -111,10 +111,9 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     deformation = viewer.layers[DEFORMATION].data
     assert deformation.sum() == pytest.approx(1.0, abs=1e-4)
     assert deformation[4:12, 20:28].mean() > 3 * first.density[4:12, 20:28].mean()  # the painted box
-    # the preview follows the brush (the first update also created the dots layer: napari's own cost, up to ~2 s
-    # on this loaded 2-core VM)
-    updates = list(steer.preview_seconds)[1:]
-    assert updates and max(updates) < 1.0, list(steer.preview_seconds)
+    # the preview follows the brush: every update of the dots (not napari creating their layer, up to ~2 s on this
+    # loaded 2-core VM) well under a second
+    assert steer.preview_seconds and max(steer.preview_seconds) < 1.0, list(steer.preview_seconds)
 
     steer.export_path.value = tmp_path / "map.txt"
     steer.export_button.clicked.emit()

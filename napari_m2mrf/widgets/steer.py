@@ -71,7 +71,7 @@ EDIT_UPSAMPLE = 2  # edit-grid pixels per density-map pixel (per side)
 MAX_EDIT_SIDE = 2048
 PREVIEW_THROTTLE_MS = 120
 MAP_OPACITY = 0.45  # the deformation map over the slide while editing
-PREVIEW_TIMES_KEPT = 100  # seconds of the last previews, for the status and the tests
+PREVIEW_TIMES_KEPT = 100  # seconds of the last preview updates (the dots layer existing), for the tests
 ELLIPSE_VERTICES = 64  # an ellipse region is rasterised as this polygon
 DEFAULT_FACTOR = 4.0
 FACTOR_CHOICES = [(factor_name(f), f) for f in sorted({*BRUSH_FACTORS.values()}, reverse=True)]
@@ -386,6 +386,7 @@ class SteerWidget(PluginWidget):
         if self.base is None or self.slide.value is None:
             return
         start = time.perf_counter()
+        refill = self._layer(PREVIEW) is not None  # timed: an update of the dots, not napari creating their layer
         base = self.base
         factors = self.factors()
         self.steered = steer_density(base.density, factors if (factors != 1).any() else None)
@@ -396,7 +397,8 @@ class SteerWidget(PluginWidget):
         points, relative = preview(base.sampler, self.steered, base.density_size, base.output_size, base.image_shape)
         self.preview_points = points
         slide_layers.show_sampling_dots(self._viewer, layer, points, relative, role=PREVIEW)
-        self.preview_seconds.append(time.perf_counter() - start)
+        if refill:
+            self.preview_seconds.append(time.perf_counter() - start)
         self.status.value = self._shift_summary(factors, points)
 
     def _preview_now(self) -> None:
