@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("napari")
 
-from gui_timing import wait_for_segment_run, wait_until_ready  # noqa: E402
+from gui_timing import wait_for_segment_run  # noqa: E402
 
 from napari_m2mrf.catalog import resolve  # noqa: E402
 from napari_m2mrf.inference.model_cache import cached_model, forget_models  # noqa: E402
@@ -56,9 +56,10 @@ def test_the_model_loads_while_the_user_looks_and_the_first_run_shows_lesions_in
     image = viewer.add_image(sample.image, name="fundus", rgb=True)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    wait_until_ready(widget)
-    assert widget.model.value == FUNDUS_MODEL and widget.preload_worker is not None  # the default model
-    assert widget.status.value.startswith(f"loading {FUNDUS_MODEL}") and widget.run_button.enabled
+    qtbot.waitUntil(lambda: widget.ready, timeout=120_000)
+    assert widget.model.value == FUNDUS_MODEL and widget.run_button.enabled  # the default model
+    qtbot.waitUntil(lambda: widget.preload_worker is not None, timeout=5_000)  # once the choice has settled
+    assert widget.status.value.startswith(f"loading {FUNDUS_MODEL}")
     qtbot.waitUntil(lambda: cached_model(resolve(FUNDUS_MODEL)) is not None, timeout=120_000)
     qtbot.waitUntil(lambda: widget.status.value == f"{FUNDUS_MODEL} is loaded", timeout=10_000)
 
@@ -89,10 +90,20 @@ def test_the_model_loads_while_the_user_looks_and_the_first_run_shows_lesions_in
     assert [layer.name for layer in viewer.layers] == names, "a second run replaces its layers"
 
 
-def test_choosing_another_model_cancels_a_preload_not_started(make_napari_viewer) -> None:
+def test_quick_choices_load_the_last_model_only_and_a_new_choice_cancels_a_load_not_started(
+    make_napari_viewer, qtbot
+) -> None:
     forget_models()
-    widget = wait_until_ready(SegmentWidget(make_napari_viewer()))
+    widget = SegmentWidget(make_napari_viewer())
+    qtbot.waitUntil(lambda: widget.ready, timeout=120_000)
+    widget.model.value = "slide_deformed_w18s"
+    widget.model.value = FUNDUS_MODEL  # within the settling delay: nothing loads for the slide model
+    qtbot.waitUntil(lambda: widget.preload_worker is not None, timeout=5_000)
+    assert widget.preload_worker.name.endswith(FUNDUS_MODEL)
     first = widget._preload_cancel
     widget.model.value = "slide_deformed_w18s"
-    assert first is not None and first.is_set and widget._preload_cancel is not first
-    assert widget.status.value.startswith("loading slide_deformed_w18s")
+    assert first is not None and first.is_set
+    qtbot.waitUntil(lambda: widget.preload_worker.name.endswith("slide_deformed_w18s"), timeout=5_000)
+    assert widget.status.value.startswith("loading slide_deformed_w18s") and widget._preload_cancel is not first
+    widget.preload_worker.join(120)  # the loads run one after the other
+    assert cached_model(resolve("slide_deformed_w18s")) is not None

@@ -68,6 +68,7 @@ REGION_SHAPES = "shapes in a Shapes layer"
 CHECKPOINT_FILE = "checkpoint file…"
 BACKGROUND_NICENESS = 10
 LAYER_GAP_MS = 10  # event-loop time between two result layers being added
+PRELOAD_DELAY_MS = 300  # a chosen model starts loading once the choice has stood this long
 BAR_INTERVAL_S = 0.25  # the progress bar is repainted at most this often (see _on_progress)
 STATUS_INTERVAL_S = 1.0  # the status line follows the job's messages at most this often
 SIGMOID_TIP = (
@@ -159,7 +160,8 @@ class SegmentWidget(PluginWidget):
         self._signals.preloaded.connect(self._preloaded)
         self._loading_message = ""
         self._latest_progress: tuple[int, int, str] | None = None  # the newest report not shown yet
-        self._progress_scheduled = False
+        self._latest_status: str | None = None  # the newest message not shown yet
+        self._progress_scheduled = self._status_scheduled = False
         self._progress_shown_at = self._status_shown_at = 0.0
         self._cancel: CancelToken | None = None
         self.worker = None
@@ -167,6 +169,10 @@ class SegmentWidget(PluginWidget):
         self.preload_worker = None  # loads the chosen model while the user looks (see _preload_model)
         self._preload_cancel: CancelToken | None = None
         self.native.destroyed.connect(self._stop_preload)
+        self._preload_timer = QTimer(self.native)
+        self._preload_timer.setSingleShot(True)
+        self._preload_timer.setInterval(PRELOAD_DELAY_MS)
+        self._preload_timer.timeout.connect(self._preload_model)
         refresh_models = self.model.reset_choices
         catalogue_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
         self.native.destroyed.connect(lambda: catalogue_changed.disconnect(refresh_models))
@@ -226,7 +232,8 @@ class SegmentWidget(PluginWidget):
             spin.value = defaults.get(code, DEFAULT_THRESHOLD)
             spin.enabled = sigmoid
             spin.tooltip = SIGMOID_TIP if sigmoid else SOFTMAX_TIP
-        self._preload_model()
+        self._stop_preload()  # an earlier choice's load that has not started never will
+        self._preload_timer.start()  # load this one once the choice has settled (see _preload_model)
 
     def _stop_preload(self, *_) -> None:
         if self._preload_cancel is not None:
@@ -235,13 +242,17 @@ class SegmentWidget(PluginWidget):
     def _preload_model(self) -> None:
         """Load the chosen model in a thread while the user looks, so Run starts at once
         (:mod:`~napari_m2mrf.inference.model_cache`). The status line says so; Run works meanwhile (the run
-        waits for this load instead of starting a second). Choosing another model cancels a load that has
-        not started; a model that cannot be loaded is reported by the run, not here. The thread outlives
+        waits for this load instead of starting a second). It starts :data:`PRELOAD_DELAY_MS` after the
+        choice (a quick succession of choices loads the last one only), not while a run is going, and after
+        any earlier load; choosing another model cancels a load that has not started; a model that cannot
+        be loaded is reported by the run, not here. The thread outlives
         a closed widget harmlessly (the model stays cached for the next one)."""
         from napari_m2mrf.catalog import resolve
         from napari_m2mrf.inference.model_cache import cached_model, load_model
 
         self._stop_preload()
+        if self._cancel is not None:  # a run is going: it loads what it needs; a load beside it slows both
+            return
         try:
             ref = resolve(self._model_source())
         except UserError:
@@ -254,7 +265,11 @@ class SegmentWidget(PluginWidget):
             self.status.value = self._loading_message
         signals = self._signals
 
+        previous = self.preload_worker
+
         def preload() -> None:
+            if previous is not None:  # one load at a time: two at once on two cores stall the viewer
+                previous.join()
             try:
                 load_model(ref, cancel)
             except Exception as exc:  # noqa: BLE001 - the run reports a model that cannot load
@@ -387,14 +402,30 @@ class SegmentWidget(PluginWidget):
         try:
             self.progress.max = max(total, 1)
             self.progress.value = done
-            if done >= total or now - self._status_shown_at >= STATUS_INTERVAL_S:
-                self.status.value, self._status_shown_at = message, now
         except RuntimeError:  # the widget is gone (its viewer closed) while the job winds down
-            pass
+            return
         self._progress_shown_at = now
+        wait = STATUS_INTERVAL_S - (now - self._status_shown_at)
+        self._latest_status = message
+        if done >= total or wait <= 0:
+            self._show_latest_status()
+        elif not self._status_scheduled:  # the newest message shows when the interval is over
+            self._status_scheduled = True
+            QTimer.singleShot(int(1000 * wait) + 1, self._show_latest_status)
+
+    def _show_latest_status(self) -> None:
+        self._status_scheduled = False
+        if self._latest_status is None:
+            return
+        message, self._latest_status = self._latest_status, None
+        try:
+            self.status.value = message
+        except RuntimeError:  # the widget is gone
+            return
+        self._status_shown_at = time.perf_counter()
 
     def _on_error(self, exc: Exception) -> None:
-        self._latest_progress = None  # a report still waiting to be shown would hide what happened
+        self._latest_progress = self._latest_status = None  # a report still waiting would hide what happened
         if isinstance(exc, Cancelled):
             self._notify("segmentation cancelled; nothing was changed")
         elif isinstance(exc, UserError):
@@ -407,7 +438,7 @@ class SegmentWidget(PluginWidget):
 
     def _on_finished(self) -> None:
         self._cancel = None
-        self._latest_progress = None
+        self._latest_progress = self._latest_status = None
         try:
             self.run_button.enabled, self.cancel_button.enabled = True, False
         except RuntimeError:  # the widget is gone (its viewer closed)
