@@ -110,13 +110,19 @@ def _layer_description(layer: Any) -> dict[str, Any]:
     }
 
 
-def _place_beside(layers: list[Any], height: float, x_offset: float) -> None:
-    """Scale ``layers`` (all of one image) to ``height`` units and move them right by ``x_offset``."""
-    level0 = layers[0].data[0] if layers[0].multiscale else layers[0].data
-    factor = height / (float(level0.shape[0]) * float(layers[0].scale[0]))
-    for layer in layers:
-        layer.scale = [factor * s for s in layer.scale]
-        layer.translate = [0.0, x_offset]
+def _placed_beside(made: list[tuple[Any, dict[str, Any], str]], height: float,
+                   x_offset: float) -> list[tuple[Any, dict[str, Any], str]]:
+    """The layer data of one image scaled to ``height`` units and moved right by ``x_offset``, before napari
+    builds the layers (so its first look is at the place they are shown, not at a corner of level 0)."""
+    data, meta, _ = made[0]
+    level0 = data[0] if meta.get("multiscale") else data
+    scale = [float(s) for s in meta.get("scale", (1.0, 1.0))]
+    factor = height / (float(level0.shape[0]) * scale[0])
+    placed = []
+    for data, meta, kind in made:
+        layer_scale = [float(s) for s in meta.get("scale", (1.0, 1.0))]
+        placed.append((data, {**meta, "scale": [factor * s for s in layer_scale], "translate": [0.0, x_offset]}, kind))
+    return placed
 
 
 def _sample_layers(key: str) -> list[tuple[Any, dict[str, Any], str]]:
@@ -162,12 +168,16 @@ def _add_layers(viewer: Any, made: list[tuple[Any, dict[str, Any], str]]) -> lis
 
 def _open_samples(viewer: Any, timed: _Steps) -> None:
     fundus_height = 0.0
-    for key in DEMO_SAMPLES:
-        layers = timed(f"open sample {key}", lambda key=key: _add_layers(
-            viewer, _in_worker(lambda: _sample_layers(key), f"opening the sample {key}")))
+
+    def open_sample(key: str) -> list[Any]:
+        made = _in_worker(lambda: _sample_layers(key), f"opening the sample {key}")
         if key == "slide" and fundus_height:
-            _place_beside(layers, fundus_height, fundus_height + SIDE_BY_SIDE_GAP)
-        elif key == "retina":
+            made = _placed_beside(made, fundus_height, fundus_height + SIDE_BY_SIDE_GAP)
+        return _add_layers(viewer, made)
+
+    for key in DEMO_SAMPLES:
+        layers = timed(f"open sample {key}", lambda key=key: open_sample(key))
+        if key == "retina":
             # the negative control sits under the lesion image; hide it so the lesions show
             for layer in layers:
                 layer.visible = False
