@@ -16,15 +16,29 @@ def test_fundus_model_is_bundled_small_and_has_its_training_config() -> None:
     assert path.stat().st_size < 6 * 2**20
     config = load_config(BUNDLED_DIR / f"{FUNDUS}.yaml")
     assert config.model.name == "m2mrf_hrnetv2_w18s" and config.model.options["variant"] == "A"
-    finetune = load_config(BUNDLED_DIR / f"{FUNDUS}_finetune.yaml")
-    assert finetune.model.init_checkpoint == f"{config.run.output_dir}/last.safetensors"
-    assert finetune.model.name == config.model.name and finetune.data == config.data
     model, meta = resolve_model(FUNDUS)
+    trained = meta["provenance"]["config"]  # the run that made the weights: the recipe, its own data and output paths
+    for section in ("augment", "model", "loss", "optim"):
+        assert trained[section] == config.to_dict()[section], section
+    assert trained["data"]["root"] == config.data.root and trained["run"]["iterations"] == config.run.iterations
     assert meta["arch"] == "m2mrf_hrnetv2_w18s" and meta["weights_dtype"] == "int8"
     assert set(meta["thresholds"]) == {"EX", "HE", "SE", "MA"}
     assert all(0.01 <= value <= 0.99 for value in meta["thresholds"].values())
     assert [c["code"] for c in meta["classes"]] == ["EX", "HE", "SE", "MA"]
-    assert meta["provenance"]["trained_iterations"] > 0 and meta["provenance"]["config"]["model"]["name"] == config.model.name
+    assert meta["provenance"]["trained_iterations"] == config.run.iterations
+
+
+def test_fundus_model_carries_its_cross_validated_figures() -> None:
+    """The README quotes these: pooled over the real images, each scored by a fold model that never saw it."""
+    _, meta = resolve_model(FUNDUS)
+    summary = meta["provenance"]["cross_validation"]
+    assert summary["folds"] == 2 and len(summary["real_images"]) == 10 and summary["extra_images"] == 34
+    for variant in ("plain", "flips"):
+        per_class = summary[variant]["per_class"]
+        assert set(per_class) == {"EX", "HE", "SE", "MA"}
+        assert all(0 <= scores["aupr_official_11pt"] <= 1 for scores in per_class.values())
+    assert summary["plain"]["per_class"]["HE"]["aupr_official_11pt"] >= 0.20
+    assert "cross-validation" in meta["provenance"]["validation"]["note"]
 
 
 def test_fundus_model_segments_an_image_into_four_probability_maps() -> None:

@@ -1,7 +1,7 @@
 """K-fold cross-validation of the fundus training recipe over the real IDRiD images.
 
 Each fold holds out ``len(images) / folds`` real images, trains the recipe of a config (by default
-the bundled model's stage 1, ``fundus_m2mrf_w18s.yaml``) from scratch on the others plus the same
+the bundled model's, ``fundus_m2mrf_w18s.yaml``) from scratch on the others plus the same
 semi-synthetic ``fundus_lesions`` images, and predicts its held-out images whole (the official
 protocol: keep-ratio resize to the model's input size, logits back to full size, sigmoid). The
 held-out probabilities of all folds are pooled into one :class:`~napari_m2mrf.metrics.LesionMetrics`,
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=900, help="training iterations per fold")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the training recipe (YAML)")
-    parser.add_argument("--generated", type=int, default=48, help="semi-synthetic images added to each fold")
+    parser.add_argument("--generated", type=int, default=16, help="semi-synthetic images added to each fold")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
     parser.add_argument("--extra", type=Path, help="the idrid_extra folder (or its assembly by training.recipes.idrid_extra): "
                                                    "its photographs join every fold's training split")
