@@ -14,8 +14,8 @@ from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.metrics import LesionMetrics
 from training.config import load_config
-from training.recipes.fundus_cross_validation import IMAGES, MASKS, build_fold, cross_fitted_iou, fine_tune_recipe, fold_ids
-from training.recipes.fundus_training_set import TRAIN, VALIDATION
+from training.recipes import IMAGES, MASKS, TRAIN, VALIDATION
+from training.recipes.fundus_cross_validation import build_fold, cross_fitted_iou, fine_tune_recipe, fold_ids
 from training.recipes.idrid_extra import assemble_extra, upsample_mask
 from training.sources import layout_records
 

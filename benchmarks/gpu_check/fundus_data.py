@@ -42,7 +42,7 @@ def tiny_real_set(out: Path, count: int, scale: float) -> Path:
     ``out/TINY_REAL``: the stand-in for real images (in tiny mode, so the same cross-validation
     runs on a CPU in seconds)."""
     from sample_data.fundus_samples import write_fundus_dataset
-    from training.recipes.fundus_training_set import TRAIN
+    from training.recipes import TRAIN
 
     return write_fundus_dataset(out / TINY_REAL, count, seed=7, split=TRAIN, scale=scale)
 

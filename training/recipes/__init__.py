@@ -7,3 +7,7 @@ from pathlib import Path
 
 #: The bundled checkpoints and their training recipes (YAML); the recipes write here in a source checkout.
 CHECKPOINTS = Path(str(resources.files("sample_data") / "checkpoints"))
+
+#: IDRiD's layout, which the recipes assemble their data sets in: images and masks folders, splits.
+IMAGES, MASKS = "1. Original Images", "2. All Segmentation Groundtruths"
+TRAIN, VALIDATION = "a. Training Set", "b. Testing Set"

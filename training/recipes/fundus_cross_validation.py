@@ -32,12 +32,10 @@ from pathlib import Path
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
-from training.recipes import CHECKPOINTS
+from training.recipes import CHECKPOINTS, IMAGES, MASKS, TRAIN, VALIDATION
 from training.recipes.bundle_checkpoint import THRESHOLD_CHOICES
-from training.recipes.fundus_training_set import TRAIN, VALIDATION
 
 DEFAULT_CONFIG = CHECKPOINTS / "fundus_m2mrf_w18s.yaml"
-IMAGES, MASKS = "1. Original Images", "2. All Segmentation Groundtruths"
 
 
 def fold_ids(ids: Sequence[str], folds: int) -> list[list[str]]:

@@ -26,11 +26,10 @@ from PIL import Image
 
 from napari_m2mrf.classes import IDRID_FOLDERS
 from napari_m2mrf.errors import UserError
-from training.recipes.fundus_training_set import TRAIN
+from training.recipes import IMAGES, MASKS, TRAIN
 from training.transforms import fit_size
 
 log = logging.getLogger(__name__)
-IMAGES, MASKS = "1. Original Images", "2. All Segmentation Groundtruths"
 LESION_CODES = ("MA", "HE", "EX", "SE")
 GRID = 512
 
