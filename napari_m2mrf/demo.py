@@ -252,8 +252,8 @@ def _segment_with(segment_widget: Any, image: Any, model: str, timed: _Steps,
 def _results_shown(segment_widget: Any) -> bool:
     """Every result layer of the widget's last run is on screen (a slide run's save may go on)."""
     run = getattr(segment_widget, "slide_run", None)
-    if run is not None and run.stage != "running":
-        return not getattr(run, "_pending", None)
+    if run is not None and run.layer is segment_widget.image.value:
+        return run.layers_shown
     return segment_widget.run_button.enabled and not segment_widget.pending_layers
 
 

@@ -79,6 +79,7 @@ def test_the_model_loads_while_the_user_looks_and_the_first_run_shows_lesions_in
     probabilities = [f"{code} probability" for code in ("EX", "HE", "SE", "MA")]
     names = [layer.name for layer in viewer.layers]
     assert names == ["fundus", *probabilities, "lesions"], "the hidden maps go under the lesions"
+    assert viewer.layers.selection.active is viewer.layers["lesions"], "the lesions stay selected to paint on"
     assert len(monitor.ticks) - ticks_at_lesions >= 4, "the event loop ran between the result layers"
     assert monitor.max_stall_s < 5, monitor.stalls  # one napari layer at a time (0.1-0.7 s here under load)
 

@@ -116,8 +116,12 @@ def show_probability_layer(
             translate=translate,
             metadata={"m2mrf": {"role": PROBABILITY, "source": source, "code": code}},
         )
-        lesions = find_result_layer(viewer, LESIONS, source)  # hidden maps go under the labels the user edits
+        # hidden maps go under the labels the user edits, and those stay selected (napari selects a new layer)
+        lesions = find_result_layer(viewer, LESIONS, source)
+        active = viewer.layers.selection.active
         viewer.layers.insert(viewer.layers.index(lesions) if lesions is not None else len(viewer.layers), layer)
+        if active is not None:
+            viewer.layers.selection.active = active
         return layer
     layer.data = data
     layer.metadata["m2mrf"].pop("saved_to", None)  # new maps: the next save writes them

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -76,6 +77,11 @@ SIGMOID_TIP = (
     "threshold; the default is the threshold calibrated in the checkpoint (0.5 where it has none)"
 )
 SOFTMAX_TIP = "softmax model: a pixel gets its most probable class (argmax); thresholds do not apply"
+
+
+def _counters_removed(message: str) -> str:
+    """A progress message without its numbers: what stage it tells of ("tile 3/9" -> "tile /")."""
+    return re.sub(r"[0-9]+", "", message)
 
 
 def _threshold_box(code: str) -> FloatSpinBox:
@@ -245,8 +251,8 @@ class SegmentWidget(PluginWidget):
         waits for this load instead of starting a second). It starts :data:`PRELOAD_DELAY_MS` after the
         choice (a quick succession of choices loads the last one only), not while a run is going, and after
         any earlier load; choosing another model cancels a load that has not started; a model that cannot
-        be loaded is reported by the run, not here. The thread outlives
-        a closed widget harmlessly (the model stays cached for the next one)."""
+        be loaded is reported by the run, not here. The thread outlives a closed widget harmlessly (the
+        model stays cached for the next one)."""
         from napari_m2mrf.catalog import resolve
         from napari_m2mrf.inference.model_cache import cached_model, load_model
 
@@ -260,12 +266,8 @@ class SegmentWidget(PluginWidget):
         if ref.path is None or cached_model(ref) is not None:
             return
         cancel = self._preload_cancel = CancelToken()
-        self._loading_message = f"loading {ref.name}… (Run works meanwhile)"
-        if self.worker is None or self.run_button.enabled:
-            self.status.value = self._loading_message
-        signals = self._signals
-
-        previous = self.preload_worker
+        self._loading_message = self.status.value = f"loading {ref.name}… (Run works meanwhile)"
+        signals, previous = self._signals, self.preload_worker
 
         def preload() -> None:
             if previous is not None:  # one load at a time: two at once on two cores stall the viewer
@@ -381,10 +383,10 @@ class SegmentWidget(PluginWidget):
             self.status.value = "cancelling…"
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
-        """Show the job's progress, at most every :data:`BAR_INTERVAL_S` (the status line every
-        :data:`STATUS_INTERVAL_S`): each repaint of a dock makes Qt composite napari's OpenGL canvas
-        again, 40-110 ms of CPU on software OpenGL, so a job reporting every layer would slow itself and
-        the viewer. The last report of a job is shown at once."""
+        """Show the job's progress, at most every :data:`BAR_INTERVAL_S` (a status line that only counts
+        on, every :data:`STATUS_INTERVAL_S`; a new stage's message at once): each repaint of a dock makes
+        Qt composite napari's OpenGL canvas again, 40-110 ms of CPU on software OpenGL, so a job reporting
+        every layer would slow itself and the viewer. The last report of a job is shown at once."""
         self._latest_progress = (done, total, message)
         wait = BAR_INTERVAL_S - (time.perf_counter() - self._progress_shown_at)
         if done >= total or wait <= 0:
@@ -407,8 +409,8 @@ class SegmentWidget(PluginWidget):
         self._progress_shown_at = now
         wait = STATUS_INTERVAL_S - (now - self._status_shown_at)
         self._latest_status = message
-        if done >= total or wait <= 0:
-            self._show_latest_status()
+        if done >= total or wait <= 0 or _counters_removed(message) != _counters_removed(str(self.status.value)):
+            self._show_latest_status()  # a new stage shows at once; only its counters are throttled
         elif not self._status_scheduled:  # the newest message shows when the interval is over
             self._status_scheduled = True
             QTimer.singleShot(int(1000 * wait) + 1, self._show_latest_status)

@@ -151,6 +151,11 @@ class SlideRun(QObject):
             self._timed(self._pending.pop(0))
             QTimer.singleShot(STEP_GAP_MS, self._next_step)  # let the event loop run between layers
 
+    @property
+    def layers_shown(self) -> bool:
+        """Every layer of the lazy result is on screen (the save may go on)."""
+        return self.stage != RUNNING and not getattr(self, "_pending", None)
+
     def _finish_pending(self) -> None:
         while getattr(self, "_pending", None):
             self._timed(self._pending.pop(0))
