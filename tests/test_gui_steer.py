@@ -149,6 +149,11 @@ def test_paint_preview_run_compare_save_reopen(segmented, make_napari_viewer, qt
     steer.compare_button.clicked.emit()
     assert viewer.layers["prediction"].visible and viewer.layers[DOTS].visible
     assert not viewer.layers[PREVIOUS_LABELS].visible and not viewer.layers[PREVIOUS_DOTS].visible
+    # every layer over the slide is in its micrometres, so the scale bar reads µm whatever is shown
+    slide_units = tuple(str(unit) for unit in viewer.layers["slide"].units)
+    assert slide_units == ("micrometer", "micrometer")
+    for name in ("prediction", DOTS, DEFORMATION, PREVIOUS_LABELS, PREVIOUS_DOTS, BRUSH, REGIONS):
+        assert tuple(str(unit) for unit in viewer.layers[name].units) == slide_units, name
 
     # saved: the workspace holds the edited map, its provenance says the user edited it and how
     workspace_path = slide.ome_zarr.parent / "slide.m2mrf.zarr"

@@ -71,6 +71,12 @@ def world_frame(image_layer: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image_layer.scale[-2:], float), np.asarray(image_layer.translate[-2:], float)
 
 
+def world_units(image_layer: Any) -> tuple[str, str]:
+    """The ``(y, x)`` units of the slide layer's world (micrometres when the file gave a pixel size),
+    for result layers over it: napari's scale bar reads them from the layers."""
+    return tuple(str(unit) for unit in image_layer.units[-2:])
+
+
 def grid_stride(count: int, limit: int = MAX_DOTS) -> int:
     """Smallest power of two ``s`` with ``count / s² ≤ limit``."""
     stride = 1
@@ -238,6 +244,7 @@ def show_sampling_dots(
             antialiasing=DOT_ANTIALIASING,
             scale=scale,
             translate=translate,
+            units=world_units(image_layer),
             metadata=_tag(role, source),
         )
     layer.size = max(spacing / 3, 1.0)
@@ -257,7 +264,7 @@ def show_deformation_map(
     if layer is None:
         return viewer.add_image(
             density, name=DEFORMATION, colormap="inferno", opacity=0.6, blending="additive", visible=False,
-            scale=pixel_scale, translate=offset, metadata=_tag(DEFORMATION, source),
+            scale=pixel_scale, translate=offset, units=world_units(image_layer), metadata=_tag(DEFORMATION, source),
         )
     layer.data, layer.scale, layer.translate = density, pixel_scale, offset
     layer.reset_contrast_limits()
@@ -275,7 +282,7 @@ def show_deformed_image(viewer: Any, image_layer: Any, deformed: np.ndarray, ima
     if layer is None:
         return viewer.add_image(
             deformed, name=DEFORMED_IMAGE, rgb=True, scale=pixel_scale, translate=offset,
-            metadata=_tag(DEFORMED_IMAGE, source),
+            units=world_units(image_layer), metadata=_tag(DEFORMED_IMAGE, source),
         )
     layer.data, layer.scale, layer.translate = deformed, pixel_scale, offset
     return layer
@@ -306,7 +313,7 @@ def show_label_levels(viewer: Any, frame_layer: Any, source: str, workspace: str
     if layer is None:
         return viewer.add_labels(
             levels, name=name, multiscale=True, colormap=colormap, opacity=0.6, scale=scale, translate=translate,
-            metadata={**_tag(LABEL_PYRAMID, source, labels=name, workspace=str(workspace), **tag),
+            units=world_units(frame_layer), metadata={**_tag(LABEL_PYRAMID, source, labels=name, workspace=str(workspace), **tag),
                       "class_names": dict(names)},
         )
     layer.metadata["m2mrf"].update(workspace=str(workspace), **tag)

@@ -287,7 +287,7 @@ class SteerWidget(PluginWidget):
                              f"in {REGIONS!r}")
 
     def _add_edit_layers(self, slide: Any) -> None:
-        from napari_m2mrf.widgets.slide_layers import DEFORMATION, DOTS, _find, _tag, world_frame
+        from napari_m2mrf.widgets.slide_layers import DEFORMATION, DOTS, _find, _tag, world_frame, world_units
 
         base = self.base
         scale, translate = world_frame(slide)
@@ -301,7 +301,8 @@ class SteerWidget(PluginWidget):
             colors.update({value: _BRUSH_COLORS[f] for value, f in BRUSH_FACTORS.items()})
             brush = self._viewer.add_labels(
                 np.zeros(grid, np.uint8), name=BRUSH, opacity=0.35, colormap=colors, scale=scale * cell,
-                translate=translate + scale * (cell - 1) / 2, metadata=_tag(BRUSH, slide.name),
+                translate=translate + scale * (cell - 1) / 2, units=world_units(slide),
+                metadata=_tag(BRUSH, slide.name),
             )
             brush.brush_size = max(3, grid[0] // 16)
             for event in ("paint", "set_data", "data"):  # a stroke, an undo/redo, Clear edits
@@ -309,7 +310,8 @@ class SteerWidget(PluginWidget):
         regions = self._layer(REGIONS)
         if regions is None:
             regions = self._viewer.add_shapes(
-                name=REGIONS, scale=scale, translate=translate, edge_color="#ff9800", face_color="transparent",
+                name=REGIONS, scale=scale, translate=translate, units=world_units(slide),
+                edge_color="#ff9800", face_color="transparent",
                 edge_width=max(2.0, base.image_shape[0] / 400), features={"factor": np.empty(0)},
                 text={"string": "×{factor:.3g}", "color": "#ff9800", "size": 10}, metadata=_tag(REGIONS, slide.name),
             )
@@ -485,6 +487,7 @@ class SteerWidget(PluginWidget):
             scale, translate = slide_layers.world_frame(layer)
             self._viewer.add_labels(list(result.label_levels), name=PREVIOUS_LABELS, multiscale=True, colormap=colors,
                                     opacity=0.6, visible=False, scale=scale, translate=translate,
+                                    units=slide_layers.world_units(layer),
                                     metadata=slide_layers._tag(PREVIOUS_LABELS, layer.name, run_id=result.run_id))
         else:
             labels.data, labels.visible = list(result.label_levels), False
