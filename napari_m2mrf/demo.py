@@ -113,7 +113,9 @@ def _layer_description(layer: Any) -> dict[str, Any]:
 def _placed_beside(made: list[tuple[Any, dict[str, Any], str]], height: float,
                    x_offset: float) -> list[tuple[Any, dict[str, Any], str]]:
     """The layer data of one image scaled to ``height`` units and moved right by ``x_offset``, before napari
-    builds the layers (so its first look is at the place they are shown, not at a corner of level 0)."""
+    builds the layers (so its first look is at the place they are shown, not at a corner of level 0).
+    Rescaled into the photographs' pixel frame, a slide's micrometre units no longer hold, so they are
+    dropped (napari would otherwise warn that the layers' units disagree and ignore them)."""
     data, meta, _ = made[0]
     level0 = data[0] if meta.get("multiscale") else data
     scale = [float(s) for s in meta.get("scale", (1.0, 1.0))]
@@ -121,7 +123,8 @@ def _placed_beside(made: list[tuple[Any, dict[str, Any], str]], height: float,
     placed = []
     for data, meta, kind in made:
         layer_scale = [float(s) for s in meta.get("scale", (1.0, 1.0))]
-        placed.append((data, {**meta, "scale": [factor * s for s in layer_scale], "translate": [0.0, x_offset]}, kind))
+        frame = {"scale": [factor * s for s in layer_scale], "translate": [0.0, x_offset]}
+        placed.append((data, {**{k: v for k, v in meta.items() if k != "units"}, **frame}, kind))
     return placed
 
 

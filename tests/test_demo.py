@@ -69,3 +69,15 @@ def test_demo_writes_a_screenshot_and_a_summary(installed_wheel: Path, tmp_path:
     assert 0 < summary["max_gui_stall_s"] == pytest.approx(max(summary["gui_stall_by_step_s"].values()), abs=1e-3)
     assert set(steps) - {"start napari"} <= set(summary["gui_stall_by_step_s"])
     assert all({"at_s", "seconds", "step", "cpu_s"} <= set(stall) for stall in summary["gui_stalls"])
+
+
+def test_the_slide_placed_beside_the_photographs_drops_its_micrometre_units() -> None:
+    """Rescaled into the photographs' pixel frame, µm no longer hold; kept, napari warns in a toast on
+    the demo's screenshot that the layers' units disagree."""
+    from napari_m2mrf.demo import _placed_beside
+
+    levels = [np.zeros((400, 400, 3), np.uint8), np.zeros((200, 200, 3), np.uint8)]
+    meta = {"multiscale": True, "scale": (0.5, 0.5), "units": ("micrometer", "micrometer"), "name": "slide"}
+    ((data, placed, kind),) = _placed_beside([(levels, meta, "image")], height=100.0, x_offset=300.0)
+    assert "units" not in placed and placed["name"] == "slide" and kind == "image" and data is levels
+    assert placed["scale"] == [0.25, 0.25] and placed["translate"] == [0.0, 300.0]  # 400 px × 0.5 µm → 100 units
