@@ -96,7 +96,8 @@ def _segment(viewer: Any, widget: Any, image: Any) -> None:
     widget.image.value = image
     widget.model.value = FUNDUS_MODEL
     widget.run()
-    _wait_until(lambda: widget.run_button.enabled and _lesions_layer(viewer) is not None, "the fundus segmentation")
+    _wait_until(lambda: widget.run_button.enabled and not widget.pending_layers and _lesions_layer(viewer) is not None,
+                "the fundus segmentation and every result layer")
     _process(0.2)
 
 

@@ -81,3 +81,19 @@ def test_size_mismatch_is_reported_in_the_widget(make_napari_viewer) -> None:
     widget.ground_truth.value = "ground truth"
     widget.compute()
     assert "sizes differ" in widget.status.value
+
+
+def test_incomplete_probability_maps_are_reported_in_the_widget(make_napari_viewer) -> None:
+    """A run still adding its probability layers (one per event-loop turn), or one the user deleted."""
+    viewer = make_napari_viewer()
+    truth = _truth()
+    image = viewer.add_image(np.zeros((*truth.shape, 3), np.uint8), name="fundus", rgb=True)
+    show_probabilities(viewer, image, _noisy_probabilities(truth))
+    viewer.layers.remove(next(layer for layer in viewer.layers if layer.metadata.get("m2mrf", {}).get("code") == "SE"))
+    data, kwargs, _ = fundus_labels_layer(truth, "ground truth")
+    viewer.add_labels(data, **kwargs)
+    widget = MetricsWidget(viewer)
+    widget.prediction.value = PROBABILITIES_PREFIX + "fundus"
+    widget.ground_truth.value = "ground truth"
+    widget.compute()
+    assert "not all there (no SE)" in widget.status.value and widget.worker is None

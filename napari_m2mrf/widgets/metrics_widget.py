@@ -14,6 +14,7 @@ from magicgui.widgets import ComboBox, Label, PushButton
 from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
+from napari_m2mrf.errors import UserError
 from napari_m2mrf.metrics import LesionMetrics
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.plot import LinePlot, Series
@@ -36,6 +37,10 @@ def prediction_stack(viewer: Any, choice: str) -> np.ndarray:
             for layer in viewer.layers
             if layer.metadata.get("m2mrf", {}).get("role") == PROBABILITY and layer.metadata["m2mrf"]["source"] == source
         }
+        missing = [cls.code for cls in FUNDUS_CLASSES if cls.code not in by_code]
+        if missing:  # a run still adding its layers (one per event-loop turn), or layers the user deleted
+            raise UserError(f"the probability maps of {source} are not all there (no {', '.join(missing)}); "
+                            "wait until the Segment run has shown them, or run it again")
         return np.stack([by_code[cls.code] for cls in FUNDUS_CLASSES]).astype(np.float32)
     labels = np.asarray(viewer.layers[choice[len(LABELS_PREFIX):]].data)
     return np.stack([(labels == cls.label) for cls in FUNDUS_CLASSES]).astype(np.float32)
@@ -98,7 +103,11 @@ class MetricsWidget(PluginWidget):
         if self.prediction.value is None or self.ground_truth.value is None:
             self.status.value = "choose a prediction and a ground-truth Labels layer"
             return
-        probabilities = prediction_stack(self._viewer, self.prediction.value)
+        try:
+            probabilities = prediction_stack(self._viewer, self.prediction.value)
+        except UserError as error:
+            self.status.value = str(error)
+            return
         truth = np.asarray(self._viewer.layers[self.ground_truth.value].data)
         if truth.shape != probabilities.shape[1:]:
             self.status.value = f"sizes differ: prediction {probabilities.shape[1:]}, ground truth {truth.shape}"
