@@ -7,7 +7,25 @@ from typing import Any
 import numpy as np
 
 
-class AxesView:
+class LazyArray:
+    """What napari, dask and numpy ask of a lazy array beyond ``shape``, ``dtype`` and
+    ``__getitem__``: ``size``, ``len()`` and ``np.asarray`` (a read of the whole array)."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[...]  # type: ignore[index]
+        return data if dtype is None else data.astype(dtype)
+
+
+class AxesView(LazyArray):
     """A read-only view of an array-like with named axes, presented in another axis order.
 
     ``source`` has axes ``source_axes`` (e.g. ``"YXS"`` from a TIFF); the view has axes
@@ -36,13 +54,6 @@ class AxesView:
         self.chunks = tuple(
             source_chunks[source_axes.index(axis)] if axis in source_axes else 1 for axis in target_axes
         )
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __repr__(self) -> str:
         return f"AxesView({self.target_axes} {self.shape} {self.dtype} of {self.source_axes})"

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from napari_m2mrf.errors import CorruptData, InputRefused, LimitExceeded, UserError
+from napari_m2mrf.io.arrays import LazyArray
 from napari_m2mrf.io.limits import Limits, current_limits
 
 # A tiled source is compared with its stored bytes only when it declares more than this.
@@ -300,7 +301,7 @@ def check_zarr_levels(
 # -- 4. decoding --------------------------------------------------------------------------------------
 
 
-class CheckedArray:
+class CheckedArray(LazyArray):
     """An array-like whose reads turn decoder failures into one :class:`CorruptData` naming ``where`` and the chunk.
 
     ``on_error``: when given, called with the error instead of raising, and the read returns zeros
@@ -320,15 +321,8 @@ class CheckedArray:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._array, name)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return f"CheckedArray({self._where}, {self.shape}, {self.dtype})"
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = self[...]
-        return data.astype(dtype) if dtype is not None else data
 
     def __getitem__(self, key: Any) -> np.ndarray:
         try:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_m2mrf.io.arrays import LazyArray
 from napari_m2mrf.io.pyramid import Pyramid
 
 # Overview levels are added until the longest side is at most this many pixels.
@@ -104,7 +105,7 @@ def with_overview_levels(pyramid: Pyramid, side: int = OVERVIEW_SIDE, cache_byte
     )
 
 
-class OverviewLevel:
+class OverviewLevel(LazyArray):
     """A ``(C, ⌈Y/f⌉, ⌈X/f⌉)`` strided subsample of ``base`` (``(C, Y, X)``), computed per output chunk.
 
     See the module docstring for the sampling rule and the tile bound. ``tiles_read`` counts base
@@ -128,15 +129,8 @@ class OverviewLevel:
         self._read_tile = reader if reader is not None and tuple(reader.tile) == self._tile else None
         self.tiles_read = 0
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return f"OverviewLevel(1/{self.factor} of {self.base!r}, {self.shape})"
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = self[...]
-        return data.astype(dtype) if dtype is not None else data
 
     def __getitem__(self, key: Any) -> np.ndarray:
         from napari_m2mrf.io.arrays import _bounds, _full_key, _is_scalar

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.io.arrays import LazyArray
 from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ LOCK_STRIPES = 64  # chunk locks (a chunk uses the stripe of its index's hash)
 Region = tuple[slice, ...]
 
 
-class MadeOnRead:
+class MadeOnRead(LazyArray):
     """A zarr ``array`` (local store) whose absent chunks are made by ``make(region)`` when first read.
 
     ``region``: one slice per axis, a whole chunk (clipped at the array's edge); ``make`` returns the
@@ -57,19 +58,8 @@ class MadeOnRead:
         root = getattr(array.store, "root", None)
         self._folder = Path(root) / array.path if root is not None else None
 
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return f"MadeOnRead({self.name} {self.shape} {self.dtype}, chunks {self.chunks})"
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = self[...]
-        return data if dtype is None else data.astype(dtype)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         for index in self._chunks_under(key):
