@@ -100,7 +100,7 @@ def _full_key(key: Any, ndim: int) -> tuple[Any, ...]:
     return key
 
 
-class RegionArray:
+class RegionArray(LazyArray):
     """A read-only ``(C, Y, X)`` array-like over a reader that returns rectangles (OpenSlide, wsidicom…).
 
     Subclasses set ``shape``, ``dtype`` and ``chunks`` (the file's tile size, so dask and the samplers
@@ -116,17 +116,6 @@ class RegionArray:
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels ``[y0:y1, x0:x1]`` as ``(Y, X, C)``; the rectangle is inside the array and not empty."""
         raise NotImplementedError
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = self[...]
-        return data.astype(dtype) if dtype is not None else data
 
     def __getitem__(self, key: Any) -> np.ndarray:
         channel, rows, cols = _full_key(key, 3)
