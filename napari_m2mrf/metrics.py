@@ -291,6 +291,14 @@ class LesionMetrics:
         self._counts += other._counts
         self.images += other.images
 
+    def take_class(self, code: str, other: LesionMetrics) -> None:
+        """Replace class ``code``'s counts by ``other``'s (same classes, same images): the scores of a
+        prediction whose channel ``code`` comes from another source, e.g. another test-time scale."""
+        if other.classes != self.classes:
+            raise ValueError("LesionMetrics.take_class needs the same classes in the same order")
+        k = [cls.code for cls in self.classes].index(code)
+        self._counts[k] = other._counts[k]
+
     def overlap_at(self, code: str, threshold: float) -> tuple[int, int]:
         """(intersection, union) pixel counts of class ``code``'s prediction ``>= threshold`` with
         its ground truth, the threshold taken at the first bin edge at or above it (exact up to one

@@ -76,6 +76,18 @@ def test_flips_average_the_four_mirrored_views_mapped_back() -> None:
     np.testing.assert_allclose(symmetric.predict_whole(image, flips=True), symmetric.predict_whole(image), atol=1e-6)
 
 
+def test_test_time_scales_average_the_predictions_at_each_input_size_mapped_back() -> None:
+    image = _image(130, 190)
+    model = _conv_net(3)
+    predictor = FundusPredictor(model, PREP, device="cpu")
+    at_double = FundusPredictor(model, Preprocessing(PREP.mean, PREP.std, (192, 128)), device="cpu")
+    np.testing.assert_allclose(predictor.predict_whole(image, scales=(2.0,)), at_double.predict_whole(image), atol=1e-6)
+    both = predictor.predict_whole(image, scales=(1.0, 2.0), flips=True)
+    expected = (predictor.predict_whole(image, flips=True) + at_double.predict_whole(image, flips=True)) / 2
+    np.testing.assert_allclose(both, expected, atol=1e-6)
+    assert not np.allclose(predictor.predict_whole(image), at_double.predict_whole(image), atol=1e-3)  # the scale matters
+
+
 def test_progress_reports_every_tile_and_cancel_stops_at_the_next_one() -> None:
     predictor = FundusPredictor(_conv_net(3), PREP, device="cpu")
     seen: list[tuple[int, int]] = []

@@ -18,7 +18,7 @@ halved, then the CPU used (``notify`` says so).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,26 +72,35 @@ class FundusPredictor:
         return to_normalised_tensor(image, self.preprocessing.mean, self.preprocessing.std)
 
     def predict_whole(self, image: np.ndarray, cancel: CancelToken | None = None, flips: bool = False,
-                      progress: ProgressCallback | None = None) -> np.ndarray:
+                      progress: ProgressCallback | None = None, scales: Sequence[float] = (1.0,)) -> np.ndarray:
         """(H, W, 3) uint8 → (K, H, W) float32 probabilities by the official whole-image protocol.
 
         ``flips``: test-time augmentation, the mean of the probabilities of the image as it is,
         mirrored left-right, top-bottom and both (each mapped back): four forward passes.
+        ``scales``: test-time scales, factors on the model's input size (1.0: the official size;
+        1.5: long and short edge 1.5× as many pixels, so lesions are 1.5× larger); the probabilities
+        of every scale (and flip) are resized back to (H, W) and averaged.
         ``progress(done, total, message)``: the passes' layers reached (one bar over all passes)."""
         height, width = image.shape[:2]
-        batch = resize_bilinear(self._normalised(image), keep_ratio_size(height, width, self.preprocessing.input_scale))
+        normalised = self._normalised(image)
         views = FLIP_VIEWS if flips else FLIP_VIEWS[:1]
+        passes = [(scale, dims) for scale in scales for dims in views]
         total = None
-        for index, dims in enumerate(views):
+        for index, (scale, dims) in enumerate(passes):
 
             def layers(done: int, of: int, message: str, index: int = index) -> None:
-                progress(index * of + done, len(views) * of, message)
+                progress(index * of + done, len(passes) * of, message)
 
+            batch = resize_bilinear(normalised, keep_ratio_size(height, width, self._input_scale(scale)))
             logits = self.runner(batch.flip(dims) if dims else batch, cancel=cancel,
                                  progress=layers if progress is not None else None).float().cpu()
             view = probabilities(resize_bilinear(logits.flip(dims) if dims else logits, (height, width)), SIGMOID)[0]
             total = view if total is None else total.add_(view)
-        return total.div_(len(views)).numpy()
+        return total.div_(len(passes)).numpy()
+
+    def _input_scale(self, factor: float) -> tuple[int, int]:
+        """The (long, short) input edge in pixels at ``factor`` times the model's own."""
+        return tuple(max(1, round(edge * factor)) for edge in self.preprocessing.input_scale)
 
     def predict_tiled(
         self,
