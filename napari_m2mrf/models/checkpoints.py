@@ -24,6 +24,11 @@ two entries are added::
                  "sigma": σ (density pixels), "truncate": t, "aspect_ratio": 1.0 | "grid",
                  "deformation": "paper" | "official", "edge_weight": γ}
 
+and, when the training slides had a pixel size, ``"training_scale"`` — the µm per pixel of the
+training slides and the µm per sample the model saw them at (:mod:`napari_m2mrf.models.training_scale`;
+optional: a checkpoint without it loads as before). :func:`update_checkpoint_metadata` adds such an
+entry to an existing file without touching its tensors.
+
 ``output`` says how logits become probabilities (:mod:`napari_m2mrf.models.outputs`): ``"sigmoid"``
 (one channel per class; fundus models) or ``"softmax"`` (channel 0 is background, as the trainer's
 slide models). Fundus checkpoints have no ``kind`` (or ``"fundus"``).
@@ -74,6 +79,7 @@ from napari_m2mrf.errors import InputRefused, LimitExceeded, UserError
 from napari_m2mrf.models.deform import DeformationModule, DeformedSampler, DeformedSegmenter, UniformSampler
 from napari_m2mrf.models.official import OFFICIAL_PRESETS
 from napari_m2mrf.models.registry import build_model
+from napari_m2mrf.models.training_scale import METADATA_KEY as SCALE_KEY, TrainingScale
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +181,8 @@ def validate_metadata(meta: Mapping[str, Any], where: str, num_classes: int | No
     required keys, classes (1..255, each with label 0..255, code, name, colour; as many as the model
     has outputs: ``num_classes``, else ``meta["model"]["num_classes"]`` when present), finite RGB
     normalisation with every std > 0, ``input_size`` (1..16384 px per side), ``output``, the model's
-    build options (whole numbers within ``MODEL_LIMITS``) and a deformed model's settings.
+    build options (whole numbers within ``MODEL_LIMITS``), a deformed model's settings and the
+    optional ``training_scale`` (:mod:`napari_m2mrf.models.training_scale`).
     ``UserError`` naming ``where`` and the field otherwise."""
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
@@ -214,6 +221,11 @@ def validate_metadata(meta: Mapping[str, Any], where: str, num_classes: int | No
         raise _fail(where, f"unknown checkpoint kind {kind!r}; known: {', '.join(KINDS)}")
     if kind == DEFORMED_KIND:
         _check_deformed(meta.get("deformed"), where)
+    if meta.get(SCALE_KEY) is not None:
+        try:
+            TrainingScale.from_json(meta[SCALE_KEY])
+        except ValueError as exc:
+            raise _fail(where, f"{SCALE_KEY}: {exc}") from None
 
 
 def save_checkpoint(
@@ -257,17 +269,39 @@ def write_checkpoint_file(
         "weights_sha256": weights_sha256(state),
         "weights_dtype": str(dtype).removeprefix("torch."),
     }
+    _write_file(path, state, full)
+    return full
+
+
+def _write_file(path: str | Path, state: Mapping[str, torch.Tensor], full: Mapping[str, Any]) -> None:
+    """Write stored tensors ``state`` and the full metadata ``full`` to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        save_file(state, temporary, metadata={METADATA_KEY: json.dumps(full)})
+        save_file(dict(state), temporary, metadata={METADATA_KEY: json.dumps(full)})
         os.chmod(temporary, 0o644)  # mkstemp makes it private; a checkpoint is shared like any data file
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def update_checkpoint_metadata(path: str | Path, updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into the metadata of the checkpoint at ``path`` and rewrite it atomically,
+    the stored tensors unchanged (same dtypes, bytes and ``weights_sha256``; the file's own sha256
+    changes with its header). The weights are checked against their sha256 first and the new metadata
+    validated; ``format``, ``arch``, ``model`` and the weights' entries cannot be updated. Returns the
+    metadata written."""
+    fixed = {"format", "format_version", "arch", "model", "weights_sha256", "weights_dtype"} & set(updates)
+    if fixed:
+        raise ValueError(f"cannot update {', '.join(sorted(fixed))}: they describe the stored weights")
+    meta = read_checkpoint_metadata(path)
+    state = _checked_stored_tensors(path, meta)
+    full = {**meta, **updates}
+    validate_metadata(full, str(path))
+    _write_file(path, state, full)
     return full
 
 
@@ -349,6 +383,12 @@ def _reason(exc: Exception, path: Path) -> str:
 def read_checked_tensors(path: str | Path, meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The model tensors of checkpoint ``path`` (int8 weights dequantised), after checking the stored
     tensors against the sha256 in its metadata ``meta``."""
+    return dequantized(_checked_stored_tensors(path, meta))
+
+
+def _checked_stored_tensors(path: str | Path, meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of checkpoint ``path`` as stored (int8 weights and their scales as they are), checked
+    against the sha256 in its metadata ``meta``."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             state = {name: handle.get_tensor(name) for name in handle.keys()}
@@ -356,7 +396,7 @@ def read_checked_tensors(path: str | Path, meta: Mapping[str, Any]) -> dict[str,
         raise UserError(f"{path}: cannot read the checkpoint's tensors ({exc})") from None
     if weights_sha256(state) != meta.get("weights_sha256"):
         raise UserError(f"{path}: weights do not match their sha256 in the metadata (file corrupted or edited)")
-    return dequantized(state)
+    return state
 
 
 def is_deformed(meta: Mapping[str, Any]) -> bool:
