@@ -7,8 +7,8 @@ the file is ever run. A run killed at any moment leaves the previous complete ``
 
 ``<output_dir>/last.safetensors`` and ``best.safetensors`` are the model checkpoints the plugin
 loads (``napari_m2mrf.models.checkpoints.load_checkpoint``): weights plus metadata
-(architecture, classes, normalisation, input size, training provenance), for fundus and deformed
-models alike; loading them never runs code from the file.
+(architecture, classes, normalisation, input size, training provenance; for a slide model the
+µm per sample it was trained at), for fundus and deformed models alike; loading them never runs code from the file.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.atomic import atomic_path
 from napari_m2mrf.models.checkpoints import class_to_json
+from napari_m2mrf.models.training_scale import METADATA_KEY as SCALE_KEY, TrainingScale
 from training.config import TrainingConfig
 
 STATE_FORMAT = 1
@@ -86,12 +87,16 @@ def model_metadata(
     multilabel: bool,
     iteration: int,
     metrics: dict[str, Any] | None,
+    scale: TrainingScale | None = None,
 ) -> dict[str, Any]:
     """The metadata stored with an exported model (``napari_m2mrf.models.save_checkpoint``): one
     class per output channel (a softmax model's channel 0 is background), normalisation, input
-    size and how it was trained."""
+    size, how it was trained and, for a slide model, the physical ``scale`` it was trained at
+    (:func:`training.slide_scale.training_scale`; left out when None)."""
     channels = list(classes) if multilabel else [BACKGROUND, *classes]
+    scale_entry = {} if scale is None else {SCALE_KEY: scale.to_json()}
     return {
+        **scale_entry,
         "classes": [class_to_json(c) for c in channels],
         "normalization": {"mean": list(config.data.mean), "std": list(config.data.std)},
         "input_size": list(config.augment.resize or config.augment.crop),

@@ -31,6 +31,7 @@ from torch import nn
 
 from napari_m2mrf.classes import LesionClass
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.models.training_scale import TrainingScale
 from training import distributed, sources
 from training.checkpointing import (
     BEST_MODEL,
@@ -44,6 +45,7 @@ from training.checkpointing import (
 from training.config import TrainingConfig, save_config
 from training.datasets import SampleRecord, TrainingDataset
 from training.slide_samples import SlideRecord
+from training.slide_scale import training_scale
 from training.evaluation import evaluate
 from training.event_log import EventLog
 from training.events import CheckpointSaved, Evaluated, Event, Finished, IterationDone, Started
@@ -84,6 +86,7 @@ class Trainer:
         self._model = model
         self._resume = Path(resume) if resume else None
         self._should_stop = should_stop
+        self._scale: TrainingScale | None = None
 
     def run(self) -> Iterator[Event]:
         """Train; yields events on the main process (other processes yield nothing)."""
@@ -157,6 +160,7 @@ class Trainer:
         )
         if processes.is_main:
             save_config(config, self.output_dir / "config.yaml")
+            self._scale = training_scale(config)  # a slide model's µm per sample, for its checkpoints
         yield Started(
             start,
             run.iterations,
@@ -194,7 +198,7 @@ class Trainer:
                 yield Evaluated(done, score, metrics["mean"], metrics["per_class"])
                 if score > best_score:
                     best_score, best_iteration = score, done
-                    meta = model_metadata(config, classes, loss_fn.multilabel, done, metrics["mean"])
+                    meta = model_metadata(config, classes, loss_fn.multilabel, done, metrics["mean"], self._scale)
                     path = export_model(self.output_dir / BEST_MODEL, model, meta)
                     yield CheckpointSaved(done, "best", str(path), str(path))
             distributed.barrier(processes)
@@ -252,6 +256,7 @@ class Trainer:
             config=self.config,
         )
         multilabel = SegmentationLoss(self.config.loss).multilabel
-        meta = model_metadata(self.config, classes, multilabel, done, metrics["mean"] if metrics else None)
+        meta = model_metadata(self.config, classes, multilabel, done, metrics["mean"] if metrics else None,
+                              self._scale)
         exported = export_model(self.output_dir / LAST_MODEL, model, meta)
         return CheckpointSaved(done, "last", str(state), str(exported))

@@ -62,12 +62,18 @@ def slide_classes(record: SlideRecord, names: Sequence[str]) -> tuple[LesionClas
     )
 
 
+def training_level(long_sides: Sequence[int], level_size: int) -> int:
+    """The level read for training: the coarsest whose long side (``long_sides``, px, level 0 first) is at
+    least ``level_size`` px (level 0 when none is)."""
+    return max((k for k, side in enumerate(long_sides) if side >= level_size), default=0)
+
+
 def load_slide_sample(record: SlideRecord, classes: Sequence[LesionClass]) -> Sample:
     """The slide at the chosen level: image (Y, X, 3) uint8, target (1, Y, X) class indices
     (0 background, ``k + 1`` = ``classes[k]``; other label values become background)."""
     pyramid = open_pyramid(record.path)
     sides = [max(level.shape[1:]) for level in pyramid.levels]
-    index = max((k for k, side in enumerate(sides) if side >= record.level_size), default=0)
+    index = training_level(sides, record.level_size)
     logger.info(
         "%s: training on level %d of %d (%s px, downsample %g; wanted a long side >= %d)",
         record.path, index, len(sides), "×".join(map(str, pyramid.levels[index].shape[1:])),

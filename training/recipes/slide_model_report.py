@@ -15,8 +15,8 @@
    upsampling IoU(Π(G⁻¹(G(Y))), Y) of each sampler and the share of samples each class receives
    over its share of the pixels (the paper's A.4) alongside;
 4. prints the table, writes ``<output_dir>/report.json`` and bundles the deformed run's best model
-   with int8 weights as ``sample_data/checkpoints/<config stem>.safetensors``, its provenance
-   carrying the config, the validation scores, the report (with the shipped weights' own test
+   with int8 weights as ``sample_data/checkpoints/<config stem>.safetensors``, with the µm per
+   sample it was trained at (:mod:`training.slide_scale`), its provenance carrying the config, the validation scores, the report (with the shipped weights' own test
    scores) and the model's output on a fixed input.
 
 Trains nothing when both runs are finished: then it only scores and bundles (a few minutes on CPU).
@@ -206,11 +206,13 @@ def reference_output(model) -> dict[str, Any]:
 
 def bundle(run_dir: Path, name: str, report: dict[str, Any], config, test_paths: Sequence[Path]) -> Path:
     """Write ``sample_data/checkpoints/<name>.safetensors``: the run's best model with int8 weights
-    (per-channel scales; a quarter of float32) and provenance. The shipped weights are scored on the
+    (per-channel scales; a quarter of float32), its training scale (µm per sample) and provenance. The shipped weights are scored on the
     test slides again (``report["bundled_int8"]``) and give the recorded reference output."""
     import torch
 
     from napari_m2mrf.models.checkpoints import load_checkpoint, save_deformed_checkpoint
+    from napari_m2mrf.models.training_scale import METADATA_KEY as SCALE_KEY
+    from training.slide_scale import training_scale
 
     model, meta = load_checkpoint(run_dir / "best.safetensors")
     evaluations = [e for e in events(run_dir) if e.get("event") == "evaluation"]
@@ -221,7 +223,10 @@ def bundle(run_dir: Path, name: str, report: dict[str, Any], config, test_paths:
         "selected_checkpoint": "best.safetensors",
         "validation": max(evaluations, key=lambda e: e["score"]) if evaluations else None,
     }
-    kept = {k: v for k, v in meta.items() if k in ("classes", "normalization", "input_size", "output")}
+    kept = {k: v for k, v in meta.items() if k in ("classes", "normalization", "input_size", "output", SCALE_KEY)}
+    scale = training_scale(config) if SCALE_KEY not in kept else None  # a run from before the trainer recorded it
+    if scale is not None:
+        kept[SCALE_KEY] = scale.to_json()
     target = CHECKPOINTS / f"{name}.safetensors"
     save_deformed_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.int8)
     shipped, _ = load_checkpoint(target)

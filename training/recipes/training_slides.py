@@ -6,7 +6,10 @@ is rendered tile by tile and reduced in memory by ``reduction`` rounds of the sa
 slide written by :func:`sample_data.slide_sample.generate_slide` with that seed, without ever storing
 level 0 (a 32768² slide takes 1.9 GB on disk; its 2048² level 12 MB). It is written as a small
 OME-Zarr (NGFF 0.5) whose level 0 is that reduced level (pixel size scaled accordingly), with the
-``labels/ground_truth`` pyramid the trainer's ``slides`` data kind reads.
+``labels/ground_truth`` pyramid the trainer's ``slides`` data kind reads. Its geometry (level
+shapes, µm per pixel: the sample slide's 0.25 µm × ``2**reduction``) is known without generating it
+(:func:`training_slide_geometry`), so a slide model's training scale can be recorded from the names
+of its generated training slides alone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from napari_m2mrf.io.downsample import mean_2x2, mode_2x2
 from napari_m2mrf.io.pyramid_build import level_shapes
 from napari_m2mrf.io.tiff import LABELS_SERIES_NAME
 from napari_m2mrf.io.zarr_arrays import create_array
+from training.slide_scale import SlideGeometry
 from sample_data.slide_sample import PIXEL_SIZE_UM, SAMPLE_SIZE, write_slide_ngff_metadata
 from sample_data.slide_texture import TILE, TissueSynth
 
@@ -86,6 +90,13 @@ def write_training_slide(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return path
+
+
+def training_slide_geometry(size: int = SAMPLE_SIZE, reduction: int = DEFAULT_REDUCTION) -> SlideGeometry:
+    """The level shapes and µm per pixel :func:`write_training_slide` writes for ``size`` and
+    ``reduction`` (the same for every seed), known without generating the slide."""
+    side = size >> reduction
+    return SlideGeometry(tuple(level_shapes((side, side), STORED_LEVELS)), PIXEL_SIZE_UM * 2**reduction)
 
 
 def training_slide_path(folder: str | os.PathLike[str], seed: int) -> Path:
