@@ -4,7 +4,9 @@ The slides are :mod:`benchmarks.gpu_check.synthetic_slide` pyramids (H&E-like, r
 on read: no 48 GB file is written); the run reads them through the real code path
 (``run_slide_segmentation`` with ``ensure_pyramid`` pointed at the procedural pyramid, as the GPU
 check does). The model is the bundled slide model (``slide_deformed_w18s``) at a fixed sample budget
-(its own output size unless ``--output`` is given), so the network's work is the same for every size.
+(its own output size unless ``--output`` is given, passed explicitly: left to itself a run would match
+the grid to the model's training scale, 2× per side on the larger 0.25 µm slides), so the network's work
+is the same for every size.
 
 Each size runs in a child process of its own (fresh memory, torch warm-up included in every row):
 
@@ -78,6 +80,7 @@ def child(size: int, output: int | None, save: bool) -> dict:
 
     import napari_m2mrf.io.slides as slides
     from benchmarks.gpu_check.synthetic_slide import SyntheticSlideLevel, synthetic_pyramid
+    from napari_m2mrf.catalog import resolve
     from napari_m2mrf.inference.slide import SlideRequest, run_slide_segmentation, save_slide_result
 
     rendered: dict[int, int] = {}
@@ -93,8 +96,9 @@ def child(size: int, output: int | None, save: bool) -> dict:
         pyramid = synthetic_pyramid(size, source)
         pyramid.levels[:] = [Counted(size, int(f)) for f in pyramid.downsamples]
         slides.ensure_pyramid = lambda path, **kwargs: pyramid
-        request = SlideRequest("slide_deformed_w18s", device="cpu", workspace=Path(tmp) / "slide.m2mrf.zarr",
-                               output_size=(output, output) if output else None)
+        model = resolve("slide_deformed_w18s")
+        grid = (output, output) if output else tuple(model.metadata["deformed"]["output_size"])  # a fixed budget
+        request = SlideRequest(model, device="cpu", workspace=Path(tmp) / "slide.m2mrf.zarr", output_size=grid)
         start = time.perf_counter()
         cpu = time.process_time()
         result = run_slide_segmentation(source, request, save=False)

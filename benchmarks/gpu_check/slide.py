@@ -41,8 +41,11 @@ def stage_slide(settings: Settings, out: Path, scratch: Path, deadline: float) -
     """Seconds of ``run_slide_segmentation`` on the synthetic slide, per deformed-image output size;
     a further output size is skipped when 1.5× the first run's wall time would pass ``deadline``."""
     import napari_m2mrf.io.slides as slides
+    from napari_m2mrf.catalog import resolve
     from napari_m2mrf.inference.slide import SlideRequest, run_slide_segmentation
 
+    model = resolve(SLIDE_MODEL)
+    default = tuple(model.metadata["deformed"]["output_size"])  # None below: this grid, not one matched to µm
     source = scratch / "synthetic_slide"  # never created: the pyramid is procedural
     pyramid = synthetic_pyramid(settings.slide_side, source)
     original = slides.ensure_pyramid
@@ -63,7 +66,7 @@ def stage_slide(settings: Settings, out: Path, scratch: Path, deadline: float) -
                 if step and (not marks or marks[-1][0] != step):
                     marks.append((step, time.perf_counter()))
 
-            request = SlideRequest(SLIDE_MODEL, device=device, output_size=(output, output) if output else None,
+            request = SlideRequest(model, device=device, output_size=(output, output) if output else default,
                                    workspace=scratch / f"slide{index}.m2mrf.zarr", workers=workers)
             cpu, start = time.process_time(), time.perf_counter()
             result = run_slide_segmentation(source, request, progress=progress)

@@ -33,8 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--json also as a summary with an \"error\" field) and the others finish. --density MAP runs slides with "
         "that sampling-density map instead of the learned one (same sampler, same sample budget): a .npy array or "
         "an image of any size (brightness = density), or a workspace whose map (edited in napari's Steer "
-        "sampling widget) is reused; the workspace records the map and where it came from. Exit status: 0 when "
-        "every input was predicted, 2 when any input failed or the command was refused.",
+        "sampling widget) is reused; the workspace records the map and where it came from. A slide's sample grid "
+        "(the deformed image, h×w samples) is chosen so the µm per sample matches the model's training scale "
+        "when the slide's pixel size and the checkpoint's training scale are known (each side within 1/2-2x the "
+        "checkpoint's grid), else it is the checkpoint's grid; --output-size H W sets it; the workspace's "
+        "provenance records the choice, and a scale more than 2x off training is said on stderr. Exit status: 0 "
+        "when every input was predicted, 2 when any input failed or the command was refused.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or slide files, or folders of them")
     parser.add_argument("--model", required=True, help="bundled or trained model name, or a checkpoint file")
@@ -58,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--density", type=Path, metavar="MAP",
                         help="slides: sample with this density map (.npy, image or workspace; any size, resampled to "
                         "the model's grid) instead of the learned one, at the same sample budget")
+    parser.add_argument("--output-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="slides: sample grid h×w (default: matched to the model's training scale in µm per "
+                        "sample when the slide's pixel size is known, else the checkpoint's grid)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line per input")
     parser.add_argument(
         "--overwrite", action="store_true",
@@ -136,6 +143,7 @@ def _is_slide_model(model: ModelRef) -> bool:
 MAX_TILE = 16384  # px: a tile's input and probabilities stay within a few GiB
 MAX_WORKERS = 256  # local dask worker processes (a bigger cluster: --scheduler)
 MAX_THREADS = 1024  # PyTorch CPU threads per input
+MIN_GRID, MAX_GRID = 8, 4096  # --output-size: samples per side (4096² is 16.8 M samples)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--tile must be between 128 and {MAX_TILE} px, got {args.tile}")
     if args.density is not None:
         _check_density(args.density)
+    if args.output_size is not None and not all(MIN_GRID <= side <= MAX_GRID for side in args.output_size):
+        raise UserError(f"--output-size must be two sides between {MIN_GRID} and {MAX_GRID} samples, "
+                        f"got {args.output_size[0]} {args.output_size[1]}")
     unique: dict[str, Path] = {}  # the same file given twice is predicted (and reported) once
     for path in collect_inputs(args.inputs):
         unique.setdefault(os.path.realpath(path), path)
@@ -183,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
     model = resolve(args.model)  # once per run: the ModelRef (and its weights' sha256) goes to every input
     if args.density is not None and not _is_slide_model(model):
         raise UserError(f"--density steers a slide model's sampler; {model.name} is a fundus model")
+    if args.output_size is not None and not _is_slide_model(model):
+        raise UserError(f"--output-size sets a slide model's sample grid; {model.name} is a fundus model")
     if not args.scheduler:  # the workers of a remote cluster may have devices this machine lacks
         from napari_m2mrf.inference.devices import choose_device
 
@@ -192,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         thresholds=_thresholds(args.thresholds, model), masks=args.masks, probability_maps=args.probability_maps,
         overwrite=args.overwrite, threads=args.threads or None,
         density=None if args.density is None else args.density.resolve(),
+        output_size=None if args.output_size is None else tuple(args.output_size),
     )
     runnable = [path for path in inputs if path not in refused_inputs]
     progress = TqdmProgress("predict")
@@ -213,6 +227,8 @@ def _report(results: list[dict], as_json: bool) -> int:
     for result in results:
         if as_json:
             print(json.dumps(result))
+        if result.get("scale_notice"):
+            sys.stderr.write(f"{PROG}: {result['input']}: {result['scale_notice']}\n")
         if "error" in result:
             sys.stderr.write(f"{PROG}: error: {result['error']}\n")
         elif as_json:
@@ -220,8 +236,10 @@ def _report(results: list[dict], as_json: bool) -> int:
         elif result.get("kind") == "slide":
             shares = ", ".join(f"{name} {100 * v:.1f}%" for name, v in result["class_samples"].items())
             height, width = result["image_shape"]
-            print(f"{result['input']} -> {result['workspace']} ({width}×{height} px, {result['samples']} samples: "
-                  f"{shares}; {result['seconds']:.1f} s)")
+            scale = result["input_scale"]
+            spacing = f", {scale['um_per_sample']:.3g} µm per sample" if scale["um_per_sample"] else ""
+            print(f"{result['input']} -> {result['workspace']} ({width}×{height} px, {result['samples']} samples"
+                  f"{spacing}: {shares}; {result['seconds']:.1f} s)")
         else:
             fractions = ", ".join(f"{code} {100 * v:.3f}%" for code, v in result["lesion_fraction"].items())
             print(f"{result['input']} -> {result['workspace']} ({fractions}; {result['seconds']:.1f} s)")

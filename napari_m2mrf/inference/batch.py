@@ -12,7 +12,11 @@ slide (deformed-downsampling) model and is run by
 :func:`~napari_m2mrf.inference.slide.run_slide_segmentation` into ``<out>/<stem>.m2mrf.zarr`` as the
 GUI run writes it (label pyramid, probability pyramid, ``sampling/points``,
 ``sampling/deformation``, provenance), under the workspace's lock for the whole run. A fundus model
-on a slide or a slide model on a photograph is refused for that input alone. Slides run with a fixed
+on a slide or a slide model on a photograph is refused for that input alone. A slide's sample grid is
+matched to the model's training scale where both scales are known
+(:mod:`~napari_m2mrf.inference.slide_scale`; ``PredictOptions.output_size`` overrides it); its
+summary carries the choice (``input_scale``) and a ``scale_notice`` when the scale is far off
+training. Slides run with a fixed
 number of PyTorch CPU threads (``PredictOptions.threads``, default 1) wherever they run, so a serial
 run and a dask run write the same bytes.
 
@@ -73,6 +77,7 @@ class PredictOptions:
     overwrite: bool = False
     threads: int | None = None  # PyTorch CPU threads per input (None: photographs as torch has it, slides 1)
     density: Path | None = None  # a sampling-density map for every slide (napari_m2mrf.io.density_maps)
+    output_size: tuple[int, int] | None = None  # slides' sample grid (h, w); None: napari_m2mrf.inference.slide_scale
 
 
 def _folder_inputs(folder: Path) -> list[Path]:
@@ -336,7 +341,8 @@ def predict_slide(
     threads = options.threads or SLIDE_THREADS
     with output_store(target), torch_threads(threads):
         _prepare_slide_workspace(target, path, options.overwrite)
-        request = SlideRequest(model=ref, device=options.device, thresholds=options.thresholds, workspace=target)
+        request = SlideRequest(model=ref, device=options.device, thresholds=options.thresholds, workspace=target,
+                               output_size=options.output_size)
         if options.density is not None:
             from napari_m2mrf.io.density_maps import read_density_map
 
@@ -361,6 +367,8 @@ def predict_slide(
         "class_samples": shares,
         "probability_downsample": result.probability_downsample,
         "density": result.density_source,
+        "input_scale": result.grid.provenance(),
+        "scale_notice": result.grid.notice(),
         "seconds": round(time.perf_counter() - start, 3),
     }
 

@@ -6,6 +6,11 @@ One run, Qt-free (the Segment widget runs it in a worker thread, a script can ca
    deformation module's input size is read whole and resized (antialiased) to that size.
 2. **Density → grid**: the deformation module gives the sampling density ``h_d×w_d``; the sampler
    turns it into an ``h×w`` grid, i.e. ``h·w`` sampling locations in level-0 pixels ``(y, x)``.
+   The grid size is chosen by :func:`~napari_m2mrf.inference.slide_scale.choose_grid`: when the
+   slide's µm per pixel and the checkpoint's training scale are known, so that the µm per sample
+   matches training (each side within ½–2× the checkpoint's grid); else the checkpoint's grid; an
+   explicit ``output_size`` wins. The choice and why go into the provenance (``input_scale``), a
+   scale more than 2× off training into a notice.
    ``sampler="uniform"`` is the uniform baseline at the same budget, through the same steps.
 3. **Deformed image**: the slide is sampled at those locations by
    :func:`~napari_m2mrf.sampling.pyramid.sample_pyramid` (each sample from the coarsest
@@ -59,6 +64,7 @@ from napari_m2mrf.catalog import ModelRef
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.runner import ModelRunner
 from napari_m2mrf.inference.model_cache import load_model
+from napari_m2mrf.inference.slide_scale import GridChoice, choose_grid
 from napari_m2mrf.io.pixels import rgb_channels, round_rgb8, value_scale
 from napari_m2mrf.io.pyramid import Pyramid
 from napari_m2mrf.jobs import CancelToken, ProgressCallback, StagedProgress, no_progress
@@ -71,6 +77,7 @@ from napari_m2mrf.sampling.pyramid import (
 )
 from napari_m2mrf.models.outputs import foreground_channels, labels as to_labels, output_kind
 from napari_m2mrf.models.preprocess import to_normalised_tensor
+from napari_m2mrf.models.training_scale import training_scale
 from napari_m2mrf.sampling.reverse import ReverseFilledLevel, ReverseSampler
 
 logger = logging.getLogger(__name__)
@@ -95,10 +102,11 @@ class SlideRequest:
     ``model``: a :class:`~napari_m2mrf.catalog.ModelRef` (or a source for
     :func:`~napari_m2mrf.catalog.resolve`, resolved once when the run starts) that holds a
     deformed-downsampling segmenter. ``sampler``: ``"learned"`` (the model's sampler) or
-    ``"uniform"`` (baseline). ``output_size``: ``(h, w)`` of the deformed image (default: the
-    checkpoint's). ``thresholds``: per class in the checkpoint's order, for sigmoid (multi-label)
-    models (default: the checkpoint's calibrated thresholds, else 0.5); softmax models take the most
-    probable class and ignore them. ``workspace``:
+    ``"uniform"`` (baseline). ``output_size``: ``(h, w)`` of the deformed image, the sample grid
+    (default: matched to the checkpoint's training scale in µm per sample when the slide's pixel size
+    is known, else the checkpoint's grid; :mod:`napari_m2mrf.inference.slide_scale`). ``thresholds``:
+    per class in the checkpoint's order, for sigmoid (multi-label) models (default: the checkpoint's
+    calibrated thresholds, else 0.5); softmax models take the most probable class and ignore them. ``workspace``:
     where to write (default: beside the slide, see ``Workspace.for_source``). ``density``: a sampling-density
     map ``(Y, X)`` of any size to use instead of the learned one (an edited map, a file's; resampled to the
     model's density grid, the learned sampler and the same budget; needs ``sampler="learned"``);
@@ -136,7 +144,8 @@ class SlideResult:
     provenance; ``seconds``: model run until the lazy result, ``save_seconds``: the save. ``model``: the run's
     :class:`~napari_m2mrf.catalog.ModelRef` (its sampler for a preview of another density:
     :func:`~napari_m2mrf.inference.steering.sampler_for`); ``density_size``: the model's density grid;
-    ``density_source``: where ``density`` came from.
+    ``density_source``: where ``density`` came from; ``grid``: how the sample grid was chosen (µm per
+    sample, training scale, why; :class:`~napari_m2mrf.inference.slide_scale.GridChoice`).
     """
 
     workspace: Path
@@ -163,6 +172,7 @@ class SlideResult:
     model: ModelRef | None = field(default=None, repr=False)
     density_size: tuple[int, int] = (0, 0)
     density_source: dict = field(default_factory=dict)
+    grid: GridChoice | None = None
     _save: dict = field(default_factory=dict, repr=False)
 
 
@@ -371,7 +381,8 @@ def segment_slide(
     notify: Callable[[str], None] = lambda message: None,
 ) -> SlideResult:
     """Run the model on the slide at ``source`` and return the *lazy* result (nothing written yet; see
-    :func:`save_slide_result`). Progress covers the first half of the run's bar."""
+    :func:`save_slide_result`). Progress covers the first half of the run's bar. ``notify`` gets a
+    notice when the sample grid sees the slide more than 2× off the model's training scale."""
     from napari_m2mrf.catalog import resolve
     from napari_m2mrf.io.slides import ensure_pyramid
     from napari_m2mrf.io.workspace import probability_level_count
@@ -390,7 +401,11 @@ def segment_slide(
     height, width = (int(s) for s in pyramid.shape[-2:])
     scale = value_scale(pyramid.dtype, str(source))
     runner = ModelRunner(model, request.device)
-    output_size = tuple(request.output_size or model.output_size)
+    grid = choose_grid(model.output_size, (height, width), pyramid.pixel_size_um, training_scale(meta),
+                       request.output_size)
+    output_size = grid.output_size
+    if grid.notice():
+        notify(f"{source.name}: {grid.notice()}")
 
     if request.density is not None:
         if request.sampler != "learned":
@@ -441,6 +456,7 @@ def segment_slide(
         density_downsample=list(density_downsample),
         device=str(runner.device),
         density=density_source,
+        input_scale=grid.provenance(),
     )
     label_levels = _lazy_levels(reverse, label_shapes, 1.0, PRECOMPUTED_PIXELS)
     step.report("segment", 1, 1, "labels ready (lazy); saving to the workspace next")
@@ -468,6 +484,7 @@ def segment_slide(
         model=ref,
         density_size=tuple(model.density_size),
         density_source=density_source,
+        grid=grid,
         _save={"labels": reverse, "probabilities": reverse.with_values(probabilities), "provenance": provenance},
     )
 
