@@ -35,12 +35,14 @@ def save_slide_model(
     output: str = "softmax",
     thresholds: dict[str, float] | None = None,
     constant_logits: list[float] | None = None,
+    training_scale: dict | None = None,
 ) -> Path:
     """A random-weight deformed slide model (HRNetV2-W18-small) saved at ``path``.
 
     ``output="softmax"``: background and the slide's classes; ``"sigmoid"``: one channel per class
     (multi-label), with calibrated ``thresholds`` per class code in the metadata if given.
     ``constant_logits``: the classifier outputs these logits everywhere (weights zero, these biases).
+    ``training_scale``: the metadata entry of :mod:`napari_m2mrf.models.training_scale` (none if None).
     """
     torch.manual_seed(seed)
     classes = slide_classes_meta() if output == "softmax" else slide_classes_meta()[1:]
@@ -59,6 +61,8 @@ def save_slide_model(
     }
     if thresholds is not None:
         meta["thresholds"] = thresholds
+    if training_scale is not None:
+        meta["training_scale"] = training_scale
     save_deformed_checkpoint(path, model, meta)
     return path
 

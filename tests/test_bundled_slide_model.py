@@ -85,9 +85,13 @@ def test_slide_model_segments_a_generated_slide(tmp_path: Path) -> None:
 
     slide = generate_slide(tmp_path / "slide", size=2048, seed=5)
     request = SlideRequest(model=SLIDE_MODEL, device="cpu", workspace=tmp_path / "slide.m2mrf.zarr", workers=1)
-    result = run_slide_segmentation(slide.ome_zarr, request)
-    assert result.labels.shape == (128, 128) and set(np.unique(result.labels)) <= {0, 1, 2, 3}
-    assert result.points.shape == (128, 128, 2)
+    notices: list[str] = []
+    result = run_slide_segmentation(slide.ome_zarr, request, notify=notices.append)
+    # 512 µm of slide (2048 px at 0.25 µm) at the 64 µm per sample of training would be 8×8 samples:
+    # the grid is held at half the model's 128×128 per side, and the user told the scale is far off
+    assert result.labels.shape == (64, 64) and set(np.unique(result.labels)) <= {0, 1, 2, 3}
+    assert result.points.shape == (64, 64, 2) and result.grid.choice == "clamped"
+    assert len(notices) == 1 and "finer than the 64 µm the model was trained at" in notices[0]
     assert result.points.min() >= -0.5 and result.points.max() <= 2047.5
     assert result.density.shape == (256, 256) and result.density.sum() == pytest.approx(1.0, rel=1e-3)
     # the learned sampler is not the uniform grid: it gathers samples somewhere
