@@ -64,6 +64,7 @@ class PluginWidget(Container):
     _loaded = False  # class default, so choices can ask before the constructor sets anything
 
     def __init__(self, viewer: Any, widgets: Sequence[Widget]) -> None:
+        from napari_m2mrf.widgets import warm_up
         from napari_m2mrf.widgets.reader_defaults import remember_reader_defaults
 
         self._viewer = viewer
@@ -72,6 +73,7 @@ class PluginWidget(Container):
             wrap_status(self.status)
         self.body_layout = self._scroll_body()
         remember_reader_defaults()  # from now on a dropped workspace opens here without a dialog
+        warm_up.start()  # what napari's layers and the widgets import on first use, off the GUI thread
         for name in LAYER_LIST_EVENTS:
             getattr(viewer.layers.events, name).connect(self._refresh_unless_docked)
 

@@ -19,7 +19,6 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, PushButton, Sp
 from qtpy.QtWidgets import QMessageBox
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
-from napari_m2mrf.label_tools import component_at, small_components
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.result_layers import LESIONS
 from napari_m2mrf.widgets.saving import LayerSaver
@@ -194,6 +193,8 @@ class CorrectWidget(PluginWidget):
         action = self.click_action.value
         if action == CLICK_NONE or event.type != "mouse_press":
             return
+        from napari_m2mrf.label_tools import component_at  # scipy: imported by the warm-up, off the GUI thread
+
         indices = component_at(layer.data, layer.world_to_data(event.position))
         if indices is None:
             return
@@ -208,6 +209,8 @@ class CorrectWidget(PluginWidget):
         if layer is None:
             self.status.value = "choose a Labels layer"
             return
+        from napari_m2mrf.label_tools import small_components
+
         indices = small_components(layer.data, int(self.min_size.value))
         layer.data_setitem(indices, 0)
         self.status.value = f"removed {indices[0].size} px in components under {self.min_size.value} px"

@@ -43,12 +43,21 @@ def after_import(owner: QObject, modules: Sequence[str], callback: Callable[[str
     """Import ``modules`` and call ``callback("")`` on the GUI thread, or ``callback(message)`` when one
     fails to import. When all are imported already (another widget loaded them) the callback runs at
     once; otherwise they are imported in a worker thread, and the callback runs on the GUI thread
-    unless ``owner`` was deleted meanwhile (the widget was closed)."""
+    unless ``owner`` was deleted meanwhile (the widget was closed). The worker starts on a later
+    event-loop turn, after the widget is docked and after the warm-up (:mod:`.warm_up`): an import
+    beside either holds the GIL the GUI thread needs (docking took 0.7–1.9 s instead of 0.2 s)."""
+    from qtpy.QtCore import QTimer
     from superqt.utils import create_worker
+
+    from napari_m2mrf.widgets import warm_up
 
     if all(name in sys.modules for name in modules):
         callback(import_all(modules))
         return
     alive = [True]
     owner.destroyed.connect(lambda *_: alive.clear())
-    create_worker(import_all, modules, _connect={"returned": lambda message: alive and callback(message)})
+
+    def begin() -> None:
+        create_worker(import_all, modules, _connect={"returned": lambda message: alive and callback(message)})
+
+    QTimer.singleShot(0, lambda: warm_up.when_done(begin))
