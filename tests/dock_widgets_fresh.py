@@ -30,8 +30,6 @@ def main() -> None:
     recorder = _ImportRecorder()
     sys.meta_path.insert(0, recorder)
     import napari
-    import pint
-    from pint.registry import LazyRegistry
     from qtpy.QtWidgets import QApplication
 
     from napari_m2mrf.demo import DEMO_WIDGETS, PLUGIN
@@ -45,7 +43,8 @@ def main() -> None:
     while not widgets[0].ready and time.perf_counter() < deadline:
         QApplication.processEvents()
         time.sleep(0.005)
-    registry_built = not isinstance(pint.get_application_registry().get(), LazyRegistry)
+    pint = sys.modules["pint"]  # napari's units library (napari imports it; not a dependency of the plugin)
+    registry_built = type(pint.get_application_registry().get()).__name__ != "LazyRegistry"
     image = viewer.add_image(np.zeros((2, 2)))  # napari's units come from the registry installed by the warm-up
     print(json.dumps({
         "before": before,

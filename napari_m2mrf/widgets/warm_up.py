@@ -32,16 +32,27 @@ MODULES = ("pandas", "scipy.ndimage", "napari_m2mrf.label_tools")
 _state: dict[str, Any] = {"started": False, "done": False, "waiting": []}
 
 
+def _pint() -> Any | None:
+    """pint, napari's units library (napari's dependency, not this package's: named, like pandas, by string),
+    or None where this napari does without it."""
+    try:
+        return importlib.import_module("pint")
+    except ImportError:
+        return None
+
+
+def _lazy(pint: Any) -> bool:
+    """Whether pint's application registry is still the lazy one nothing has used."""
+    return type(pint.get_application_registry().get()).__name__ == "LazyRegistry"
+
+
 def prepare() -> Any:
     """In a worker: import :data:`MODULES`; a fully built pint registry when napari's is still lazy, else None."""
-    import pint
-    from pint.registry import LazyRegistry
-
     start = time.perf_counter()
     for name in MODULES:
         importlib.import_module(name)
-    registry = None
-    if isinstance(pint.get_application_registry().get(), LazyRegistry):
+    pint, registry = _pint(), None
+    if pint is not None and _lazy(pint):
         registry = pint.UnitRegistry(on_redefinition="raise")  # what the lazy one becomes on first use
     logger.info("warmed up %s%s off the GUI thread in %.2f s", ", ".join(MODULES),
                 " and pint's unit registry" if registry is not None else "", time.perf_counter() - start)
@@ -50,10 +61,8 @@ def prepare() -> Any:
 
 def install(registry: Any) -> None:
     """On the GUI thread: make ``registry`` pint's application registry unless the lazy one was used since."""
-    import pint
-    from pint.registry import LazyRegistry
-
-    if registry is not None and isinstance(pint.get_application_registry().get(), LazyRegistry):
+    pint = _pint()
+    if registry is not None and _lazy(pint):
         pint.set_application_registry(registry)
 
 
