@@ -241,6 +241,13 @@ class SegmentWidget(PluginWidget):
         self._stop_preload()  # an earlier choice's load that has not started never will
         self._preload_timer.start()  # load this one once the choice has settled (see _preload_model)
 
+    @property
+    def loading(self) -> bool:
+        """True while PyTorch imports or the chosen model is about to load or loading (background work that
+        holds the GIL the GUI thread needs; the demo adds its sample layers after it)."""
+        worker = self.preload_worker
+        return not self._loaded or self._preload_timer.isActive() or (worker is not None and worker.is_alive())
+
     def _stop_preload(self, *_) -> None:
         if self._preload_cancel is not None:
             self._preload_cancel.set()
