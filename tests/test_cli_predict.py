@@ -115,6 +115,28 @@ def test_thresholds_calibrated_in_the_checkpoint_are_the_default(images: Path, t
     assert (given_labels == 2).all()  # HE, the most probable class above its threshold
 
 
+def test_the_default_mode_uses_the_models_test_time_scales_and_their_thresholds(images: Path, tmp_path: Path) -> None:
+    network = build_model("hrnetv2_w18s", num_classes=4)
+    with torch.no_grad():  # the same probabilities everywhere and at every scale: EX 0.5, HE 0.73, SE 0.27, MA 0.62
+        network.head.classifier.weight.zero_()
+        network.head.classifier.bias.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+    model = tmp_path / "scales.safetensors"
+    meta = {**fundus_metadata("idrid", {"purpose": "test"}), "input_size": [256, 256],
+            "thresholds": {"EX": 0.01, "HE": 0.99, "SE": 0.99, "MA": 0.99},  # one pass: EX
+            "test_time": {"scales": {"MA": [1.0, 1.5], "HE": [0.75]}, "thresholds": {"EX": 0.99, "HE": 0.6}}}  # scales: HE
+    save_checkpoint(model, network, meta)
+    image = str(sorted(images.iterdir())[0])
+    default = _predict(image, "--model", str(model), "--out", str(tmp_path / "default"))
+    whole = _predict(image, "--model", str(model), "--out", str(tmp_path / "whole"), "--mode", "whole")
+    assert default.returncode == 0 and whole.returncode == 0, default.stderr[-2000:] + whole.stderr[-2000:]
+    assert "EX 0.99, HE 0.6, SE 0.99, MA 0.99" in default.stderr and "EX 0.01, HE 0.99" in whole.stderr
+    default_ws, whole_ws = (Workspace.open(next((tmp_path / out).glob("*.m2mrf.zarr"))) for out in ("default", "whole"))
+    assert (np.asarray(default_ws.labels("prediction").levels[0]) == 2).all()  # HE
+    assert (np.asarray(whole_ws.labels("prediction").levels[0]) == 1).all()  # EX
+    provenance = json.dumps(default_ws.provenance)
+    assert '"mode": "scales"' in provenance and '"MA": [1.0, 1.5]' in provenance and '"HE": [0.75]' in provenance
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

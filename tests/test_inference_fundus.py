@@ -88,6 +88,18 @@ def test_test_time_scales_average_the_predictions_at_each_input_size_mapped_back
     assert not np.allclose(predictor.predict_whole(image), at_double.predict_whole(image), atol=1e-3)  # the scale matters
 
 
+def test_class_scales_give_each_channel_the_mean_of_its_own_scales() -> None:
+    image = _image(130, 190)
+    predictor = FundusPredictor(_conv_net(3), PREP, device="cpu")
+    single = {scale: predictor.predict_whole(image, scales=(scale,)) for scale in (0.75, 1.0, 1.5)}
+    chosen = [(1.0, 1.5), (0.75, 1.0), (0.75,), (1.5,)]
+    mixed = predictor.predict_whole(image, class_scales=chosen)
+    for k, scales in enumerate(chosen):
+        np.testing.assert_allclose(mixed[k], np.mean([single[scale][k] for scale in scales], axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="names 3 channels; the model has 4"):
+        predictor.predict_whole(image, class_scales=chosen[:3])
+
+
 def test_progress_reports_every_tile_and_cancel_stops_at_the_next_one() -> None:
     predictor = FundusPredictor(_conv_net(3), PREP, device="cpu")
     seen: list[tuple[int, int]] = []

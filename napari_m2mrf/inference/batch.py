@@ -68,7 +68,7 @@ class PredictOptions:
 
     model: ModelRef | str
     out_dir: Path
-    mode: str = "whole"
+    mode: str = "scales"  # one of napari_m2mrf.inference.fundus.MODES
     device: str = "cpu"
     tile: int = 1024
     thresholds: tuple[float, ...] | None = (0.5, 0.5, 0.5, 0.5)
@@ -236,6 +236,8 @@ def predict_file(
 
 def _predict_photograph(path: Path, options: PredictOptions, name: str | None = None) -> dict:
     from napari_m2mrf.classes import FUNDUS_CLASSES
+    from napari_m2mrf.inference.fundus import SCALES, predict_image
+    from napari_m2mrf.models.multiscale import class_scales
     from napari_m2mrf.models.outputs import probabilities_to_labels
     from napari_m2mrf.io.photographs import read_image
     from napari_m2mrf.io.fundus_results import fundus_label_style
@@ -245,10 +247,7 @@ def _predict_photograph(path: Path, options: PredictOptions, name: str | None = 
     start = time.perf_counter()
     image = read_image(path).data
     predictor, ref = _predictor(options.model, options.device)
-    if options.mode == "tiles":
-        probabilities = predictor.predict_tiled(image, options.tile, max(32, options.tile // 8))
-    else:
-        probabilities = predictor.predict_whole(image)
+    probabilities = predict_image(predictor, image, options.mode, ref.metadata, options.tile, max(32, options.tile // 8))
     labels = probabilities_to_labels(probabilities, options.thresholds or (0.5,) * len(FUNDUS_CLASSES))
     stem = name or _safe_name(path.name.split(".")[0] or path.name)
     target = resolve_inside(options.out_dir, f"{stem}.m2mrf.zarr")
@@ -266,6 +265,8 @@ def _predict_photograph(path: Path, options: PredictOptions, name: str | None = 
         "mode": options.mode,
         "thresholds": list(options.thresholds or ()) or None,
     }
+    if options.mode == SCALES:
+        provenance["test_time_scales"] = {c.code: list(s) for c, s in zip(FUNDUS_CLASSES, class_scales(ref.metadata))}
     workspace.record_provenance(**provenance)
     masks = []
     if options.masks:

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_m2mrf.catalog import ModelRef
-from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
+from napari_m2mrf.inference.fundus import SCALES, TILES, WHOLE, FundusPredictor, Preprocessing, predict_image
 from napari_m2mrf.inference.regions import Box, box_mask
 from napari_m2mrf.io.pixels import to_rgb8
 from napari_m2mrf.jobs import CancelToken, ProgressCallback, StagedProgress, no_progress
 from napari_m2mrf.models.outputs import probabilities_to_labels
 
-WHOLE = "whole"  # the official protocol: whole image rescaled to the model's input size
-TILES = "tiles"  # full-resolution sliding window
+__all__ = ["SCALES", "TILES", "WHOLE", "SegmentRequest", "SegmentResult", "run_segmentation"]
 
 
 @dataclass
@@ -91,11 +90,9 @@ def run_segmentation(
                 rgb[y0:y1, x0:x1], request.tile, request.overlap, box_progress, cancel, notify
             )
         computed = box_mask(request.boxes, height, width)
-    elif request.mode == TILES:
-        probabilities = predictor.predict_tiled(rgb, request.tile, request.overlap, step.stage("segment"), cancel,
-                                                notify)
     else:
-        probabilities = predictor.predict_whole(rgb, cancel, progress=step.stage("segment"))
+        probabilities = predict_image(predictor, rgb, request.mode, meta, request.tile, request.overlap,
+                                      step.stage("segment"), cancel, notify)
         step("segment", 1, 1, "thresholding")
     labels = probabilities_to_labels(probabilities, request.thresholds)
     if computed is not None:

@@ -79,6 +79,7 @@ from napari_m2mrf.errors import InputRefused, LimitExceeded, UserError
 from napari_m2mrf.models.deform import DeformationModule, DeformedSampler, DeformedSegmenter, UniformSampler
 from napari_m2mrf.models.official import OFFICIAL_PRESETS
 from napari_m2mrf.models.registry import build_model
+from napari_m2mrf.models.multiscale import class_scales, multiscale_thresholds
 from napari_m2mrf.models.training_scale import METADATA_KEY as SCALE_KEY, TrainingScale
 
 logger = logging.getLogger(__name__)
@@ -181,8 +182,9 @@ def validate_metadata(meta: Mapping[str, Any], where: str, num_classes: int | No
     required keys, classes (1..255, each with label 0..255, code, name, colour; as many as the model
     has outputs: ``num_classes``, else ``meta["model"]["num_classes"]`` when present), finite RGB
     normalisation with every std > 0, ``input_size`` (1..16384 px per side), ``output``, the model's
-    build options (whole numbers within ``MODEL_LIMITS``), a deformed model's settings and the
-    optional ``training_scale`` (:mod:`napari_m2mrf.models.training_scale`).
+    build options (whole numbers within ``MODEL_LIMITS``), a deformed model's settings, the
+    optional ``training_scale`` (:mod:`napari_m2mrf.models.training_scale`) and a fundus model's
+    optional ``test_time`` scales and thresholds (:mod:`napari_m2mrf.models.multiscale`).
     ``UserError`` naming ``where`` and the field otherwise."""
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
@@ -226,6 +228,12 @@ def validate_metadata(meta: Mapping[str, Any], where: str, num_classes: int | No
             TrainingScale.from_json(meta[SCALE_KEY])
         except ValueError as exc:
             raise _fail(where, f"{SCALE_KEY}: {exc}") from None
+    if meta.get("test_time") is not None:
+        try:
+            class_scales(meta)
+            multiscale_thresholds(meta)
+        except UserError as exc:
+            raise _fail(where, str(exc)) from None
 
 
 def save_checkpoint(

@@ -20,7 +20,8 @@ def uses_thresholds(meta: dict) -> bool:
     return meta.get("output", "sigmoid") != "softmax"
 
 
-def _uncalibrated(value: object) -> bool:
+def uncalibrated(value: object) -> bool:
+    """A stored threshold that means "not calibrated": null or NaN."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
@@ -37,7 +38,7 @@ def class_thresholds(meta: dict) -> dict[str, float]:
     codes = [str(c["code"]) for c in meta["classes"]]
     if not isinstance(stored, dict) or not set(stored) <= set(codes):
         raise UserError(f"checkpoint thresholds {stored!r} must map class codes ({', '.join(codes)}) to numbers")
-    calibrated = {code: value for code, value in stored.items() if not _uncalibrated(value)}
+    calibrated = {code: value for code, value in stored.items() if not uncalibrated(value)}
     for code, value in calibrated.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
             raise UserError(f"checkpoint threshold of {code} must be a number between 0 and 1, got {value!r}")

@@ -1,7 +1,8 @@
 """Turn a training run into a bundled fundus checkpoint: the best model, int8 weights, calibrated
 per-class thresholds, provenance.
 
-``python -m training.recipes.bundle_checkpoint RUN_DIR NAME [--cross-validation REPORT.json]`` reads
+``python -m training.recipes.bundle_checkpoint RUN_DIR NAME [--cross-validation REPORT.json]
+[--test-time TEST_TIME.json]`` reads
 ``RUN_DIR/best.safetensors`` (or ``last.safetensors``), the run's ``config.yaml`` and ``events.jsonl``,
 and writes ``sample_data/checkpoints/NAME.safetensors``:
 
@@ -16,7 +17,10 @@ and writes ``sample_data/checkpoints/NAME.safetensors``:
    thresholds) go into the provenance;
 3. the lesion pixel fraction the model marks on the normal ``retina`` sample at those thresholds,
    and the pooled figures of a cross-validation report (``training.recipes.fundus_cross_validation``),
-   go into the provenance too.
+   go into the provenance too;
+4. with a test-time report (``training.recipes.fundus_test_time``), the per-class test-time scales and
+   the thresholds calibrated on them (``meta["test_time"]``, :mod:`napari_m2mrf.models.multiscale`),
+   with its cross-fitted pooled figures in the provenance.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ THRESHOLD_CHOICES = tuple(round(0.01 * step, 2) for step in range(1, 100))
 """Calibrated thresholds are chosen among the values the Segment widget's boxes offer (0.01–0.99)."""
 
 
-def bundle(run_dir: Path, name: str, cross_validation: Path | None = None, out_dir: Path = CHECKPOINTS) -> Path:
+def bundle(run_dir: Path, name: str, cross_validation: Path | None = None, out_dir: Path = CHECKPOINTS,
+           test_time: Path | None = None) -> Path:
     """Write the bundled checkpoint ``out_dir/NAME.safetensors`` from ``run_dir``; returns its path."""
     import torch
     import yaml
@@ -66,6 +71,8 @@ def bundle(run_dir: Path, name: str, cross_validation: Path | None = None, out_d
     if cross_validation is not None:
         provenance["cross_validation"] = cross_validation_summary(cross_validation)
     kept = {k: v for k, v in meta.items() if k in ("classes", "normalization", "input_size")}
+    if test_time is not None:
+        kept["test_time"], provenance["test_time"] = test_time_choice(test_time)
     target = out_dir / f"{name}.safetensors"
     save_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.int8)
     shipped, shipped_meta = load_checkpoint(target)
@@ -158,6 +165,22 @@ def retina_lesion_fraction(model: Any, meta: Mapping[str, Any], thresholds: Mapp
     return {cls.code: float(np.mean(probabilities[k] >= thresholds[cls.code])) for k, cls in enumerate(FUNDUS_CLASSES)}
 
 
+def test_time_choice(report_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(``test_time`` metadata, provenance summary) from a ``fundus_test_time`` report: the scales and
+    thresholds it chose to ship, and its cross-fitted pooled figures per class."""
+    report = _read_report(report_path)
+    if "to_ship" not in report or "thresholds" not in report["to_ship"]:
+        raise UserError(f"{report_path}: no test-time choice to ship (not a fundus_test_time report, or an older one)")
+    pooled = report["per_class"]["pooled"]
+    summary = {
+        "report": report_path.name,
+        "cross_fitted_aupr_official_11pt": {code: v["aupr_official_11pt"] for code, v in pooled["per_class"].items()},
+        "cross_fitted_mean": pooled["mean"]["aupr_official_11pt"],
+        "chosen_per_fold": report["per_class"]["chosen_per_fold"],
+    }
+    return {"scales": report["to_ship"]["scales"], "thresholds": report["to_ship"]["thresholds"]}, summary
+
+
 def cross_validation_summary(report_path: Path) -> dict[str, Any]:
     """The pooled per-class figures of a ``fundus_cross_validation`` report (official protocol,
     and with test-time flips where the report has them), with the cross-fitted IoU."""
@@ -186,9 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name")
     parser.add_argument("--cross-validation", type=Path, help="report.json of training.recipes.fundus_cross_validation")
+    parser.add_argument("--test-time", type=Path, help="test_time.json of training.recipes.fundus_test_time")
     args = parser.parse_args(argv)
     try:
-        print(bundle(args.run_dir, args.name, args.cross_validation))
+        print(bundle(args.run_dir, args.name, args.cross_validation, test_time=args.test_time))
     except UserError as error:
         print(f"error: {error}")
         return 2

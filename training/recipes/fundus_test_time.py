@@ -7,8 +7,9 @@ non-empty set of candidate scales (probabilities averaged) is scored per fold. T
 cross-fitted like the IoU thresholds: fold ``f``'s images are scored with the set of highest
 official AUPR on the *other* folds' held-out images, pooled — for all classes at once
 (``one_set``) and per class (``per_class``) — so no image helps choose what it is scored with.
-Ties go to the smaller set, then to the set nearest 1.0. The report also names the sets best on
-every fold pooled: those to ship with a model trained on everything.
+Ties go to the smaller set, then to the set nearest 1.0. The report's ``to_ship`` names per class
+the set best on every fold pooled and the thresholds calibrated on it: the ``test_time`` metadata
+of a model trained on everything (``bundle_checkpoint --test-time``).
 
 ``python -m training.recipes.fundus_test_time CV_OUT [--scales 0.75,1,1.25,1.5] [--flips]`` writes
 ``CV_OUT/test_time.json``.
@@ -91,25 +92,44 @@ def best_set(folds: Sequence[dict[ScaleSet, object]], code: str | None, skip: in
     return max(subsets, key=lambda subset: (score(subset), [-part for part in _preference(subset)]))
 
 
-def cross_fitted(folds: Sequence[dict[ScaleSet, object]], per_class: bool) -> dict:
-    """Pooled scores when each fold uses the scale set(s) chosen on the other folds, and those choices."""
+def composed(folds: Sequence[dict[ScaleSet, object]], choices: Sequence[dict[str, ScaleSet]]):
+    """Every fold's held-out pixels pooled, each class of fold ``f`` scored with ``choices[f][code]``."""
     from napari_m2mrf.metrics import LesionMetrics
 
     pooled = LesionMetrics(FUNDUS_CLASSES)
-    chosen: list[dict[str, ScaleSet]] = []
-    for number, fold in enumerate(folds):
+    for fold, choice in zip(folds, choices):
+        mixed = LesionMetrics(FUNDUS_CLASSES)
+        mixed.merge(fold[choice[FUNDUS_CLASSES[0].code]])
+        for code, subset in choice.items():
+            mixed.take_class(code, fold[subset])
+        pooled.merge(mixed)
+    return pooled
+
+
+def cross_fitted(folds: Sequence[dict[ScaleSet, object]], per_class: bool) -> dict:
+    """Pooled scores when each fold uses the scale set(s) chosen on the other folds, and those choices."""
+    choices = []
+    for number in range(len(folds)):
         if per_class:
-            choice = {cls.code: best_set(folds, cls.code, skip=number) for cls in FUNDUS_CLASSES}
+            choices.append({cls.code: best_set(folds, cls.code, skip=number) for cls in FUNDUS_CLASSES})
         else:
             common = best_set(folds, None, skip=number)
-            choice = {cls.code: common for cls in FUNDUS_CLASSES}
-        composed = LesionMetrics(FUNDUS_CLASSES)
-        composed.merge(fold[choice[FUNDUS_CLASSES[0].code]])
-        for code, subset in choice.items():
-            composed.take_class(code, fold[subset])
-        pooled.merge(composed)
-        chosen.append({code: list(subset) for code, subset in choice.items()})
-    return {"pooled": pooled.compute(), "chosen_per_fold": chosen}
+            choices.append({cls.code: common for cls in FUNDUS_CLASSES})
+    return {
+        "pooled": composed(folds, choices).compute(),
+        "chosen_per_fold": [{code: list(subset) for code, subset in choice.items()} for choice in choices],
+    }
+
+
+def shipping_choice(folds: Sequence[dict[ScaleSet, object]]) -> dict:
+    """Per class the scale set best on every fold pooled, and the thresholds of best F1 (among the
+    Segment widget's 0.01 steps) on those probabilities: the ``test_time`` metadata of a model trained
+    on everything (:mod:`napari_m2mrf.models.multiscale`)."""
+    from training.recipes.bundle_checkpoint import THRESHOLD_CHOICES, usable_thresholds
+
+    choice = {cls.code: best_set(folds, cls.code) for cls in FUNDUS_CLASSES}
+    thresholds = composed(folds, [choice] * len(folds)).best_f1_thresholds(THRESHOLD_CHOICES)
+    return {"scales": {code: list(subset) for code, subset in choice.items()}, "thresholds": usable_thresholds(thresholds)}
 
 
 def scale_report(cv_out: Path, scales: Sequence[float], flips: bool = False) -> dict:
@@ -133,10 +153,7 @@ def scale_report(cv_out: Path, scales: Sequence[float], flips: bool = False) -> 
         "held_out": [sorted(path.stem for path in (root / IMAGES / VALIDATION).glob("*")) for root in roots],
         "one_set": cross_fitted(folds, per_class=False),
         "per_class": cross_fitted(folds, per_class=True),
-        "to_ship": {
-            "one_set": list(best_set(folds, None)),
-            "per_class": {cls.code: list(best_set(folds, cls.code)) for cls in FUNDUS_CLASSES},
-        },
+        "to_ship": shipping_choice(folds),
         "every_set_pooled": every,
     }
     (cv_out / "test_time.json").write_text(json.dumps(report, indent=2, default=float))
