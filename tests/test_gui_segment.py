@@ -20,6 +20,7 @@ from napari_m2mrf.models.outputs import probabilities_to_labels  # noqa: E402
 from napari_m2mrf.models import build_model, fundus_metadata, save_checkpoint  # noqa: E402
 from napari_m2mrf.widgets.segment import (  # noqa: E402
     CHECKPOINT_FILE,
+    REGION_SCALES,
     REGION_SHAPES,
     REGION_TILES,
     REGION_WHOLE,
@@ -75,6 +76,33 @@ def test_whole_image_run_adds_lesions_and_hidden_probabilities(make_napari_viewe
         layer = viewer.layers[f"{code} probability"]
         assert not layer.visible and layer.data.shape == (200, 300)
         assert 0.0 <= float(layer.data.min()) and float(layer.data.max()) <= 1.0
+
+
+def test_test_time_scales_region_runs_each_class_at_its_scales_with_their_thresholds(make_napari_viewer, qtbot, tmp_path) -> None:
+    from napari_m2mrf.inference.fundus import FundusPredictor, Preprocessing
+
+    torch.manual_seed(0)
+    network = build_model(SMALL_MODEL, num_classes=4)
+    test_time = {"scales": {"EX": [1.5], "MA": [0.75, 1.0]}, "thresholds": {"EX": 0.42, "MA": 0.37}}
+    meta = {**fundus_metadata("idrid", {"weights": "untrained"}), "input_size": [192, 128],
+            "thresholds": {"EX": 0.21, "HE": 0.3}, "test_time": test_time}
+    path = tmp_path / "scales.safetensors"
+    save_checkpoint(path, network, meta)
+    viewer = make_napari_viewer()
+    image = _fundus_like(120, 180)
+    widget = _widget(viewer, image)
+    widget.checkpoint.value = path
+    widget.region.value = REGION_WHOLE
+    assert [round(spin.value, 2) for spin in widget.thresholds] == [0.21, 0.3, 0.5, 0.5]
+    widget.region.value = REGION_SCALES
+    assert [round(spin.value, 2) for spin in widget.thresholds] == [0.42, 0.3, 0.5, 0.37]
+    _run_and_wait(widget, qtbot)
+    predictor = FundusPredictor(network.eval(), Preprocessing.from_meta(meta), "cpu")
+    expected = predictor.predict_whole(image, class_scales=[(1.5,), (1.0,), (1.0,), (0.75, 1.0)])
+    for k, code in enumerate(("EX", "HE", "SE", "MA")):
+        np.testing.assert_allclose(np.asarray(viewer.layers[f"{code} probability"].data), expected[k], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["lesions"].data),
+                                  probabilities_to_labels(expected, (0.42, 0.3, 0.5, 0.37)))
 
 
 def test_running_again_replaces_results_but_keeps_corrections(make_napari_viewer, qtbot) -> None:

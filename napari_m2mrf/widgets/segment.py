@@ -30,6 +30,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.inference.regions import Box, boxes_from_polygons, clip_box
+from napari_m2mrf.models.multiscale import has_class_scales, multiscale_thresholds
 from napari_m2mrf.models.thresholds import DEFAULT_THRESHOLD, class_thresholds, uses_thresholds
 from napari_m2mrf.jobs import Cancelled, CancelToken
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
@@ -63,6 +64,7 @@ INFERENCE_MODULES = (
 logger = logging.getLogger(__name__)
 
 REGION_WHOLE = "whole image (official protocol)"
+REGION_SCALES = "whole image, the model's test-time scales (best, ~3x time)"
 REGION_TILES = "whole image, full-resolution tiles"
 REGION_VIEW = "visible field of view"
 REGION_SHAPES = "shapes in a Shapes layer"
@@ -124,7 +126,8 @@ class SegmentWidget(PluginWidget):
         self.model = ComboBox(label="model", choices=self._model_choices)
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors *.pt", visible=False)
         self.device = ComboBox(label="device", choices=self._device_choices, value="auto")
-        self.region = ComboBox(label="region", choices=[REGION_WHOLE, REGION_TILES, REGION_VIEW, REGION_SHAPES])
+        self.region = ComboBox(label="region", choices=[REGION_WHOLE, REGION_SCALES, REGION_TILES, REGION_VIEW,
+                                                        REGION_SHAPES])
         self.shapes = ComboBox(label="shapes", choices=layer_choices(viewer, "Shapes"), visible=False)
         self.tile = SpinBox(label="tile (px)", value=1024, min=128, max=8192, step=128)
         self.thresholds = [_threshold_box(cls.code) for cls in FUNDUS_CLASSES]
@@ -145,8 +148,10 @@ class SegmentWidget(PluginWidget):
                         "not offered: train them first in the Train widget)",
             self.checkpoint: "a .safetensors checkpoint (or an official mmseg .pth) to run",
             self.device: "where the model runs: auto picks a GPU when there is one",
-            self.region: "whole image at the model's input size (the official protocol), full-resolution tiles, "
-                         "the visible field of view, or the shapes of a Shapes layer",
+            self.region: "whole image at the model's input size (the official protocol, one pass); the whole image "
+                         "at each of the model's test-time scales, per class (the protocol of its cross-validated "
+                         "figures, with the thresholds calibrated on it; one pass when it records none); "
+                         "full-resolution tiles; the visible field of view; or the shapes of a Shapes layer",
             self.shapes: "the Shapes layer whose rectangles or polygons are segmented",
             self.tile: "tile size in pixels for full-resolution tiles (smaller needs less memory)",
             self.run_button: f"segment the image in the background ({SHORTCUTS['segment_run']})",
@@ -158,6 +163,7 @@ class SegmentWidget(PluginWidget):
         self.model.changed.connect(self._follow_model)
         self.checkpoint.changed.connect(self._follow_model)
         self.region.changed.connect(lambda value: setattr(self.shapes, "visible", value == REGION_SHAPES))
+        self.region.changed.connect(self._follow_model)  # test-time scales have thresholds of their own
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self._signals = _WorkerSignals()
@@ -209,7 +215,8 @@ class SegmentWidget(PluginWidget):
         return model_choices() + [CHECKPOINT_FILE]
 
     def _follow_model(self, *_) -> None:
-        """One threshold box per class of the chosen model, set to its checkpoint's thresholds.
+        """One threshold box per class of the chosen model, set to its checkpoint's thresholds (those
+        calibrated on its test-time scales when that region is chosen and it has them).
 
         A model whose metadata cannot be read keeps the boxes as they are (running it reports why).
         """
@@ -222,7 +229,8 @@ class SegmentWidget(PluginWidget):
             return
         sigmoid = uses_thresholds(meta)
         try:
-            defaults = class_thresholds(meta)
+            scales = self.region.value == REGION_SCALES and has_class_scales(meta)
+            defaults = multiscale_thresholds(meta) if scales else class_thresholds(meta)
         except UserError as exc:
             self._notify(f"{self._model_source()}: {exc}; using {DEFAULT_THRESHOLD}")
             defaults = {}
@@ -310,7 +318,7 @@ class SegmentWidget(PluginWidget):
         return str(self.model.value)
 
     def _request(self, layer) -> SegmentRequest:
-        from napari_m2mrf.inference.segment_job import TILES, WHOLE, SegmentRequest
+        from napari_m2mrf.inference.segment_job import SCALES, TILES, WHOLE, SegmentRequest
 
         height, width = layer.data.shape[:2]
         boxes: list[Box] | None = None
@@ -330,7 +338,7 @@ class SegmentWidget(PluginWidget):
         return SegmentRequest(
             model=self._model_source(),
             device=str(self.device.value),
-            mode=TILES if self.region.value == REGION_TILES else WHOLE,
+            mode={REGION_TILES: TILES, REGION_SCALES: SCALES}.get(self.region.value, WHOLE),
             boxes=boxes,
             thresholds=self._threshold_values(),
             tile=int(self.tile.value),
