@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from napari_m2mrf.errors import InputRefused, UserError
 from napari_m2mrf.io.arrays import RegionArray
+from napari_m2mrf.io.handles import closed_on_error
 from napari_m2mrf.io.pyramid import Pyramid
 
 logger = logging.getLogger(__name__)
@@ -128,26 +130,26 @@ def pixel_size_um(slide: Any) -> float | None:
     return value if value > 0 else None
 
 
-def inspect_dicom(path: str | os.PathLike[str]) -> tuple[int, int, int]:
-    """``(height, width, levels)`` of a DICOM slide once it passed :func:`check_slide`."""
-    path = Path(path)
+def _open_checked(path: Path) -> Any:
+    """The wsidicom slide at ``path`` once it passed :func:`check_slide` (closed when it did not)."""
     files = dicom_files(path)
     slide = open_wsi(files, path)
-    try:
+    with closed_on_error(slide):
         check_slide(path, files, slide)
+    return slide
+
+
+def inspect_dicom(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """``(height, width, levels)`` of a DICOM slide once it passed :func:`check_slide`."""
+    with closing(_open_checked(Path(path))) as slide:
         levels = _levels(slide)
         return int(levels[0].size.height), int(levels[0].size.width), len(levels)
-    finally:
-        slide.close()
 
 
 def dicom_pyramid(path: str | os.PathLike[str]) -> Pyramid:
     """The DICOM slide at ``path`` (a folder or a file) as a lazy :class:`Pyramid` of :class:`DicomLevel`."""
     path = Path(path)
-    files = dicom_files(path)
-    slide = open_wsi(files, path)
-    try:
-        check_slide(path, files, slide)
+    with closed_on_error(_open_checked(path)) as slide:
         levels = _levels(slide)
         arrays = [DicomLevel(slide, level, str(path)) for level in levels]
         width0 = levels[0].size.width
@@ -159,9 +161,6 @@ def dicom_pyramid(path: str | os.PathLike[str]) -> Pyramid:
             source=path,
             keep_alive=[slide],
         )
-    except BaseException:
-        slide.close()
-        raise
 
 
 class DicomLevel(RegionArray):

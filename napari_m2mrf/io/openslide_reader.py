@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from napari_m2mrf.errors import InputRefused, UserError
 from napari_m2mrf.io.arrays import RegionArray
+from napari_m2mrf.io.handles import closed_on_error
 from napari_m2mrf.io.pyramid import Pyramid
 
 logger = logging.getLogger(__name__)
@@ -124,24 +126,25 @@ def check_slide(path: Path, slide: Any) -> None:
     check_zarr_levels(path, shapes, [np.uint8] * len(shapes), chunks, _stored_bytes(path), limits)
 
 
+def _open_checked(path: Path) -> Any:
+    """The OpenSlide slide at ``path`` once it passed :func:`check_slide` (closed when it did not)."""
+    slide = open_slide(path)
+    with closed_on_error(slide):
+        check_slide(path, slide)
+    return slide
+
+
 def inspect_openslide(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """``(height, width, levels)`` of an OpenSlide slide once it passed :func:`check_slide`."""
-    path = Path(path)
-    slide = open_slide(path)
-    try:
-        check_slide(path, slide)
+    with closing(_open_checked(Path(path))) as slide:
         width, height = slide.dimensions
         return int(height), int(width), int(slide.level_count)
-    finally:
-        slide.close()
 
 
 def openslide_pyramid(path: str | os.PathLike[str]) -> Pyramid:
     """The slide at ``path`` as a lazy :class:`Pyramid` of :class:`OpenSlideLevel` (nothing decoded)."""
     path = Path(path)
-    slide = open_slide(path)
-    try:
-        check_slide(path, slide)
+    with closed_on_error(_open_checked(path)) as slide:
         handle = SlideHandle(path, slide)
         levels = [OpenSlideLevel(handle, k, str(path)) for k in range(slide.level_count)]
         return Pyramid(
@@ -152,9 +155,6 @@ def openslide_pyramid(path: str | os.PathLike[str]) -> Pyramid:
             source=path,
             keep_alive=[handle],
         )
-    except BaseException:
-        slide.close()
-        raise
 
 
 def _background(properties: Any) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io.arrays import AxesView
+from napari_m2mrf.io.handles import closed_on_error
 from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
 
 # A strip or tile bigger than this (decoded) cannot be read piecewise with bounded memory.
@@ -226,8 +227,7 @@ def _ome_pixel_size(xml: str, series_index: int) -> float | None:
 def tiff_pyramid(path: str | os.PathLike[str]) -> Pyramid:
     """The image series of a TIFF as a lazy :class:`Pyramid` (levels ``(C, Y, X)``, nothing decoded)."""
     path = Path(path)
-    tif = open_tiff(path)
-    try:
+    with closed_on_error(open_tiff(path)) as tif:
         index = image_series_index(tif)
         series = tif.series[index]
         check_series(path, series)
@@ -247,9 +247,6 @@ def tiff_pyramid(path: str | os.PathLike[str]) -> Pyramid:
             source=path,
             keep_alive=[tif, store],
         )
-    except BaseException:
-        tif.close()
-        raise
 
 
 class TiffTiles:
@@ -298,8 +295,7 @@ def tiff_label_pyramid(
 ) -> LabelPyramid | None:
     """The ``ground_truth`` series of a TIFF (written by the slide sample) as labels; None if absent."""
     path = Path(path)
-    tif = open_tiff(path)
-    try:
+    with closed_on_error(open_tiff(path)) as tif:
         for index, series in enumerate(tif.series):
             if series.name != LABELS_SERIES_NAME:
                 continue
@@ -314,9 +310,6 @@ def tiff_label_pyramid(
                 name=LABELS_SERIES_NAME,
                 keep_alive=[tif, store],
             )
-    except BaseException:
-        tif.close()
-        raise
     tif.close()
     return None
 
