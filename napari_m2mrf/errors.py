@@ -96,6 +96,12 @@ def user_message(exc: BaseException) -> str | None:
     return " ".join(text.split()) or type(exc).__name__
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (what a one-line refusal quotes), or its type's name when it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def _kind(exc: BaseException) -> str:
     name = type(exc).__name__
     if name == "ValidationError":

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_m2mrf.errors import InputRefused, UserError
+from napari_m2mrf.errors import InputRefused, UserError, first_line
 from napari_m2mrf.io.arrays import RegionArray
 from napari_m2mrf.io.handles import closed_on_error
 from napari_m2mrf.io.pyramid import Pyramid
@@ -96,7 +96,7 @@ def open_wsi(files: list[Path], where: Path) -> Any:
     try:
         return WsiDicom.open(files if len(files) > 1 else files[0])
     except Exception as exc:  # noqa: BLE001 - wsidicom and pydicom raise many kinds for a bad file
-        raise InputRefused(f"{where}: not a readable DICOM whole-slide image ({_first_line(exc)})") from None
+        raise InputRefused(f"{where}: not a readable DICOM whole-slide image ({first_line(exc)})") from None
 
 
 def _levels(slide: Any) -> list[Any]:
@@ -186,8 +186,3 @@ class DicomLevel(RegionArray):
         if data.shape != (y1 - y0, x1 - x0, 3):
             raise InputRefused(f"{self._where} level {self._level_number}: wsidicom returned {data.shape}")
         return data
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_m2mrf.errors import CorruptData, InputRefused, LimitExceeded, UserError
+from napari_m2mrf.errors import CorruptData, InputRefused, LimitExceeded, UserError, first_line
 from napari_m2mrf.io.arrays import LazyArray
 from napari_m2mrf.io.limits import Limits, current_limits
 
@@ -153,7 +153,7 @@ def pil_header(path: str | os.PathLike[str], limits: Limits | None = None) -> tu
     except PermissionError:
         raise InputRefused(f"{path}: permission denied (cannot read the file)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error) as exc:
-        raise InputRefused(f"{path}: not a readable image ({_first_line(exc)})") from None
+        raise InputRefused(f"{path}: not a readable image ({first_line(exc)})") from None
     check_pixels(path, height, width, limits.max_image_pixels, "max_image_pixels", limits)
     return width, height, mode
 
@@ -330,7 +330,7 @@ class CheckedArray(LazyArray):
         except (UserError, IndexError, KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - every codec error means the same to the user
-            error = CorruptData(f"{self._where}: {self._locate(key)} cannot be decoded ({_first_line(exc)})")
+            error = CorruptData(f"{self._where}: {self._locate(key)} cannot be decoded ({first_line(exc)})")
         if self._on_error is None:
             raise error
         self._on_error(error)
@@ -431,7 +431,7 @@ def check_safetensors_header(path: str | os.PathLike[str], limits: Limits | None
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InputRefused(f"{path}: the safetensors header is not JSON ({_first_line(exc)})") from None
+        raise InputRefused(f"{path}: the safetensors header is not JSON ({first_line(exc)})") from None
     if not isinstance(header, dict):
         raise InputRefused(f"{path}: the safetensors header is not a JSON object")
     data_size = size - 8 - length
@@ -498,7 +498,7 @@ def load_yaml(source: str | os.PathLike[str], limits: Limits | None = None, *, n
         _count_nodes(node, limits.max_yaml_nodes, where, limits)
         return loader.construct_document(node)
     except yaml.constructor.ConstructorError as exc:
-        raise InputRefused(f"{where}: YAML with a tag that is not allowed ({_first_line(exc)})") from None
+        raise InputRefused(f"{where}: YAML with a tag that is not allowed ({first_line(exc)})") from None
     except yaml.YAMLError as exc:
         raise InputRefused(f"{where}: not valid YAML ({' '.join(str(exc).split())})") from None
     except RecursionError:
@@ -536,11 +536,6 @@ def _count_nodes(root: Any, limit: int, where: str, limits: Limits) -> int:
         return total
 
     return size(root)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # -- masks and predictions ----------------------------------------------------------------------------
@@ -581,4 +576,4 @@ def _tiff_first_page(path: Path) -> tuple[int, int, int]:
             page = tif.pages.first
             return int(page.imagelength), int(page.imagewidth), int(page.samplesperpixel)
     except (tifffile.TiffFileError, struct.error, IndexError, KeyError, ValueError, OSError) as exc:
-        raise InputRefused(f"{path}: not a readable TIFF mask ({_first_line(exc)})") from None
+        raise InputRefused(f"{path}: not a readable TIFF mask ({first_line(exc)})") from None

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from napari_m2mrf.errors import UserError
+from napari_m2mrf.errors import UserError, first_line
 from napari_m2mrf.io.arrays import AxesView
 from napari_m2mrf.io.ngff import Multiscale, ome_attributes, parse_image_label, parse_multiscales
 from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
@@ -34,13 +34,8 @@ def open_group(path: str | os.PathLike[str], mode: str = "r") -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: corrupt zarr metadata ({exc})") from None
     except (ValueError, KeyError, TypeError, OSError, zarr.errors.NodeTypeValidationError) as exc:
-        raise UserError(f"{path}: not a readable zarr group ({_message(exc)})") from None
+        raise UserError(f"{path}: not a readable zarr group ({first_line(exc)})") from None
     return node
-
-
-def _message(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def image_group(root: Any, path: Path) -> Any:
@@ -95,7 +90,7 @@ def _multiscale(group: Any, path: Path) -> Multiscale:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
-        raise UserError(f"{path}: malformed OME-NGFF metadata ({_message(exc)})") from None
+        raise UserError(f"{path}: malformed OME-NGFF metadata ({first_line(exc)})") from None
 
 
 def _level_arrays(group: Any, multiscale: Multiscale, path: Path) -> list[Any]:
@@ -111,7 +106,7 @@ def _level_arrays(group: Any, multiscale: Multiscale, path: Path) -> list[Any]:
         except (KeyError, FileNotFoundError):
             raise UserError(f"{path}: level '{level_path}' listed in the metadata is missing") from None
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
-            raise UserError(f"{path}/{level_path}: corrupt zarr array metadata ({_message(exc)})") from None
+            raise UserError(f"{path}/{level_path}: corrupt zarr array metadata ({first_line(exc)})") from None
         if not isinstance(node, zarr.Array):
             raise UserError(f"{path}: '{level_path}' is not an array")
         if node.ndim != len(multiscale.axes):

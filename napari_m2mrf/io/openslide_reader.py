@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_m2mrf.errors import InputRefused, UserError
+from napari_m2mrf.errors import InputRefused, UserError, first_line
 from napari_m2mrf.io.arrays import RegionArray
 from napari_m2mrf.io.handles import closed_on_error
 from napari_m2mrf.io.pyramid import Pyramid
@@ -70,7 +70,7 @@ def open_slide(path: Path) -> Any:
     except openslide.OpenSlideUnsupportedFormatError:
         raise UserError(f"{path}: not a slide OpenSlide can read") from None
     except (openslide.OpenSlideError, OSError, ValueError) as exc:
-        raise InputRefused(f"{path}: OpenSlide cannot open the slide ({_first_line(exc)})") from None
+        raise InputRefused(f"{path}: OpenSlide cannot open the slide ({first_line(exc)})") from None
 
 
 def slide_pixel_size_um(properties: Any) -> float | None:
@@ -230,8 +230,3 @@ class OpenSlideLevel(RegionArray):
         weight = alpha[..., None].astype(np.float32) / 255.0
         mixed = rgb.astype(np.float32) * weight + self._background * (1.0 - weight)
         return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_m2mrf.errors import UserError
+from napari_m2mrf.errors import UserError, first_line
 from napari_m2mrf.io.arrays import AxesView
 from napari_m2mrf.io.handles import closed_on_error
 from napari_m2mrf.io.pyramid import LabelPyramid, Pyramid
@@ -42,7 +42,7 @@ def open_tiff(path: str | os.PathLike[str]) -> Any:
     except PermissionError:
         raise UserError(f"{path}: permission denied (cannot read the file)") from None
     except (tifffile.TiffFileError, struct.error, ValueError, IndexError, KeyError, OSError) as exc:
-        raise UserError(f"{path}: not a readable TIFF ({_first_line(exc)})") from None
+        raise UserError(f"{path}: not a readable TIFF ({first_line(exc)})") from None
     try:
         _check_directory_chain(path, tif)
         series = tif.series  # parsed here: a vendor layout naming a directory the file lacks fails now
@@ -51,7 +51,7 @@ def open_tiff(path: str | os.PathLike[str]) -> Any:
         raise
     except (tifffile.TiffFileError, struct.error, ValueError, IndexError, KeyError, OSError) as exc:
         tif.close()
-        raise UserError(f"{path}: not a readable TIFF ({_first_line(exc)})") from None
+        raise UserError(f"{path}: not a readable TIFF ({first_line(exc)})") from None
     if not series:
         tif.close()
         raise UserError(f"{path}: the TIFF holds no image")
@@ -75,11 +75,6 @@ def _check_directory_chain(path: Path, tif: Any) -> None:
     link = int.from_bytes(tif.filehandle.read(width), "little" if tif.byteorder == "<" else "big")
     if link >= size:
         raise UserError(f"{path}: truncated: its last image directory links to a next one past the end of the file ({size} bytes)")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def image_series_index(tif: Any) -> int:
@@ -345,7 +340,7 @@ def read_tiff_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         try:
             data = level.asarray()
         except (tifffile.TiffFileError, ValueError, RuntimeError, OSError, struct.error) as exc:
-            raise UserError(f"{path}: the pixel data cannot be decoded ({_first_line(exc)})") from None
+            raise UserError(f"{path}: the pixel data cannot be decoded ({first_line(exc)})") from None
         orientation = level.keyframe.tags.get("Orientation")
         axes = level.axes.replace("S", "C")
         view = AxesView(data, axes, "YXC" if "C" in axes else "YX")
