@@ -22,15 +22,13 @@ Pixels, compared with the written sample (:func:`~sample_data.slide_sample.gener
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from napari_m2mrf.io.atomic import temporary_sibling
+from napari_m2mrf.io.atomic import created_once
 from napari_m2mrf.io.made_on_read import MadeOnRead, MadeOnReadSource, Region, register, registered
 from napari_m2mrf.io.omezarr import COMPLETE_KEY
 from napari_m2mrf.io.pyramid_build import level_shapes
@@ -64,9 +62,7 @@ def _create_store(store: Path, size: int) -> None:
     """The store with metadata and empty arrays, created aside and renamed into place."""
     import zarr
 
-    folder = store.parent
-    scratch = temporary_sibling(folder)
-    try:
+    with created_once(store.parent, made=store) as scratch:  # another process finishing first is fine
         levels = _default_levels(size)
         root = zarr.open_group(str(scratch / store.name), mode="w", zarr_format=3)
         for k, shape in enumerate(level_shapes((3, size, size), levels)):
@@ -78,13 +74,6 @@ def _create_store(store: Path, size: int) -> None:
         write_slide_ngff_metadata(root, truth, labels_group, levels)
         for group in (root, truth):  # not complete: the chunks are made when read
             group.attrs.update({COMPLETE_KEY: {"complete": False, "made_on_read": True}})
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(scratch, folder)
-    except OSError:
-        if not store.is_dir():  # another process finishing first is fine; anything else is not
-            raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _made_on_read(store: Path, maker: _ChunkMaker) -> MadeOnReadSource:

@@ -13,7 +13,6 @@ ever held in memory.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_m2mrf.io import ngff
-from napari_m2mrf.io.atomic import temporary_sibling
+from napari_m2mrf.io.atomic import created_once
 from napari_m2mrf.io.downsample import mean_2x2, mode_2x2
 from napari_m2mrf.io.omezarr import COMPLETE_KEY
 from napari_m2mrf.io.parallel import bounded_ordered_map
@@ -64,15 +63,8 @@ def sample_slide(size: int = SAMPLE_SIZE, seed: int = 0) -> SampleSlide:
     levels = _default_levels(size)
     folder = cache_dir("slide") / f"synthetic-v{_FORMAT_VERSION}-{size}-seed{seed}"
     if not folder.is_dir():
-        scratch = temporary_sibling(folder)
-        try:
+        with created_once(folder) as scratch:  # another process finishing first is fine
             generate_slide(scratch, size=size, levels=levels, seed=seed)
-            os.rename(scratch, folder)
-        except OSError:
-            if not folder.is_dir():  # someone else finishing first is fine; anything else is not
-                raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
     return _describe(folder, size, levels)
 
 

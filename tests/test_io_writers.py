@@ -10,7 +10,7 @@ import pytest
 from napari_m2mrf.classes import FUNDUS_CLASSES, label_colormap
 from napari_m2mrf.errors import UserError
 from napari_m2mrf.io import Workspace, read_idrid_mask, read_points_csv, write_idrid_masks, write_points_csv
-from napari_m2mrf.io.atomic import atomic_path
+from napari_m2mrf.io.atomic import atomic_path, created_once
 from napari_m2mrf.napari_io import write_idrid_masks_layer, write_points_csv_layer, write_workspace_labels_layer
 
 LABELS = np.zeros((30, 40), np.uint8)
@@ -80,3 +80,29 @@ def test_a_crash_during_a_write_keeps_the_previous_file(tmp_path: Path) -> None:
             raise KeyboardInterrupt
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["points.csv"]
+
+
+def test_a_folder_created_once_keeps_the_one_made_first(tmp_path: Path) -> None:
+    folder = tmp_path / "cache" / "made"
+    with created_once(folder) as scratch:
+        scratch.mkdir(parents=True)
+        (scratch / "first").write_text("1")
+    with created_once(folder) as scratch:  # another process's, finishing second
+        scratch.mkdir()
+        (scratch / "second").write_text("2")
+    assert [p.name for p in folder.iterdir()] == ["first"]
+    assert [p.name for p in folder.parent.iterdir()] == ["made"]  # no scratch left
+
+
+def test_a_folder_created_once_raises_what_went_wrong_when_none_was_made(tmp_path: Path) -> None:
+    folder = tmp_path / "made"
+    with pytest.raises(PermissionError):
+        with created_once(folder, made=folder / "store") as scratch:
+            scratch.mkdir()
+            raise PermissionError("disk said no")
+    with pytest.raises(OSError):
+        with created_once(folder, made=folder / "store") as scratch:  # a folder there, but not the one made
+            folder.mkdir()
+            (folder / "stray").write_text("x")
+            scratch.mkdir()
+    assert [p.name for p in tmp_path.iterdir()] == ["made"]

@@ -60,6 +60,27 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def created_once(folder: Path, made: Path | None = None) -> Iterator[Path]:
+    """Yield a scratch path beside ``folder`` to write a folder into; on success it is renamed to ``folder``.
+
+    For a cache folder that two processes may make at the same time: when the rename (or the writing)
+    fails with an ``OSError`` while ``made`` (a path inside ``folder``; ``folder`` itself by default)
+    is a folder, another process finished first and its folder stands; otherwise the error is raised.
+    The scratch is removed in every case; an existing ``folder`` is never replaced.
+    """
+    scratch = temporary_sibling(folder)
+    try:
+        yield scratch
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(scratch, folder)
+    except OSError:
+        if not (made or folder).is_dir():
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _fsync_file(path: Path) -> None:
     """Flush a written file's data to the disk (so the rename publishes complete content)."""
     with open(path, "rb") as handle:
