@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import threading
-import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +35,7 @@ from napari_m2mrf.jobs import Cancelled, CancelToken
 from napari_m2mrf.widgets.base import PluginWidget, layer_choices
 from napari_m2mrf.widgets.deferred_import import LOADING, STILL_LOADING, device_choices
 from napari_m2mrf.widgets.shortcuts import SHORTCUTS, add_shortcut
+from napari_m2mrf.widgets.throttle import Throttle
 from napari_m2mrf.widgets.result_layers import (
     LESIONS,
     PREDICTION_KEY,
@@ -171,10 +171,8 @@ class SegmentWidget(PluginWidget):
         self._signals.noticed.connect(self._notify)
         self._signals.preloaded.connect(self._preloaded)
         self._loading_message = ""
-        self._latest_progress: tuple[int, int, str] | None = None  # the newest report not shown yet
-        self._latest_status: str | None = None  # the newest message not shown yet
-        self._progress_scheduled = self._status_scheduled = False
-        self._progress_shown_at = self._status_shown_at = 0.0
+        self._bar: Throttle[tuple[int, int, str]] = Throttle(BAR_INTERVAL_S, self._show_progress)
+        self._status_line: Throttle[str] = Throttle(STATUS_INTERVAL_S, self._show_status)
         self._cancel: CancelToken | None = None
         self.worker = None
         self.pending_layers: list = []  # result layers still to add, one per event-loop turn (see _show)
@@ -402,47 +400,29 @@ class SegmentWidget(PluginWidget):
         on, every :data:`STATUS_INTERVAL_S`; a new stage's message at once): each repaint of a dock makes
         Qt composite napari's OpenGL canvas again, 40-110 ms of CPU on software OpenGL, so a job reporting
         every layer would slow itself and the viewer. The last report of a job is shown at once."""
-        self._latest_progress = (done, total, message)
-        wait = BAR_INTERVAL_S - (time.perf_counter() - self._progress_shown_at)
-        if done >= total or wait <= 0:
-            self._show_latest_progress()
-        elif not self._progress_scheduled:
-            self._progress_scheduled = True
-            QTimer.singleShot(int(1000 * wait) + 1, self._show_latest_progress)
+        self._bar.offer((done, total, message), at_once=done >= total)
 
-    def _show_latest_progress(self) -> None:
-        self._progress_scheduled = False
-        if self._latest_progress is None:
-            return
-        (done, total, message), self._latest_progress = self._latest_progress, None
-        now = time.perf_counter()
+    def _show_progress(self, report: tuple[int, int, str]) -> bool:
+        done, total, message = report
         try:
             self.progress.max = max(total, 1)
             self.progress.value = done
         except RuntimeError:  # the widget is gone (its viewer closed) while the job winds down
-            return
-        self._progress_shown_at = now
-        wait = STATUS_INTERVAL_S - (now - self._status_shown_at)
-        self._latest_status = message
-        if done >= total or wait <= 0 or _counters_removed(message) != _counters_removed(str(self.status.value)):
-            self._show_latest_status()  # a new stage shows at once; only its counters are throttled
-        elif not self._status_scheduled:  # the newest message shows when the interval is over
-            self._status_scheduled = True
-            QTimer.singleShot(int(1000 * wait) + 1, self._show_latest_status)
+            return False
+        new_stage = _counters_removed(message) != _counters_removed(str(self.status.value))
+        self._status_line.offer(message, at_once=done >= total or new_stage)  # only a stage's counters wait
+        return True
 
-    def _show_latest_status(self) -> None:
-        self._status_scheduled = False
-        if self._latest_status is None:
-            return
-        message, self._latest_status = self._latest_status, None
+    def _show_status(self, message: str) -> bool:
         try:
             self.status.value = message
         except RuntimeError:  # the widget is gone
-            return
-        self._status_shown_at = time.perf_counter()
+            return False
+        return True
 
     def _on_error(self, exc: Exception) -> None:
-        self._latest_progress = self._latest_status = None  # a report still waiting would hide what happened
+        self._bar.drop()  # a report still waiting would hide what happened
+        self._status_line.drop()
         if isinstance(exc, Cancelled):
             self._notify("segmentation cancelled; nothing was changed")
         elif isinstance(exc, UserError):
@@ -455,7 +435,8 @@ class SegmentWidget(PluginWidget):
 
     def _on_finished(self) -> None:
         self._cancel = None
-        self._latest_progress = self._latest_status = None
+        self._bar.drop()
+        self._status_line.drop()
         try:
             self.run_button.enabled, self.cancel_button.enabled = True, False
         except RuntimeError:  # the widget is gone (its viewer closed)
