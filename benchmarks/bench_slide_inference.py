@@ -24,19 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-STAGE_PREFIXES = {
-    "loading": "load model",
-    "deformation map": "density + grid",
-    "sampling the slide": "pyramid sampling",
-    "segmenting": "segmentation",
-    "labels ready (lazy)": "lazy result handed out",
-    "probability maps": "probability maps (every level)",
-    "reverse mapping": "reverse fill of level 0",
-    "building coarser levels": "coarser levels (reverse fill)",
-    "writing sampling points": "points, deformation, provenance",
-    "done": "end",
-}
-
 
 class PeakRss:
     """Highest resident set size seen by a 20 ms sampling thread, in MiB above the start."""
@@ -67,24 +54,19 @@ class PeakRss:
 
 
 def run_once(slide: Path, model: Path, sampler: str, output: int, device: str, workspace: Path) -> dict:
+    from benchmarks.gpu_check.slide_steps import StepClock
     from napari_m2mrf.inference.slide import SlideRequest, run_slide_segmentation
     from napari_m2mrf.io.slides import open_pyramid
     from napari_m2mrf.sampling.pyramid import level_bytes
 
-    marks: list[tuple[str, float]] = []
-
-    def progress(done: int, total: int, message: str) -> None:
-        stage = next((name for prefix, name in STAGE_PREFIXES.items() if message.startswith(prefix)), None)
-        if stage and (not marks or marks[-1][0] != stage):
-            marks.append((stage, time.perf_counter()))
-
+    clock = StepClock()
     request = SlideRequest(str(model), device=device, sampler=sampler, output_size=(output, output), workspace=workspace)
     cpu = time.process_time()
     with PeakRss() as rss:
         start = time.perf_counter()
-        result = run_slide_segmentation(slide, request, progress=progress)
+        result = run_slide_segmentation(slide, request, progress=clock)
         wall = time.perf_counter() - start
-    stages = {name: round(marks[i + 1][1] - t, 2) for i, (name, t) in enumerate(marks[:-1])}
+    stages = clock.seconds(2)
     level0 = level_bytes(open_pyramid(slide).levels[0])
     return {
         "wall_s": round(wall, 1),
@@ -111,7 +93,9 @@ def main() -> None:
 
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))  # benchmarks.gpu_check.slide_steps
+    sys.path.insert(0, str(root / "tests"))
     from slide_helpers import save_slide_model
 
     from sample_data.slide_sample import sample_slide

@@ -17,24 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .settings import Settings
+from .slide_steps import StepClock
 from .synthetic_slide import synthetic_pyramid
 
 LOG = logging.getLogger("gpu_check")
 
 SLIDE_MODEL = "slide_deformed_w18s"
-# progress message prefix -> step name in the figures
-SLIDE_STEPS = {
-    "loading": "load model",
-    "deformation map": "density + grid",
-    "sampling the slide": "pyramid sampling",
-    "segmenting": "segmentation",
-    "labels ready (lazy)": "lazy result handed out",
-    "probability maps": "probability maps (every level)",
-    "reverse mapping": "reverse fill of level 0",
-    "building coarser levels": "coarser label levels (reverse fill)",
-    "writing sampling points": "points, deformation, provenance",
-    "done": "end",
-}
 
 
 def stage_slide(settings: Settings, out: Path, scratch: Path, deadline: float) -> dict[str, Any]:
@@ -59,20 +47,13 @@ def stage_slide(settings: Settings, out: Path, scratch: Path, deadline: float) -
             if index and time.time() > deadline - 1.5 * runs[next(iter(runs))]["wall_s"]:
                 LOG.info("slide: skipping output %s (deadline)", output)
                 break
-            marks: list[tuple[str, float]] = []
-
-            def progress(done: int, total: int, message: str) -> None:
-                step = next((name for prefix, name in SLIDE_STEPS.items() if message.startswith(prefix)), None)
-                if step and (not marks or marks[-1][0] != step):
-                    marks.append((step, time.perf_counter()))
-
+            clock = StepClock()
             request = SlideRequest(model, device=device, output_size=(output, output) if output else default,
                                    workspace=scratch / f"slide{index}.m2mrf.zarr", workers=workers)
             cpu, start = time.process_time(), time.perf_counter()
-            result = run_slide_segmentation(source, request, progress=progress)
+            result = run_slide_segmentation(source, request, progress=clock)
             wall = time.perf_counter() - start
-            marks.append(("end", time.perf_counter()))
-            steps = {name: round(marks[i + 1][1] - t, 3) for i, (name, t) in enumerate(marks[:-1]) if name != "end"}
+            steps = clock.seconds(3)
             h, w = result.labels.shape
             label = f"{h}x{w}"
             runs[label] = {
