@@ -321,43 +321,47 @@ class Workspace:
         normal exit the coarser levels are built and the finished pyramid replaces any previous
         ``labels/<name>``. On an exception nothing changes.
         """
-        _check_label_name(self.path, name)
-        with output_lock(self.path):
-            target = resolve_inside(self.path, "labels", name)
-            self._ensure_labels_group()
-            remove_partials(self.path / "labels")  # leftovers of killed saves of any labels
-            with self._atomic_labels(target, name, shape, colors, names, pixel_size_um, chunk, progress) as level0:
-                yield level0
-            self._list_label(name)
-
-    @contextmanager
-    def _atomic_labels(
-        self,
-        target: Path,
-        name: str,
-        shape: tuple[int, int],
-        colors: Mapping[int, Sequence[float]],
-        names: Mapping[int, str],
-        pixel_size_um: float | None,
-        chunk: int,
-        progress: ProgressCallback | None,
-    ) -> Iterator[Any]:
-        import zarr
-
-        with atomic_path(target) as tmp:
-            group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
+        with self._new_label_group(name) as group:
             level0 = create_array(group, "0", tuple(shape), np.uint8, chunk, "yx")
             yield level0
             arrays = build_pyramid(
                 group, level0, kind="labels", chunk=chunk, levels=self._matching_levels(shape), progress=progress,
                 copy_level0=False,
             )
-            downsamples = [2.0**k for k in range(len(arrays))]
-            metadata = {
-                "multiscales": [ngff.multiscales_entry(name, "yx", downsamples, pixel_size_um, self.version)],
-                "image-label": ngff.image_label(colors, names, self.version),
-            }
-            group.attrs.put({**ngff.wrap_attributes(metadata, self.version), COMPLETE_KEY: {"complete": True}})
+            self._put_label_metadata(group, name, len(arrays), colors, names, pixel_size_um)
+
+    @contextmanager
+    def _new_label_group(self, name: str) -> Iterator[Any]:
+        """An empty zarr group that a normal exit publishes as ``labels/<name>`` in one rename (replacing
+        any previous one) and lists; on an exception nothing changes. The workspace's lock is held throughout."""
+        import zarr
+
+        _check_label_name(self.path, name)
+        with output_lock(self.path):
+            target = resolve_inside(self.path, "labels", name)
+            self._ensure_labels_group()
+            remove_partials(self.path / "labels")  # leftovers of killed saves of any labels
+            with atomic_path(target) as tmp:
+                yield zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
+            self._list_label(name)
+
+    def _put_label_metadata(
+        self,
+        group: Any,
+        name: str,
+        levels: int,
+        colors: Mapping[int, Sequence[float]],
+        names: Mapping[int, str],
+        pixel_size_um: float | None,
+    ) -> None:
+        """NGFF attributes of a label pyramid of ``levels`` levels (each half the last; level 0 of
+        ``pixel_size_um`` µm) with its classes' colours and names, marked complete."""
+        metadata = {
+            "multiscales": [ngff.multiscales_entry(name, "yx", [2.0**k for k in range(levels)], pixel_size_um,
+                                                   self.version)],
+            "image-label": ngff.image_label(colors, names, self.version),
+        }
+        group.attrs.put({**ngff.wrap_attributes(metadata, self.version), COMPLETE_KEY: {"complete": True}})
 
     def label_level_count(self, shape: tuple[int, int], chunk: int = DEFAULT_CHUNK) -> int:
         """How many levels a label pyramid of ``shape`` gets here (the image's count when they cover it)."""
@@ -381,25 +385,11 @@ class Workspace:
         previous one); on an exception (a cancel) nothing changes. The workspace's lock is held
         throughout (other writers of this process wait, another process gets ``OutputLocked``).
         """
-        import zarr
-
-        _check_label_name(self.path, name)
-        with output_lock(self.path):
-            target = resolve_inside(self.path, "labels", name)
-            self._ensure_labels_group()
-            remove_partials(self.path / "labels")
-            with atomic_path(target) as tmp:
-                group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
-                arrays = create_level_arrays(group, tuple(shape), np.uint8, self.label_level_count(shape, chunk), chunk,
-                                             "yx")
-                yield arrays
-                metadata = {
-                    "multiscales": [ngff.multiscales_entry(name, "yx", [2.0**k for k in range(len(arrays))],
-                                                           pixel_size_um, self.version)],
-                    "image-label": ngff.image_label(colors, names, self.version),
-                }
-                group.attrs.put({**ngff.wrap_attributes(metadata, self.version), COMPLETE_KEY: {"complete": True}})
-            self._list_label(name)
+        with self._new_label_group(name) as group:
+            levels = self.label_level_count(shape, chunk)
+            arrays = create_level_arrays(group, tuple(shape), np.uint8, levels, chunk, "yx")
+            yield arrays
+            self._put_label_metadata(group, name, len(arrays), colors, names, pixel_size_um)
 
     def _matching_levels(self, shape: tuple[int, int]) -> int | None:
         """The image's level count when labels of ``shape`` cover the image (so both pyramids align)."""
@@ -507,22 +497,11 @@ class Workspace:
         coarser levels are built (2×2 area average) and the pyramid replaces any previous
         ``probabilities``. On an exception nothing changes.
         """
-        import zarr
-
-        if len(shape) != 3 or shape[0] != len(class_codes):
-            raise UserError(
-                f"{self.path}: probabilities must be (K, Y, X) with K = {len(class_codes)} classes; got shape {shape}"
-            )
-        with output_lock(self.path), atomic_path(resolve_inside(self.path, "probabilities")) as tmp:
-            group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
+        with self._new_probability_group(shape, class_codes) as group:
             level0 = create_array(group, "0", tuple(shape), np.float16, chunk, "cyx")
             yield level0
             arrays = build_pyramid(group, level0, kind="image", chunk=chunk, progress=progress, copy_level0=False)
-            base_um = pixel_size_um * downsample if pixel_size_um is not None else None
-            entry = ngff.multiscales_entry("probabilities", "cyx", [2.0**k for k in range(len(arrays))], base_um,
-                                           self.version)
-            info = {"complete": True, "downsample": float(downsample), "classes": list(class_codes)}
-            group.attrs.put({**ngff.wrap_attributes({"multiscales": [entry]}, self.version), COMPLETE_KEY: info})
+            self._put_probability_metadata(group, len(arrays), downsample, class_codes, pixel_size_um)
 
     @contextmanager
     def new_probability_levels(
@@ -538,6 +517,17 @@ class Workspace:
         ``(K, Y_k, X_k)`` float16 of all levels (``level_count`` of ``shape``; level 0 first, each half
         the last). On a normal exit the pyramid replaces ``probabilities`` in one rename; on an
         exception nothing changes."""
+        with self._new_probability_group(shape, class_codes) as group:
+            levels = probability_level_count(shape, chunk)
+            arrays = create_level_arrays(group, tuple(shape), np.float16, levels, chunk, "cyx")
+            yield arrays
+            self._put_probability_metadata(group, levels, downsample, class_codes, pixel_size_um)
+
+    @contextmanager
+    def _new_probability_group(self, shape: tuple[int, int, int], class_codes: Sequence[str]) -> Iterator[Any]:
+        """An empty zarr group that a normal exit publishes as ``probabilities`` in one rename (replacing any
+        previous one); on an exception nothing changes. ``shape`` ``(K, Y, X)`` must have one map per class
+        code. The workspace's lock is held throughout."""
         import zarr
 
         if len(shape) != 3 or shape[0] != len(class_codes):
@@ -545,15 +535,18 @@ class Workspace:
                 f"{self.path}: probabilities must be (K, Y, X) with K = {len(class_codes)} classes; got shape {shape}"
             )
         with output_lock(self.path), atomic_path(resolve_inside(self.path, "probabilities")) as tmp:
-            group = zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
-            levels = probability_level_count(shape, chunk)
-            arrays = create_level_arrays(group, tuple(shape), np.float16, levels, chunk, "cyx")
-            yield arrays
-            base_um = pixel_size_um * downsample if pixel_size_um is not None else None
-            entry = ngff.multiscales_entry("probabilities", "cyx", [2.0**k for k in range(levels)], base_um,
-                                           self.version)
-            info = {"complete": True, "downsample": float(downsample), "classes": list(class_codes)}
-            group.attrs.put({**ngff.wrap_attributes({"multiscales": [entry]}, self.version), COMPLETE_KEY: info})
+            yield zarr.open_group(str(tmp), mode="w", zarr_format=self.group.metadata.zarr_format)
+
+    def _put_probability_metadata(
+        self, group: Any, levels: int, downsample: float, class_codes: Sequence[str], pixel_size_um: float | None
+    ) -> None:
+        """NGFF attributes of a probability pyramid of ``levels`` levels (each half the last) whose level 0
+        has ``downsample`` level-0 image pixels per pixel (of ``pixel_size_um`` µm), marked complete with
+        its downsample and class codes."""
+        base_um = pixel_size_um * downsample if pixel_size_um is not None else None
+        entry = ngff.multiscales_entry("probabilities", "cyx", [2.0**k for k in range(levels)], base_um, self.version)
+        info = {"complete": True, "downsample": float(downsample), "classes": list(class_codes)}
+        group.attrs.put({**ngff.wrap_attributes({"multiscales": [entry]}, self.version), COMPLETE_KEY: info})
 
     def probability_pyramid(self) -> tuple[Pyramid, float, list[str]]:
         """``(pyramid of (K, Y_k, X_k) float16 levels, level-0 pixels per pixel of its level 0, class codes)``.
