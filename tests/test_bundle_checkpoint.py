@@ -15,7 +15,7 @@ import torch
 from napari_m2mrf.models import load_checkpoint
 from training.config import TrainingConfig
 from training.loop import Trainer
-from training.recipes.bundle_checkpoint import bundle, cross_validation_summary, cross_validation_thresholds, main
+from training.recipes.bundle_checkpoint import bundle, cross_validation_summary, cross_validation_thresholds, main, scales_to_ship
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,22 @@ def test_bad_run_folder_and_report_are_one_line_errors(tmp_path: Path, capsys: p
     old_report.write_text(json.dumps({"pooled": {}}))
     with pytest.raises(Exception, match="no shipping thresholds"):
         cross_validation_thresholds(old_report)
+
+
+def test_a_test_time_report_gives_the_scales_and_their_thresholds(run_dir: Path, tmp_path: Path) -> None:
+    scales = {"EX": [1.0, 1.5], "HE": [0.75], "SE": [1.0], "MA": [1.5]}
+    pooled = {"per_class": {"EX": {"aupr_official_11pt": 0.6}, "MA": {"aupr_official_11pt": 0.3}},
+              "mean": {"aupr_official_11pt": 0.45}}
+    report = tmp_path / "test_time.json"
+    report.write_text(json.dumps({
+        "to_ship": {"scales": scales, "thresholds": {"EX": 0.2, "HE": 0.5, "SE": 0.5, "MA": 0.1}},
+        "per_class": {"pooled": pooled, "chosen_per_fold": [scales, scales]},
+    }))
+    metadata, summary = scales_to_ship(report)
+    assert metadata == {"scales": scales, "thresholds": {"EX": 0.2, "HE": 0.5, "SE": 0.5, "MA": 0.1}}
+    assert summary["cross_fitted_mean"] == 0.45 and summary["cross_fitted_aupr_official_11pt"]["MA"] == 0.3
+    _, meta = load_checkpoint(bundle(run_dir, "scaled", out_dir=tmp_path, test_time=report))
+    assert meta["test_time"] == metadata and meta["provenance"]["test_time"]["report"] == "test_time.json"
+    report.write_text(json.dumps({"to_ship": {"scales": scales}}))
+    with pytest.raises(Exception, match="no test-time choice to ship"):
+        scales_to_ship(report)

@@ -18,8 +18,12 @@ def test_fundus_model_is_bundled_small_and_has_its_training_config() -> None:
     assert config.model.name == "m2mrf_hrnetv2_w18s" and config.model.options["variant"] == "A"
     model, meta = resolve_model(FUNDUS)
     trained = meta["provenance"]["config"]  # the run that made the weights: the recipe, its own data and output paths
-    for section in ("augment", "model", "loss", "optim"):
-        assert trained[section] == config.to_dict()[section], section
+    recipe = config.to_dict()
+    for section in ("augment", "loss", "optim"):
+        assert trained[section] == recipe[section], section
+    started_from = trained["model"].pop("init_checkpoint", "")  # the fold's own stage-1 weights (an absolute path there)
+    assert trained["model"] == {k: v for k, v in recipe["model"].items() if k != "init_checkpoint"}
+    assert bool(started_from) == bool(recipe["model"].get("init_checkpoint"))
     assert trained["data"]["root"] == config.data.root and trained["run"]["iterations"] == config.run.iterations
     assert meta["arch"] == "m2mrf_hrnetv2_w18s" and meta["weights_dtype"] == "int8"
     assert set(meta["thresholds"]) == {"EX", "HE", "SE", "MA"}
@@ -33,12 +37,28 @@ def test_fundus_model_carries_its_cross_validated_figures() -> None:
     _, meta = resolve_model(FUNDUS)
     summary = meta["provenance"]["cross_validation"]
     assert summary["folds"] == 2 and len(summary["real_images"]) == 10 and summary["extra_images"] == 34
-    for variant in ("plain", "flips"):
+    for variant in {"plain"} | ({"flips"} & set(summary)):
         per_class = summary[variant]["per_class"]
         assert set(per_class) == {"EX", "HE", "SE", "MA"}
         assert all(0 <= scores["aupr_official_11pt"] <= 1 for scores in per_class.values())
     assert summary["plain"]["per_class"]["HE"]["aupr_official_11pt"] >= 0.20
     assert "cross-validation" in meta["provenance"]["validation"]["note"]
+
+
+def test_fundus_model_carries_test_time_scales_chosen_by_cross_validation() -> None:
+    """The scales mode (predict's default, a Segment region) runs each class at the scales the
+    cross-validation chose, with thresholds calibrated on them; the cross-fitted figures are recorded."""
+    from napari_m2mrf.models.multiscale import class_scales, has_class_scales, multiscale_thresholds
+
+    _, meta = resolve_model(FUNDUS)
+    assert has_class_scales(meta)
+    scales = class_scales(meta)
+    assert len(scales) == 4 and all(scales) and any(channel != (1.0,) for channel in scales)
+    assert set(multiscale_thresholds(meta)) == {"EX", "HE", "SE", "MA"}
+    figures = meta["provenance"]["test_time"]
+    assert set(figures["cross_fitted_aupr_official_11pt"]) == {"EX", "HE", "SE", "MA"}
+    assert len(figures["chosen_per_fold"]) == 2  # one choice per fold, each made on the other fold
+    assert figures["cross_fitted_aupr_official_11pt"]["MA"] >= 0.15
 
 
 def test_fundus_model_segments_an_image_into_four_probability_maps() -> None:

@@ -139,3 +139,16 @@ def test_a_second_stage_starts_each_fold_from_the_same_folds_weights_only(tmp_pa
         fine_tune_recipe(recipe, earlier, 2, ["IDRiD_01", "IDRiD_02"], tmp_path / "stage2")
     with pytest.raises(UserError, match="held out nothing"):
         fine_tune_recipe(recipe, earlier, 1, ["IDRiD_01"], tmp_path / "stage2")
+
+
+def test_a_recipe_with_fixed_initial_weights_is_refused_without_init_from(tmp_path: Path) -> None:
+    from training.config import save_config
+    from training.recipes.fundus_cross_validation import cross_validate
+
+    recipe = Path(__file__).resolve().parents[1] / "sample_data" / "checkpoints" / "fundus_m2mrf_w18s_stage1.yaml"
+    config = load_config(recipe)
+    tuned = config.model_copy(update={"model": config.model.model_copy(update={"init_checkpoint": "w.safetensors"})})
+    path = save_config(tuned, tmp_path / "tuned.yaml")
+    with pytest.raises(UserError, match="fine-tunes w.safetensors: one set of weights for every fold"):
+        cross_validate(tmp_path / "out", tmp_path / "idrid", 2, 10, path, 0, 1)
+    assert not (tmp_path / "out").exists()

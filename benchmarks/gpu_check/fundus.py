@@ -1,15 +1,16 @@
 """Stage ``fundus``: the bundled fundus recipe cross-validated on the real images, for the time left.
 
-The recipe (``sample_data/checkpoints/fundus_m2mrf_w18s.yaml``) goes through the project's own
-cross-validation (:func:`training.recipes.fundus_cross_validation.cross_validate`): two folds over
-the real IDRiD images (``--idrid``, else a subset found by :func:`.fundus_data.find_idrid`), each
-training on the other half plus the idrid_extra photographs (when found) and semi-synthetic images,
-then scoring its held-out half whole, with and without test-time flips. The iterations per fold
-come from a short timing of the network step and the time left; each fold's trainer gets its share
-of the deadline (a ``STOP`` file ends it cooperatively). In tiny mode generated images stand in for
-the real ones. Kept: each fold's checkpoint ``fundus/foldN.safetensors``, the effective recipe
-``fundus/recipe.yaml``, the report ``fundus/cross_validation.json``, ``fundus/README.txt`` (how to
-rerun it) and ``fundus.json`` (what ran, losses, the cross-validated figures).
+The recipe (the bundled model's first stage,
+``sample_data/checkpoints/fundus_m2mrf_w18s_stage1.yaml``, from scratch) goes through the project's
+own cross-validation (:func:`training.recipes.fundus_cross_validation.cross_validate`): two folds
+over the real IDRiD images (``--idrid``, else a subset found by :func:`.fundus_data.find_idrid`),
+each training on the other half plus the idrid_extra photographs (when found) and semi-synthetic
+images, then scoring its held-out half whole, with and without test-time flips. The iterations per
+fold come from a short timing of the network step and the time left; each fold's trainer gets its
+share of the deadline (a ``STOP`` file ends it cooperatively). In tiny mode generated images stand
+in for the real ones. Kept: each fold's checkpoint ``fundus/foldN.safetensors``, the effective
+recipe ``fundus/recipe.yaml``, the report ``fundus/cross_validation.json``, ``fundus/README.txt``
+(how to rerun it) and ``fundus.json`` (what ran, losses, the cross-validated figures).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def stage_fundus(settings: Settings, out: Path, scratch: Path, deadline: float) 
     from training.recipes.fundus_cross_validation import cross_validate, fold_config
 
     began = time.perf_counter()
-    recipe = CHECKPOINTS / "fundus_m2mrf_w18s.yaml"
+    recipe = CHECKPOINTS / "fundus_m2mrf_w18s_stage1.yaml"
     real = fundus_data.find_idrid(settings.idrid) if (settings.idrid or not settings.tiny) else None
     real_is_generated = real is None
     if real is None:

@@ -72,7 +72,7 @@ def bundle(run_dir: Path, name: str, cross_validation: Path | None = None, out_d
         provenance["cross_validation"] = cross_validation_summary(cross_validation)
     kept = {k: v for k, v in meta.items() if k in ("classes", "normalization", "input_size")}
     if test_time is not None:
-        kept["test_time"], provenance["test_time"] = test_time_choice(test_time)
+        kept["test_time"], provenance["test_time"] = scales_to_ship(test_time)
     target = out_dir / f"{name}.safetensors"
     save_checkpoint(target, model, {**kept, "provenance": provenance}, dtype=torch.int8)
     shipped, shipped_meta = load_checkpoint(target)
@@ -165,7 +165,7 @@ def retina_lesion_fraction(model: Any, meta: Mapping[str, Any], thresholds: Mapp
     return {cls.code: float(np.mean(probabilities[k] >= thresholds[cls.code])) for k, cls in enumerate(FUNDUS_CLASSES)}
 
 
-def test_time_choice(report_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def scales_to_ship(report_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(``test_time`` metadata, provenance summary) from a ``fundus_test_time`` report: the scales and
     thresholds it chose to ship, and its cross-fitted pooled figures per class."""
     report = _read_report(report_path)

@@ -1,7 +1,7 @@
 """K-fold cross-validation of the fundus training recipe over the real IDRiD images.
 
 Each fold holds out ``len(images) / folds`` real images, trains the recipe of a config (by default
-the bundled model's, ``fundus_m2mrf_w18s.yaml``) from scratch on the others plus the same
+the bundled model's first stage, ``fundus_m2mrf_w18s_stage1.yaml``) from scratch on the others plus the same
 semi-synthetic ``fundus_lesions`` images, and predicts its held-out images whole (the official
 protocol: keep-ratio resize to the model's input size, logits back to full size, sigmoid). The
 held-out probabilities of all folds are pooled into one :class:`~napari_m2mrf.metrics.LesionMetrics`,
@@ -35,7 +35,7 @@ from napari_m2mrf.errors import UserError
 from training.recipes import CHECKPOINTS, IMAGES, MASKS, TRAIN, VALIDATION
 from training.recipes.bundle_checkpoint import THRESHOLD_CHOICES
 
-DEFAULT_CONFIG = CHECKPOINTS / "fundus_m2mrf_w18s.yaml"
+DEFAULT_CONFIG = CHECKPOINTS / "fundus_m2mrf_w18s_stage1.yaml"
 
 
 def fold_ids(ids: Sequence[str], folds: int) -> list[list[str]]:
@@ -183,6 +183,19 @@ def fine_tune_recipe(config_path: Path, init_from: Path, number: int, held_out: 
     return save_config(config, out / f"fold{number}_recipe.yaml")
 
 
+def _refuse_fixed_initial_weights(config_path: Path) -> None:
+    """``UserError`` when the recipe fine-tunes fixed weights (``model.init_checkpoint``): weights
+    trained on real images would reach folds that score those images; a second stage takes each
+    fold's own weights through ``--init-from``."""
+    from training.config import load_config
+
+    weights = load_config(config_path).model.init_checkpoint
+    if weights:
+        raise UserError(f"{config_path} fine-tunes {weights}: one set of weights for every fold would have seen "
+                        "images some fold scores; give --init-from an earlier cross-validation of the same folds "
+                        "(each fold then starts from its own weights), or a recipe that trains from scratch")
+
+
 def cross_validate(
     out: Path,
     idrid: Path,
@@ -206,6 +219,8 @@ def cross_validate(
     from sample_data.fundus_samples import write_fundus_dataset
     from training.recipes.idrid_extra import assemble_extra
 
+    if init_from is None:
+        _refuse_fixed_initial_weights(config)
     images = sorted((idrid / IMAGES / TRAIN).glob("*.jpg"))
     if not images:
         raise UserError(f"{idrid}: no IDRiD images under '{IMAGES}/{TRAIN}'")
