@@ -78,6 +78,27 @@ def test_probability_maps_are_scored_by_evaluate(small_model: Path, images: Path
     assert metrics["images"] == 4 and set(metrics["per_class"]) == {"EX", "HE", "SE", "MA"}
 
 
+def test_8_bit_probability_maps_score_as_the_float_probabilities_do() -> None:
+    from napari_m2mrf.classes import FUNDUS_CLASSES
+    from napari_m2mrf.inference.batch import probability_codes
+    from napari_m2mrf.metrics import LesionMetrics
+
+    np.testing.assert_array_equal(probability_codes(np.array([0.0, 1e-9, 0.001, 0.1, 0.5, 0.9999, 1.0])), [0, 1, 1, 26, 128, 255, 255])
+    rng = np.random.default_rng(0)  # most background and a fifth of the lesions below 0.002, as a sigmoid's map
+    truth = rng.random((4, 200, 200)) < 0.05
+    probabilities = np.where(truth, rng.beta(2, 1, truth.shape), rng.beta(1, 8, truth.shape) ** 4).astype(np.float32)
+    probabilities[truth & (rng.random(truth.shape) < 0.2)] = 1e-4
+    scores = {}
+    for name, maps in (("float", probabilities), ("8-bit", probability_codes(probabilities) / np.float32(255))):
+        metrics = LesionMetrics(FUNDUS_CLASSES)
+        metrics.update(maps, truth)
+        scores[name] = metrics.compute()["mean"]["aupr_official_11pt"]
+    assert scores["8-bit"] == pytest.approx(scores["float"], abs=0.005)
+    naive = LesionMetrics(FUNDUS_CLASSES)  # plain rounding drops every p < 0.002 from the first threshold
+    naive.update(np.round(probabilities * 255) / 255, truth)
+    assert naive.compute()["mean"]["aupr_official_11pt"] < scores["float"] - 0.02
+
+
 def test_two_dask_workers_give_the_serial_outputs(small_model: Path, images: Path, tmp_path: Path) -> None:
     pytest.importorskip("dask.distributed")
     serial = _predict(str(images), "--model", str(small_model), "--out", str(tmp_path / "serial"))
