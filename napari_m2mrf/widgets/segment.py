@@ -186,6 +186,7 @@ class SegmentWidget(PluginWidget):
         refresh_models = self.model.reset_choices
         catalogue_changed.connect(refresh_models)  # a model trained meanwhile is offered at once
         self.native.destroyed.connect(lambda: catalogue_changed.disconnect(refresh_models))
+        self.body_layout.addStretch(1)  # a tall dock keeps the controls together at the top
         self._load_in_background(INFERENCE_MODULES)
 
     def _run_shortcut(self) -> None:
