@@ -29,6 +29,7 @@ import numpy as np
 
 from napari_m2mrf.classes import FUNDUS_CLASSES
 from napari_m2mrf.errors import UserError
+from napari_m2mrf.models.multiscale import SCALE_RANGE
 from training.recipes import IMAGES, VALIDATION
 
 logger = logging.getLogger(__name__)
@@ -134,8 +135,9 @@ def shipping_choice(folds: Sequence[dict[ScaleSet, object]]) -> dict:
 
 def scale_report(cv_out: Path, scales: Sequence[float], flips: bool = False) -> dict:
     """Score every fold of the cross-validation ``cv_out`` at ``scales``; writes ``cv_out/test_time.json``."""
-    if not scales or any(not np.isfinite(scale) or not 0.25 <= scale <= 4 for scale in scales):
-        raise UserError(f"--scales must be factors between 0.25 and 4, not {list(scales)}")
+    low, high = SCALE_RANGE
+    if not scales or any(not np.isfinite(scale) or not low <= scale <= high for scale in scales):
+        raise UserError(f"--scales must be factors between {low} and {high} (what a checkpoint may record), not {list(scales)}")
     roots = sorted(cv_out.glob("fold*_data"), key=lambda path: int(path.name[4:-5]))
     checkpoints = [cv_out / root.name[: -len("_data")] / "last.safetensors" for root in roots]
     missing = [str(path) for path in checkpoints if not path.is_file()]
