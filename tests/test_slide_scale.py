@@ -118,6 +118,13 @@ def test_grid_is_clamped_to_half_and_twice_the_checkpoint_grid() -> None:
     assert matched.output_size == (64, 64) and matched.choice == "matched" and matched.notice() is None
 
 
+@pytest.mark.parametrize("pixel_size", [0.0, -0.5, float("nan"), float("inf")])
+def test_a_pixel_size_that_is_not_a_positive_number_counts_as_unknown(pixel_size: float) -> None:
+    grid = choose_grid(DEFAULT, (512, 512), pixel_size, TRAINED)
+    assert grid.output_size == DEFAULT and grid.choice == "default" and grid.slide_pixel_size_um is None
+    assert grid.notice() is None and grid.provenance()["um_per_sample"] is None
+
+
 def test_predict_cli_records_the_scale_and_takes_an_output_size(files, tmp_path, capsys) -> None:
     model = str(files["scaled_model"])
     assert main(["predict", str(files["fine"]), "--model", model, "--out", str(tmp_path / "a"), "--json"]) == 0

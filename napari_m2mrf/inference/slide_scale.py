@@ -102,6 +102,9 @@ def choose_grid(
     with a checkpoint whose grid is ``default_size`` and whose training scale is ``training``;
     ``requested``: an output size the caller chose (it wins). See the module docstring."""
     default_size = (int(default_size[0]), int(default_size[1]))
+    if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+        logger.warning("slide pixel size %r µm is not a positive number: treated as unknown", pixel_size_um)
+        pixel_size_um = None
     extent = None if pixel_size_um is None else (image_shape[0] * pixel_size_um, image_shape[1] * pixel_size_um)
 
     def chosen(size: tuple[int, int], choice: str, reason: str) -> GridChoice:
