@@ -100,6 +100,18 @@ def test_class_scales_give_each_channel_the_mean_of_its_own_scales() -> None:
         predictor.predict_whole(image, class_scales=chosen[:3])
 
 
+def test_progress_over_test_time_scales_is_monotonic_and_weighted_by_input_area() -> None:
+    predictor = FundusPredictor(_conv_net(3), PREP, device="cpu")
+    seen: list[tuple[int, int]] = []
+    predictor.predict_whole(_image(130, 190), class_scales=[(1.0,), (1.0, 1.5), (1.5,), (1.0,)],
+                            progress=lambda done, total, message: seen.append((done, total)))
+    fractions = [done / total for done, total in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert len({total for _, total in seen}) == 1
+    first_pass_end = max(f for f in fractions if f <= 100 / 325 + 1e-9)  # scale 1.0: 100 of 100 + 225 area units
+    assert first_pass_end == pytest.approx(100 / 325)
+
+
 def test_progress_reports_every_tile_and_cancel_stops_at_the_next_one() -> None:
     predictor = FundusPredictor(_conv_net(3), PREP, device="cpu")
     seen: list[tuple[int, int]] = []

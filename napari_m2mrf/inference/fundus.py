@@ -91,7 +91,8 @@ class FundusPredictor:
         of every scale (and flip) are resized back to (H, W) and averaged. ``class_scales``: instead,
         per channel its own scales (e.g. microaneurysms larger, haemorrhages at 1.0); each scale of
         their union runs once.
-        ``progress(done, total, message)``: the passes' layers reached (one bar over all passes)."""
+        ``progress(done, total, message)``: the passes' layers reached (one bar over all passes, each
+        pass weighted by its input area)."""
         height, width = image.shape[:2]
         normalised = self._normalised(image)
         views = FLIP_VIEWS if flips else FLIP_VIEWS[:1]
@@ -100,11 +101,12 @@ class FundusPredictor:
         if not union:
             raise ValueError("predict_whole needs at least one scale")
         passes = [(scale, dims) for scale in union for dims in views]
+        weights = [max(1, round(100 * scale**2)) for scale, _ in passes]  # a pass costs about its input area
         total = None
         for index, (scale, dims) in enumerate(passes):
 
             def layers(done: int, of: int, message: str, index: int = index) -> None:
-                progress(index * of + done, len(passes) * of, message)
+                progress(sum(weights[:index]) * of + weights[index] * done, sum(weights) * of, message)
 
             batch = resize_bilinear(normalised, keep_ratio_size(height, width, self._input_scale(scale)))
             logits = self.runner(batch.flip(dims) if dims else batch, cancel=cancel,
