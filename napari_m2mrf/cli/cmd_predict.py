@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--mode", choices=["scales", "whole", "tiles"], default="scales",
                         help="scales (default): the whole image at each of the model's test-time scales, per class "
-                        "(the protocol its cross-validated figures were measured with; about 3x the time of whole; "
+                        "(the protocol its cross-validated figures were measured with; about 5x the time of whole; "
                         "whole when the model records none); whole: the official whole-image protocol, one pass; "
                         "tiles: full-resolution sliding window")
     parser.add_argument("--tile", type=int, default=1024, help="tile size in px for --mode tiles (default 1024)")

@@ -64,7 +64,7 @@ INFERENCE_MODULES = (
 logger = logging.getLogger(__name__)
 
 REGION_WHOLE = "whole image (official protocol)"
-REGION_SCALES = "whole image, the model's test-time scales (best, ~3x time)"
+REGION_SCALES = "whole image, test-time scales"
 REGION_TILES = "whole image, full-resolution tiles"
 REGION_VIEW = "visible field of view"
 REGION_SHAPES = "shapes in a Shapes layer"
@@ -150,7 +150,8 @@ class SegmentWidget(PluginWidget):
             self.device: "where the model runs: auto picks a GPU when there is one",
             self.region: "whole image at the model's input size (the official protocol, one pass); the whole image "
                          "at each of the model's test-time scales, per class (the protocol of its cross-validated "
-                         "figures, with the thresholds calibrated on it; one pass when it records none); "
+                         "figures, with the thresholds calibrated on it; about 5x the time of one pass; one pass "
+                         "when it records none); "
                          "full-resolution tiles; the visible field of view; or the shapes of a Shapes layer",
             self.shapes: "the Shapes layer whose rectangles or polygons are segmented",
             self.tile: "tile size in pixels for full-resolution tiles (smaller needs less memory)",
@@ -453,7 +454,7 @@ class SegmentWidget(PluginWidget):
         show_lesions(self._viewer, layer, labels)  # what the user asked for first, the hidden maps after it
         self.status.value = f"done in {result.seconds:.1f} s"
         self.pending_layers = probability_steps(self._viewer, layer, result.probabilities)
-        self._add_pending_layer()
+        QTimer.singleShot(LAYER_GAP_MS, self._add_pending_layer)  # not in the lesions' turn
 
     def _add_pending_layer(self) -> None:
         """Add one pending result layer, then let the event loop run before the next (napari takes tens of
