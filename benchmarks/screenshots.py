@@ -169,6 +169,9 @@ def take_screenshots(out: Path) -> list[Path]:
             written.append(_save_array(window, out / f"{WINDOW}.png"))
             print(written[-1], flush=True)
         finally:
+            from qtpy.QtCore import QThreadPool
+
+            QThreadPool.globalInstance().waitForDone(30_000)  # no worker (inventory, preload) may outlive the viewer
             viewer.close()
     return written
 

@@ -164,7 +164,7 @@ class SegmentWidget(PluginWidget):
         self.model.changed.connect(self._follow_model)
         self.checkpoint.changed.connect(self._follow_model)
         self.region.changed.connect(lambda value: setattr(self.shapes, "visible", value == REGION_SHAPES))
-        self.region.changed.connect(self._follow_model)  # test-time scales have thresholds of their own
+        self.region.changed.connect(lambda *_: self._follow_model(preload=False))  # scales have thresholds of their own
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self._signals = _WorkerSignals()
@@ -214,7 +214,7 @@ class SegmentWidget(PluginWidget):
 
         return model_choices() + [CHECKPOINT_FILE]
 
-    def _follow_model(self, *_) -> None:
+    def _follow_model(self, *_, preload: bool = True) -> None:
         """One threshold box per class of the chosen model, set to its checkpoint's thresholds (those
         calibrated on its test-time scales when that region is chosen and it has them).
 
@@ -246,8 +246,9 @@ class SegmentWidget(PluginWidget):
             spin.value = defaults.get(code, DEFAULT_THRESHOLD)
             spin.enabled = sigmoid
             spin.tooltip = SIGMOID_TIP if sigmoid else SOFTMAX_TIP
-        self._stop_preload()  # an earlier choice's load that has not started never will
-        self._preload_timer.start()  # load this one once the choice has settled (see _preload_model)
+        if preload:  # a new model choice (a region change keeps the model)
+            self._stop_preload()  # an earlier choice's load that has not started never will
+            self._preload_timer.start()  # load this one once the choice has settled (see _preload_model)
 
     @property
     def loading(self) -> bool:
