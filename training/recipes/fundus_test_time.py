@@ -72,13 +72,9 @@ def fold_scores(checkpoint: Path, data_root: Path, scales: Sequence[float], flip
 
 
 def _pooled(folds: Sequence[dict[ScaleSet, object]], subset: ScaleSet, skip: int | None = None):
-    from napari_m2mrf.metrics import LesionMetrics
-
-    pooled = LesionMetrics(FUNDUS_CLASSES)
-    for number, fold in enumerate(folds):
-        if number != skip:
-            pooled.merge(fold[subset])
-    return pooled
+    """Every fold's held-out pixels but fold ``skip``'s pooled, all classes scored with ``subset``."""
+    kept = [fold for number, fold in enumerate(folds) if number != skip]
+    return composed(kept, [{cls.code: subset for cls in FUNDUS_CLASSES}] * len(kept))
 
 
 def best_set(folds: Sequence[dict[ScaleSet, object]], code: str | None, skip: int | None = None) -> ScaleSet:
@@ -89,8 +85,7 @@ def best_set(folds: Sequence[dict[ScaleSet, object]], code: str | None, skip: in
         value = result["mean"][AUPR] if code is None else result["per_class"][code][AUPR]
         return float(value) if np.isfinite(value) else -1.0
 
-    subsets = sorted(folds[0], key=_preference)
-    return max(subsets, key=lambda subset: (score(subset), [-part for part in _preference(subset)]))
+    return max(folds[0], key=lambda subset: (score(subset), [-part for part in _preference(subset)]))
 
 
 def composed(folds: Sequence[dict[ScaleSet, object]], choices: Sequence[dict[str, ScaleSet]]):
